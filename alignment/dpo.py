@@ -1,0 +1,98 @@
+"""The DPO stage: TRL's DPOTrainer from the round's SFT model, with Llama 3's NLL term on the chosen response.
+
+The reference model is the SFT model: with LoRA (default) TRL uses the policy with its adapters disabled, which is
+exactly the SFT weights; with full fine-tuning TRL loads a frozen copy from the same folder. The loss is
+``sigmoid`` (DPO) + ``nll_weight`` x ``sft`` (NLL on chosen), as TRL's multi-loss ``loss_type``/``loss_weights``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from alignment.config import DpoConfig
+from alignment.models import load_chat_tokenizer
+from alignment.train_common import peft_lora, save_merged, training_threads, use_bf16, use_cuda
+
+log = logging.getLogger(__name__)
+
+
+def to_preference_records(pairs: list[dict]) -> list[dict]:
+    """DPO pairs as TRL conversational preference records (both sides share exactly the same prompt)."""
+    return [
+        {
+            "prompt": [{"role": m["role"], "content": m["content"]} for m in p["prompt"]],
+            "chosen": [{"role": "assistant", "content": p["chosen"]}],
+            "rejected": [{"role": "assistant", "content": p["rejected"]}],
+        }
+        for p in pairs
+    ]
+
+
+def _mean_logged(history: list[dict], key: str) -> float | None:
+    values = [h[key] for h in history if key in h]
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def train_dpo(pairs: list[dict], sft_path: str, cfg: DpoConfig, out: Path, *, seed: int, device: str,
+              work_dir: Path, extra_files: dict[str, str] | None = None) -> dict:
+    """DPO on ``pairs`` from ``sft_path``; saves the merged policy to ``out`` and returns training metrics."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer
+
+    if not pairs:
+        raise ValueError("the DPO set is empty: no prompt gave a pair that passed selection")
+    training_threads()
+    tokenizer = load_chat_tokenizer(sft_path)
+    model = AutoModelForCausalLM.from_pretrained(sft_path, dtype=torch.float32)
+    bf16 = use_bf16(cfg.precision, device)
+    loss_type, loss_weights = ["sigmoid"], [1.0]
+    if cfg.nll_weight > 0:
+        loss_type, loss_weights = ["sigmoid", "sft"], [1.0, cfg.nll_weight]
+    args = DPOConfig(
+        output_dir=str(work_dir),
+        beta=cfg.beta,
+        loss_type=loss_type,
+        loss_weights=loss_weights,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.03,
+        max_length=cfg.max_length,
+        bf16=bf16,
+        use_cpu=not use_cuda(device),
+        seed=seed,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+    )
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        processing_class=tokenizer,
+        train_dataset=Dataset.from_list(to_preference_records(pairs)),
+        peft_config=peft_lora(cfg.lora, "CAUSAL_LM"),
+    )
+    t0 = time.time()
+    result = trainer.train()
+    train_s = time.time() - t0
+    save_merged(trainer.model, tokenizer, out, extra_files)
+    history = trainer.state.log_history
+    return {
+        "pairs": len(pairs),
+        "steps": result.global_step,
+        "train_loss": round(result.training_loss, 4),
+        "train_s": round(train_s, 1),
+        "reward_accuracy": _mean_logged(history, "rewards/accuracies"),
+        "reward_margin": _mean_logged(history, "rewards/margins"),
+        "bf16": bf16,
+        "lora": cfg.lora.enabled,
+        "loss_type": loss_type,
+        "loss_weights": loss_weights,
+    }

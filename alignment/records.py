@@ -1,0 +1,90 @@
+"""Record files shared by the stages: parquet/JSON written atomically, read back as lists of dicts.
+
+Stages hand off through these files keyed by ``prompt_id`` / ``candidate_id``; they never join by position.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def _atomic_target(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_parquet(rows: list[dict], path: str | Path, schema: pa.Schema | None = None) -> None:
+    """Write rows to parquet atomically (temp file + rename). An empty list needs ``schema``."""
+    path = Path(path)
+    table = pa.Table.from_pylist(rows, schema=schema)
+    tmp = _atomic_target(path)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_parquet(path: str | Path) -> list[dict]:
+    return pq.read_table(path).to_pylist()
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    path = Path(path)
+    tmp = _atomic_target(path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_jsonl(rows: Iterable[dict], path: str | Path) -> None:
+    path = Path(path)
+    tmp = _atomic_target(path)
+    try:
+        with tmp.open("w") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tree_sha256(path: str | Path) -> str:
+    """Hash of a file, or of every file in a folder (relative names and contents), for manifests and stage keys."""
+    path = Path(path)
+    if path.is_file():
+        return file_sha256(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode())
+        h.update(file_sha256(f).encode())
+    return h.hexdigest()
+
+
+def json_sha256(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()

@@ -1,0 +1,97 @@
+"""Pieces shared by the three trainers (reward model, SFT, DPO): precision, device, LoRA and export of a folder."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from alignment.config import LoraConfig
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """True on CPUs with native bf16 matmul (AVX512-BF16 or AMX), where bf16 autocast is ~2.5x fp32 here."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def use_cuda(device: str) -> bool:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda but torch sees no CUDA device")
+    return device != "cpu" and torch.cuda.is_available()
+
+
+def use_bf16(precision: str, device: str) -> bool:
+    """Resolve a precision setting ("auto" | "fp32" | "bf16") to whether bf16 autocast is used."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "fp32":
+        return False
+    cuda = use_cuda(device)
+    supported = torch.cuda.is_bf16_supported() if cuda else cpu_has_bf16()
+    if precision == "bf16" and not supported:
+        log.warning("bf16 requested but this %s has no native bf16 support: it will be slow", "GPU" if cuda else "CPU")
+        return True
+    return supported
+
+
+def peft_lora(cfg: LoraConfig, task_type: str):
+    """A peft LoraConfig from ours, or None when LoRA is disabled (full fine-tuning)."""
+    if not cfg.enabled:
+        return None
+    from peft import LoraConfig as PeftLoraConfig
+
+    return PeftLoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        task_type=task_type,
+    )
+
+
+def training_threads() -> None:
+    """Let torch use every core for training (vLLM's CPU binding variables do not apply here)."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+
+
+def save_merged(model, tokenizer, out: Path, extra_files: dict[str, str] | None = None) -> Path:
+    """Merge LoRA adapters (if any) into the weights and save a full HF folder atomically.
+
+    Merging each round's adapters into the exported weights is what lets low-rank updates accumulate into a
+    full-rank change over rounds.
+    """
+    import torch
+
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model = model.to(torch.float32)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    gen_cfg = getattr(model, "generation_config", None)
+    if gen_cfg is not None:
+        gen_cfg.save_pretrained(tmp)
+    for name, text in (extra_files or {}).items():
+        (tmp / name).write_text(text)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out

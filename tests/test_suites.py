@@ -1,0 +1,169 @@
+"""Tests for the suite format (loader errors, writer) and the built-in generators."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reward.verifiers import CONSTRAINT_TYPES, verify
+from synth_data.suite_format import SuiteFormatError, load_suite, write_suite
+from synth_data.suites import (
+    builtin_eval_suite_paths,
+    builtin_train_prompts,
+    make_builtin_eval_suites,
+    make_instruction_items,
+    make_math_items,
+    prompt_text_key,
+)
+
+GOOD_MATH = {"id": "m1", "capability": "math", "messages": [{"role": "user", "content": "1+1?"}], "answer": "2"}
+GOOD_INSTR = {
+    "id": "i1",
+    "capability": "instruction",
+    "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi."}],
+    "constraints": [{"type": "max_words", "value": 5}, {"type": "no_commas", "value": None}],
+}
+
+
+def _write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_roundtrip_and_blank_lines(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "dir" / "suite.jsonl"
+    write_suite([GOOD_MATH, {**GOOD_INSTR, "messages": [{"role": "user", "content": "héllo ✓"}]}], path)
+    assert "héllo ✓" in path.read_text(encoding="utf-8")
+    assert [i["id"] for i in load_suite(path)] == ["m1", "i1"]
+    assert not [p for p in path.parent.iterdir() if p.name != "suite.jsonl"]  # no temp file left behind
+    with_blanks = _write_lines(tmp_path / "b.jsonl", ["", json.dumps(GOOD_MATH), "   ", json.dumps(GOOD_INSTR)])
+    assert len(load_suite(with_blanks)) == 2
+
+
+def _bad(item: dict | str, **changes: object) -> str:
+    if isinstance(item, str):
+        return item
+    out = {**item, **changes}
+    return json.dumps({k: v for k, v in out.items() if v is not DROP})
+
+
+DROP = object()
+USER = [{"role": "user", "content": "q"}]
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "reason"),
+    [
+        ("{not json", "invalid JSON"),
+        ("[1, 2]", "not a JSON object"),
+        (_bad(GOOD_MATH, id=DROP), "'id'"),
+        (_bad(GOOD_MATH, id=7), "'id'"),
+        (_bad(GOOD_MATH, capability=DROP), "'capability'"),
+        (_bad(GOOD_MATH, messages=DROP), "messages"),
+        (_bad(GOOD_MATH, messages=[]), "messages"),
+        (_bad(GOOD_MATH, messages="hi"), "messages"),
+        (_bad(GOOD_MATH, messages=[{"role": "user"}]), "'content'"),
+        (_bad(GOOD_MATH, messages=[{"content": "x"}]), "'role'"),
+        (_bad(GOOD_MATH, messages=[*USER, {"role": "assistant", "content": "a"}]), "end with a 'user' turn"),
+        (_bad(GOOD_MATH, answer=DROP), "neither 'answer' nor 'constraints'"),
+        (_bad(GOOD_INSTR, constraints=[]), "neither 'answer' nor constraints"),
+        (_bad(GOOD_MATH, answer=2), "'answer' must be a str"),
+        (_bad(GOOD_INSTR, constraints={"type": "json"}), "'constraints' must be a list"),
+        (_bad(GOOD_INSTR, constraints=[{"type": "max_chars", "value": 3}]), "unknown constraint type 'max_chars'"),
+        (_bad(GOOD_INSTR, constraints=[{"type": "max_words", "value": "3"}]), "constraint 0: constraint 'max_words'"),
+        (_bad(GOOD_MATH), "duplicate id 'm1'"),
+    ],
+)
+def test_loader_errors_name_file_and_line(tmp_path: Path, bad_line: str, reason: str) -> None:
+    path = _write_lines(tmp_path / "suite.jsonl", [json.dumps(GOOD_MATH), "", bad_line, json.dumps(GOOD_INSTR)])
+    with pytest.raises(SuiteFormatError) as info:
+        load_suite(path)
+    assert f"{path}:3: " in str(info.value)
+    assert reason in str(info.value)
+    assert info.value.line == 3
+
+
+def test_empty_file_is_an_error(tmp_path: Path) -> None:
+    path = _write_lines(tmp_path / "empty.jsonl", ["", "  "])
+    with pytest.raises(SuiteFormatError, match=r"empty\.jsonl:\d+: no items"):
+        load_suite(path)
+
+
+# ------------------------------------------------------------------------------------------- generators
+
+
+@pytest.mark.parametrize("make", [make_math_items, make_instruction_items])
+def test_generators_are_deterministic_and_distinct(make) -> None:
+    a, b = make(80, 3, "train"), make(80, 3, "train")
+    assert a == b
+    assert a != make(80, 4, "train")
+    assert len({prompt_text_key(i) for i in a}) == 80
+    assert len({i["id"] for i in a}) == 80
+    assert a[0]["id"].endswith("-train-3-0")
+
+
+def test_generated_items_are_valid(tmp_path: Path) -> None:
+    items = make_math_items(100, 1, "train") + make_instruction_items(100, 1, "train")
+    write_suite(items, tmp_path / "s.jsonl")
+    assert load_suite(tmp_path / "s.jsonl") == items
+    for item in items:
+        assert item["messages"][-1]["role"] == "user"
+        if item["capability"] == "math":
+            assert item["answer"].isdigit() and int(item["answer"]) < 200
+            assert item["messages"][-1]["content"].endswith("as a number.")
+            assert verify(f"The answer is {item['answer']}.", item).passed is True
+        else:
+            assert 1 <= len(item["constraints"]) <= 2
+            assert len({c["type"] for c in item["constraints"]}) == len(item["constraints"])
+
+
+def test_every_constraint_type_appears() -> None:
+    for seed in range(5):
+        items = make_instruction_items(30, seed, "train")
+        assert {c["type"] for i in items for c in i["constraints"]} == set(CONSTRAINT_TYPES)
+
+
+def test_no_contradictory_constraints() -> None:
+    for item in make_instruction_items(500, 0, "train"):
+        types = {c["type"] for c in item["constraints"]}
+        assert not {"lowercase", "uppercase"} <= types
+        assert not ({"json"} & types and {"num_bullets", "start_with", "end_with"} & types)
+        values = {c["type"]: c.get("value") for c in item["constraints"]}
+        if "lowercase" in types:
+            assert all(values.get(t, "").islower() for t in ("start_with", "end_with") if t in values)
+
+
+def test_train_and_eval_never_overlap() -> None:
+    eval_keys = {prompt_text_key(i) for p in builtin_eval_suite_paths() for i in load_suite(p)}
+    for seed in range(3):
+        train = make_math_items(500, seed, "train") + make_instruction_items(500, seed, "train")
+        seed_split = make_math_items(200, seed, "seed") + make_instruction_items(200, seed, "seed")
+        assert not {prompt_text_key(i) for i in train + seed_split} & eval_keys
+        other_eval = make_math_items(60, seed + 1, "eval") + make_instruction_items(60, seed + 1, "eval")
+        assert not {prompt_text_key(i) for i in train} & {prompt_text_key(i) for i in other_eval}
+
+
+def test_prompt_text_key_normalises() -> None:
+    item = {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "  What IS\n 2 + 2? "}]}
+    assert prompt_text_key(item) == "what is 2 + 2?"
+
+
+def test_shipped_eval_suites_match_regeneration() -> None:
+    paths = builtin_eval_suite_paths()
+    assert [p.name for p in paths] == ["math_eval.jsonl", "instruction_eval.jsonl"]
+    regenerated = make_builtin_eval_suites()
+    for path in paths:
+        items = load_suite(path)
+        assert len(items) == 60
+        assert items == regenerated[path]
+        assert all(i["id"].split("-")[1] == "eval" for i in items)
+
+
+def test_builtin_train_prompts() -> None:
+    items = builtin_train_prompts({"math": 24, "instruction": 24}, seed=7)
+    assert [i["capability"] for i in items] == ["math"] * 24 + ["instruction"] * 24
+    assert items[:24] == make_math_items(24, 7, "train")
+    with pytest.raises(ValueError, match="'poetry'"):
+        builtin_train_prompts({"math": 2, "poetry": 2}, seed=0)
+    with pytest.raises(ValueError, match="split"):
+        make_math_items(2, 0, "test")

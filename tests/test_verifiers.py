@@ -1,0 +1,150 @@
+"""Unit tests for reward.verifiers against hand-computed values."""
+
+import pytest
+
+from reward.verifiers import (
+    CONSTRAINT_TYPES,
+    UnknownConstraintError,
+    Verdict,
+    check_constraint,
+    extract_last_number,
+    validate_constraint,
+    verify,
+    verify_math,
+)
+
+# (constraint, passing response, failing response) for every supported type
+CASES = [
+    ({"type": "max_words", "value": 3}, "one two three", "one two three four"),
+    ({"type": "min_words", "value": 3}, "one  two\nthree", "one two"),
+    ({"type": "include_keywords", "value": ["Blue", "sky"]}, "The BLUE skyline", "The blue sea"),
+    ({"type": "exclude_keywords", "value": ["very"]}, "Everything is fine.", "It is Very fine."),
+    ({"type": "lowercase"}, "all lower, 123.", "Not lower."),
+    ({"type": "uppercase", "value": None}, "ALL UPPER, 123.", "ALL UPPEr."),
+    ({"type": "start_with", "value": "Yes"}, "  Yes, indeed.", "Well, yes."),
+    ({"type": "end_with", "value": "Thanks."}, "Done. Thanks.\n", "Thanks. Done."),
+    ({"type": "num_bullets", "value": 2}, "Intro\n- a\n  * b\n-c", "- a\n- b\n- c"),
+    ({"type": "no_commas"}, "No commas here.", "One, two."),
+    ({"type": "json"}, '{"a": [1, 2]}', '{"a": 1,}'),
+]
+
+
+def test_cases_cover_every_type() -> None:
+    assert sorted(c["type"] for c, _, _ in CASES) == sorted(CONSTRAINT_TYPES)
+
+
+@pytest.mark.parametrize(("constraint", "good", "bad"), CASES, ids=[c["type"] for c, _, _ in CASES])
+def test_constraint_pass_and_fail(constraint: dict, good: str, bad: str) -> None:
+    assert check_constraint(good, constraint) is True
+    assert check_constraint(bad, constraint) is False
+
+
+def test_case_rules_need_a_letter() -> None:
+    assert not check_constraint("123 !", {"type": "lowercase"})
+    assert not check_constraint("123 !", {"type": "uppercase"})
+
+
+def test_exclude_keywords_is_whole_word() -> None:
+    c = {"type": "exclude_keywords", "value": ["very", "a.b"]}
+    assert check_constraint("everything every veryfine axb", c)
+    assert not check_constraint("very.", c)
+    assert not check_constraint("see a.b now", c)
+
+
+def test_include_keywords_is_substring() -> None:
+    assert check_constraint("everything", {"type": "include_keywords", "value": ["VERY"]})
+
+
+def test_json_fences() -> None:
+    c = {"type": "json"}
+    assert check_constraint('```json\n{"a": 1}\n```', c)
+    assert check_constraint("  ```\n[1, 2]\n```  ", c)
+    assert check_constraint('```{"a": 1}```', c)
+    assert not check_constraint('Here it is: ```json\n{"a": 1}\n```', c)
+    assert not check_constraint("```json\nnot json\n```", c)
+
+
+def test_unknown_type_raises() -> None:
+    with pytest.raises(UnknownConstraintError, match="max_chars"):
+        check_constraint("anything", {"type": "max_chars", "value": 3})
+    with pytest.raises(UnknownConstraintError):
+        validate_constraint({"value": 3})
+    with pytest.raises(UnknownConstraintError):
+        verify("anything", {"constraints": [{"type": "no_commas"}, {"type": "nope"}]})
+
+
+@pytest.mark.parametrize(
+    "constraint",
+    [
+        {"type": "max_words"},
+        {"type": "max_words", "value": "3"},
+        {"type": "min_words", "value": True},
+        {"type": "num_bullets", "value": -1},
+        {"type": "include_keywords", "value": "blue"},
+        {"type": "exclude_keywords", "value": ["ok", 3]},
+        {"type": "include_keywords", "value": []},
+        {"type": "start_with", "value": 5},
+        {"type": "end_with"},
+        {"type": "lowercase", "value": True},
+        {"type": "json", "value": "yes"},
+    ],
+)
+def test_invalid_values_raise(constraint: dict) -> None:
+    with pytest.raises(ValueError, match=constraint["type"]) as info:
+        validate_constraint(constraint)
+    assert not isinstance(info.value, UnknownConstraintError)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("The answer is 42.", "42"),
+        ("So 1,234 apples", "1234"),
+        ("It is -3.5 degrees", "-3.5"),
+        ("from 3 to 10, then 7", "7"),
+        ("2,000,000 and 1,5", "5"),
+        ("10-3 = 7", "7"),
+        ("5 - 8", "8"),
+        ("x = -12", "-12"),
+        ("0.5", "0.5"),
+        ("no number here", None),
+        ("", None),
+    ],
+)
+def test_extract_last_number(text: str, expected: str | None) -> None:
+    assert extract_last_number(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("response", "answer", "ok"),
+    [
+        ("12 + 7 = 19. The answer is 19.", "19", True),
+        ("The answer is 42.0", "42", True),
+        ("The answer is 1,234.", "1234", True),
+        ("It is -3.50", "-3.5", True),
+        ("0.3333334", "0.333333", True),
+        ("The answer is 18.", "19", False),
+        ("19 is wrong, it is 20", "19", False),
+        ("nineteen", "19", False),
+    ],
+)
+def test_verify_math(response: str, answer: str, ok: bool) -> None:
+    assert verify_math(response, answer) is ok
+
+
+def test_verify_dispatch() -> None:
+    math_item = {"capability": "math", "answer": "12"}
+    assert verify("So it is 12.", math_item) == Verdict(True, "math: correct (12)")
+    assert verify("It is 7", math_item) == Verdict(False, "math: expected 12, got 7")
+    assert verify("no idea", math_item) == Verdict(False, "math: no number")
+
+    cons = [{"type": "lowercase"}, {"type": "max_words", "value": 3}]
+    assert verify("a b c", {"constraints": cons}).passed is True
+    assert verify("a b c d", {"constraints": cons}) == Verdict(False, "constraint failed: max_words")
+    assert verify("A b c d", {"constraints": cons}) == Verdict(False, "constraint failed: lowercase")
+    as_json = '[{"type": "no_commas", "value": null}]'
+    assert verify("a, b", {"constraints": as_json}) == Verdict(False, "constraint failed: no_commas")
+    assert verify("a b", {"constraints": as_json}).passed is True
+
+    assert verify("hello", {"capability": "chat"}) == Verdict(None, "no verifier")
+    assert verify("hello", {"answer": None, "constraints": []}).passed is None

@@ -1,8 +1,8 @@
 """The ``alignment`` command line.
 
-    alignment round N [--config configs/default.yaml] [key.path=value ...]   run (or finish) round N
-    alignment eval --model PATH --suite FILE.jsonl [--suite ...] --out FILE.json
-    alignment prepare-model                                                  convert the embedded model once
+alignment round N [--config configs/default.yaml] [key.path=value ...]   run (or finish) round N
+alignment eval --model PATH --suite FILE.jsonl [--suite ...] --out FILE.json
+alignment prepare-model                                                  convert the embedded model once
 """
 
 from __future__ import annotations
@@ -31,15 +31,20 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="alignment", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="alignment", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("round", help="run round N: generate, score, select, SFT, DPO, export, eval")
     p.add_argument("round", type=int)
     p.add_argument("--config", default="configs/default.yaml")
-    p.add_argument("overrides", nargs="*", metavar="key.path=value",
-                   help="dotted overrides, e.g. generation.num_candidates=8 (anywhere on the line)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key.path=value",
+        help="dotted overrides, e.g. generation.num_candidates=8 (anywhere on the line)",
+    )
     p.set_defaults(func=_round)
 
     p = sub.add_parser("eval", help="score a model on suites in the public JSONL format")

@@ -8,6 +8,7 @@ file it came from, so a misspelled option never silently falls back to a default
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -199,6 +200,9 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         k_tp, v_tp = typing.get_args(tp)
         return {_coerce(k, k_tp, key, source): _coerce(v, v_tp, f"{key}.{k}", source) for k, v in value.items()}
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: '{key}' must be a number, got {value!r}")
         return float(value)
@@ -294,13 +298,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
         data = loaded
         data.setdefault("name", path.stem)
-    if overrides:
-        try:
-            data = _merge(data, parse_overrides(overrides))
-        except ConfigError as e:
-            raise ConfigError(f"{source}: {e}") from e
-        source = f"{source} (with overrides)"
-    return _build(RoundConfig, data, "", source)
+    cfg = _build(RoundConfig, data, "", source)
+    if not overrides:
+        return cfg
+    # Overrides apply to the effective config (file over defaults), so `prompts.builtin.math=3` keeps the other
+    # capabilities' counts whether they came from the file or the defaults.
+    try:
+        data = _merge(config_to_dict(cfg), parse_overrides(overrides))
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from e
+    return _build(RoundConfig, data, "", f"{source} (with overrides)")
 
 
 def config_to_dict(cfg: Any) -> dict:
@@ -316,8 +323,3 @@ def config_to_dict(cfg: Any) -> dict:
         return v
 
     return plain(cfg)
-
-
-def section_dict(cfg: RoundConfig, name: str) -> dict:
-    """One top-level section as a plain dict (used in stage keys)."""
-    return config_to_dict(getattr(cfg, name)) if not isinstance(getattr(cfg, name), (str, int)) else getattr(cfg, name)

@@ -35,8 +35,17 @@ def _mean_logged(history: list[dict], key: str) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
 
 
-def train_dpo(pairs: list[dict], sft_path: str, cfg: DpoConfig, out: Path, *, seed: int, device: str,
-              work_dir: Path, extra_files: dict[str, str] | None = None) -> dict:
+def train_dpo(
+    pairs: list[dict],
+    sft_path: str,
+    cfg: DpoConfig,
+    out: Path,
+    *,
+    seed: int,
+    device: str,
+    work_dir: Path,
+    extra_files: dict[str, str] | None = None,
+) -> dict:
     """DPO on ``pairs`` from ``sft_path``; saves the merged policy to ``out`` and returns training metrics."""
     import torch
     from datasets import Dataset

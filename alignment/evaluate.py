@@ -58,8 +58,13 @@ def score_responses(items: list[dict], responses: list[str]) -> tuple[dict, list
         totals[item["capability"]][0] += int(correct)
         totals[item["capability"]][1] += 1
         records.append(
-            {"id": item["id"], "capability": item["capability"], "response": response, "correct": correct,
-             "reason": verdict.reason}
+            {
+                "id": item["id"],
+                "capability": item["capability"],
+                "response": response,
+                "correct": correct,
+                "reason": verdict.reason,
+            }
         )
     summary = {cap: {"accuracy": round(c / n, 4), "n": n} for cap, (c, n) in sorted(totals.items())}
     return summary, records
@@ -71,7 +76,12 @@ def evaluate(model: str, items: list[dict], *, max_new_tokens: int, vllm_cfg: Vl
     llm = build_engine(model, vllm_cfg, seed=seed)
     t0 = time.time()
     outs = chat_generate(
-        llm, [it["messages"] for it in items], n=1, temperature=0.0, top_p=1.0, max_tokens=max_new_tokens,
+        llm,
+        [it["messages"] for it in items],
+        n=1,
+        temperature=0.0,
+        top_p=1.0,
+        max_tokens=max_new_tokens,
         stop_ids=end_of_turn_ids(tokenizer),
     )
     seconds = time.time() - t0
@@ -83,8 +93,12 @@ def evaluate(model: str, items: list[dict], *, max_new_tokens: int, vllm_cfg: Vl
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="HF model folder, hub id, or 'embedded'")
-    parser.add_argument("--suite", action="append", required=True,
-                        help="suite JSONL in the public format ('builtin' = shipped held-out suites); repeatable")
+    parser.add_argument(
+        "--suite",
+        action="append",
+        required=True,
+        help="suite JSONL in the public format ('builtin' = shipped held-out suites); repeatable",
+    )
     parser.add_argument("--out", required=True, help="output JSON: {capability: {accuracy, n}}")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--max-items", type=int, default=None, help="only the first N items of each suite")
@@ -96,8 +110,9 @@ def run(args: argparse.Namespace) -> dict:
     items = load_items(args.suite, args.max_items)
     model = resolve_model(args.model)
     vllm_cfg = VllmConfig(max_model_len=args.max_model_len)
-    summary, records, seconds = evaluate(model, items, max_new_tokens=args.max_new_tokens, vllm_cfg=vllm_cfg,
-                                         seed=args.seed)
+    summary, records, seconds = evaluate(
+        model, items, max_new_tokens=args.max_new_tokens, vllm_cfg=vllm_cfg, seed=args.seed
+    )
     out = Path(args.out)
     write_json(summary, out)
     write_jsonl(records, out.with_name(out.stem + ".items.jsonl"))

@@ -29,8 +29,17 @@ def to_prompt_completion(rows: list[dict]) -> list[dict]:
     return out
 
 
-def train_sft(rows: list[dict], model_path: str, cfg: SftConfig, out: Path, *, seed: int, device: str,
-              work_dir: Path, extra_files: dict[str, str] | None = None) -> dict:
+def train_sft(
+    rows: list[dict],
+    model_path: str,
+    cfg: SftConfig,
+    out: Path,
+    *,
+    seed: int,
+    device: str,
+    work_dir: Path,
+    extra_files: dict[str, str] | None = None,
+) -> dict:
     """Fine-tune ``model_path`` on ``rows`` and save the merged model to ``out``; returns training metrics."""
     import torch
     from datasets import Dataset

@@ -83,6 +83,9 @@ def chat_generate(
     )
     outputs = llm.chat(conversations, params, use_tqdm=True)
     return [
-        [Completion(text=c.text, token_ids=list(c.token_ids), finish_reason=c.finish_reason or "stop") for c in o.outputs]
+        [
+            Completion(text=c.text, token_ids=list(c.token_ids), finish_reason=c.finish_reason or "stop")
+            for c in o.outputs
+        ]
         for o in outputs
     ]

@@ -19,7 +19,9 @@ from alignment.train_common import peft_lora, save_merged, training_threads, use
 log = logging.getLogger(__name__)
 
 
-def verifier_pairs(prompts: dict[str, dict], candidates: list[dict], source: str, max_per_prompt: int = 2) -> list[dict]:
+def verifier_pairs(
+    prompts: dict[str, dict], candidates: list[dict], source: str, max_per_prompt: int = 2
+) -> list[dict]:
     """Preference pairs from verifier outcomes: for each prompt, passing candidates over failing ones.
 
     ``prompts`` maps prompt_id -> prompt record; ``candidates`` carry ``prompt_id``, ``candidate_id``, ``text`` and
@@ -35,7 +37,7 @@ def verifier_pairs(prompts: dict[str, dict], candidates: list[dict], source: str
         passed = [c for c in cands if c["verified"] is True]
         failed = [c for c in cands if c["verified"] is False]
         n = 0
-        for good, bad in zip(passed, failed):
+        for good, bad in zip(passed, failed, strict=False):
             if n >= max_per_prompt:
                 break
             if " ".join(good["text"].split()) == " ".join(bad["text"].split()):
@@ -62,7 +64,10 @@ def is_heldout(pair_id: str, fraction: float) -> bool:
 
 
 def _conversation(messages: list[dict], response: str) -> list[dict]:
-    return [*({"role": m["role"], "content": m["content"]} for m in messages), {"role": "assistant", "content": response}]
+    return [
+        *({"role": m["role"], "content": m["content"]} for m in messages),
+        {"role": "assistant", "content": response},
+    ]
 
 
 def train_reward_model(
@@ -92,7 +97,10 @@ def train_reward_model(
 
     dataset = Dataset.from_list(
         [
-            {"chosen": _conversation(p["messages"], p["chosen"]), "rejected": _conversation(p["messages"], p["rejected"])}
+            {
+                "chosen": _conversation(p["messages"], p["chosen"]),
+                "rejected": _conversation(p["messages"], p["rejected"]),
+            }
             for p in train
         ]
     )
@@ -114,7 +122,11 @@ def train_reward_model(
         disable_tqdm=False,
     )
     trainer = RewardTrainer(
-        model=model, args=args, processing_class=tokenizer, train_dataset=dataset, peft_config=peft_lora(cfg.lora, "SEQ_CLS")
+        model=model,
+        args=args,
+        processing_class=tokenizer,
+        train_dataset=dataset,
+        peft_config=peft_lora(cfg.lora, "SEQ_CLS"),
     )
     t0 = time.time()
     result = trainer.train()
@@ -137,7 +149,7 @@ def train_reward_model(
         scorer = RewardScorer(str(out), device=device, batch_size=cfg.score_batch_size, max_length=cfg.max_length)
         chosen = scorer.score([_conversation(p["messages"], p["chosen"]) for p in heldout])
         rejected = scorer.score([_conversation(p["messages"], p["rejected"]) for p in heldout])
-        metrics["heldout_accuracy"] = round(sum(c > r for c, r in zip(chosen, rejected)) / len(heldout), 4)
+        metrics["heldout_accuracy"] = round(sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(heldout), 4)
     return metrics
 
 
@@ -190,8 +202,10 @@ class RewardScorer:
                     attention[row, : len(ids)] = 1
                 # Batch of one: no padding, so read the very last position even if it equals the pad id.
                 self.model.config.pad_token_id = None if len(batch) == 1 else pad
-                logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)).logits
-                for j, value in zip(idx, logits[:, 0].float().cpu().tolist()):
+                logits = self.model(
+                    input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)
+                ).logits
+                for j, value in zip(idx, logits[:, 0].float().cpu().tolist(), strict=True):
                     scores[j] = value
                 i += len(idx)
         return [float(s) for s in scores]  # type: ignore[arg-type]

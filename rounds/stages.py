@@ -61,8 +61,15 @@ def generate(rnd: Round) -> dict:
     """K candidates per prompt from the round's starting model (vLLM, its own process)."""
     out = rnd.path("candidates.parquet")
     rnd.run_module(
-        "synth_data.generate", "--config", str(rnd.path("config.yaml")), "--model", rnd.start_model,
-        "--prompts", str(rnd.path("prompts.parquet")), "--out", str(out),
+        "synth_data.generate",
+        "--config",
+        str(rnd.path("config.yaml")),
+        "--model",
+        rnd.start_model,
+        "--prompts",
+        str(rnd.path("prompts.parquet")),
+        "--out",
+        str(out),
     )
     return read_json(out.with_suffix(".stats.json"))
 
@@ -94,8 +101,15 @@ def verify(rnd: Round) -> dict:
     for c in kept:
         p = prompts_by_id[c["prompt_id"]]
         verdict = verify_response(c["text"], {**p, "constraints": json.loads(p["constraints"])})
-        rows.append({"prompt_id": c["prompt_id"], "candidate_id": c["candidate_id"], "text": c["text"],
-                     "verified": verdict.passed, "verifier_reason": verdict.reason})
+        rows.append(
+            {
+                "prompt_id": c["prompt_id"],
+                "candidate_id": c["candidate_id"],
+                "text": c["text"],
+                "verified": verdict.passed,
+                "verifier_reason": verdict.reason,
+            }
+        )
     write_parquet(rows, rnd.path("verdicts.parquet"))
     pairs = verifier_pairs(prompts_by_id, rows, source=f"round-{rnd.index}")
     write_parquet(pairs, rnd.path("rm_pairs.parquet"), schema=PAIR_SCHEMA)
@@ -139,11 +153,13 @@ def reward_model(rnd: Round) -> dict:
         return {"pretrained": resolve_model(cfg.pretrained, rnd.cfg.model.cache_dir)}
     pairs, sources = _preference_pairs(rnd)
     base = resolve_model(cfg.base, rnd.cfg.model.cache_dir)
-    metrics = train_reward_model(pairs, base, cfg, rnd.path("rm"), seed=rnd.cfg.seed, device=rnd.cfg.device,
-                                 work_dir=rnd.path("work/rm"))
+    metrics = train_reward_model(
+        pairs, base, cfg, rnd.path("rm"), seed=rnd.cfg.seed, device=rnd.cfg.device, work_dir=rnd.path("work/rm")
+    )
     shutil.rmtree(rnd.path("work/rm"), ignore_errors=True)
-    log.info("reward model: held-out pairwise accuracy %s on %d pairs", metrics["heldout_accuracy"],
-             metrics["heldout_pairs"])
+    log.info(
+        "reward model: held-out pairwise accuracy %s on %d pairs", metrics["heldout_accuracy"], metrics["heldout_pairs"]
+    )
     return {**metrics, "pair_sources": sources}
 
 
@@ -168,8 +184,11 @@ def score(rnd: Round) -> dict:
     seconds = time.time() - t0
     scored = combine_scores([{**v, "rm_score": s} for v, s in zip(verdicts, rm_scores, strict=True)])
     write_parquet(scored, rnd.path("scores.parquet"))
-    return {"scored": len(scored), "seconds": round(seconds, 1),
-            "candidates_per_s": round(len(scored) / max(seconds, 1e-9), 1)}
+    return {
+        "scored": len(scored),
+        "seconds": round(seconds, 1),
+        "candidates_per_s": round(len(scored) / max(seconds, 1e-9), 1),
+    }
 
 
 def select(rnd: Round) -> dict:
@@ -189,29 +208,45 @@ def select(rnd: Round) -> dict:
     write_parquet(pairs, rnd.path("dpo.parquet"))
     selection = {
         "prompts": n_prompts,
-        "sft": {"kept": len(sft_rows), "dropped": dict(sft_dropped),
-                "kept_by_capability": _by_capability(sft_rows, prompts_by_id)},
-        "dpo": {"kept": len(pairs), "dropped": dict(pair_dropped),
-                "kept_by_capability": _by_capability(pairs, prompts_by_id),
-                "mean_margin": round(sum(p["margin"] for p in pairs) / len(pairs), 4) if pairs else None},
+        "sft": {
+            "kept": len(sft_rows),
+            "dropped": dict(sft_dropped),
+            "kept_by_capability": _by_capability(sft_rows, prompts_by_id),
+        },
+        "dpo": {
+            "kept": len(pairs),
+            "dropped": dict(pair_dropped),
+            "kept_by_capability": _by_capability(pairs, prompts_by_id),
+            "mean_margin": round(sum(p["margin"] for p in pairs) / len(pairs), 4) if pairs else None,
+        },
     }
     write_json(selection, rnd.path("selection.json"))
     return selection
 
 
 def _training_config_file(rnd: Round, stage: str) -> dict[str, str]:
-    return {"training_config.yaml": yaml.safe_dump(
-        {"stage": stage, "round": rnd.index, "start_model": rnd.start_model, **config_to_dict(rnd.cfg)},
-        sort_keys=False)}
+    return {
+        "training_config.yaml": yaml.safe_dump(
+            {"stage": stage, "round": rnd.index, "start_model": rnd.start_model, **config_to_dict(rnd.cfg)},
+            sort_keys=False,
+        )
+    }
 
 
 def sft(rnd: Round) -> dict:
     from alignment.sft import train_sft
 
     rows = read_parquet(rnd.path("sft.parquet"))
-    metrics = train_sft(rows, rnd.start_model, rnd.cfg.sft, rnd.path("sft"), seed=rnd.cfg.seed,
-                        device=rnd.cfg.device, work_dir=rnd.path("work/sft"),
-                        extra_files=_training_config_file(rnd, "sft"))
+    metrics = train_sft(
+        rows,
+        rnd.start_model,
+        rnd.cfg.sft,
+        rnd.path("sft"),
+        seed=rnd.cfg.seed,
+        device=rnd.cfg.device,
+        work_dir=rnd.path("work/sft"),
+        extra_files=_training_config_file(rnd, "sft"),
+    )
     shutil.rmtree(rnd.path("work/sft"), ignore_errors=True)
     return metrics
 
@@ -221,17 +256,34 @@ def dpo(rnd: Round) -> dict:
     from alignment.dpo import train_dpo
 
     pairs = read_parquet(rnd.path("dpo.parquet"))
-    metrics = train_dpo(pairs, str(rnd.path("sft")), rnd.cfg.dpo, rnd.path("model"), seed=rnd.cfg.seed,
-                        device=rnd.cfg.device, work_dir=rnd.path("work/dpo"),
-                        extra_files=_training_config_file(rnd, "dpo"))
+    metrics = train_dpo(
+        pairs,
+        str(rnd.path("sft")),
+        rnd.cfg.dpo,
+        rnd.path("model"),
+        seed=rnd.cfg.seed,
+        device=rnd.cfg.device,
+        work_dir=rnd.path("work/dpo"),
+        extra_files=_training_config_file(rnd, "dpo"),
+    )
     shutil.rmtree(rnd.path("work/dpo"), ignore_errors=True)
     return metrics
 
 
 def _eval_args(rnd: Round, model: str, out: Path) -> list[str]:
     cfg = rnd.cfg.eval
-    args = ["--model", model, "--out", str(out), "--max-new-tokens", str(cfg.max_new_tokens),
-            "--max-model-len", str(rnd.cfg.generation.vllm.max_model_len), "--seed", str(rnd.cfg.seed)]
+    args = [
+        "--model",
+        model,
+        "--out",
+        str(out),
+        "--max-new-tokens",
+        str(cfg.max_new_tokens),
+        "--max-model-len",
+        str(rnd.cfg.generation.vllm.max_model_len),
+        "--seed",
+        str(rnd.cfg.seed),
+    ]
     for s in cfg.suites:
         args += ["--suite", s]
     if cfg.max_items:
@@ -246,13 +298,13 @@ def evaluate(rnd: Round) -> dict:
     suites and settings (same run, same eval config), so they are reused rather than recomputed.
     """
     new_out = rnd.path("eval_model.json")
-    rnd.run_module("alignment.evaluate", *_eval_args(rnd, str(rnd.path("model")), new_out))
+    rnd.run_module("alignment.cli", "eval", *_eval_args(rnd, str(rnd.path("model")), new_out))
     previous = rnd.run_dir / f"round-{rnd.index - 1}" / "eval_model.json"
     if rnd.index > 1 and previous.exists():
         start_out = previous
     else:
         start_out = rnd.path("eval_start.json")
-        rnd.run_module("alignment.evaluate", *_eval_args(rnd, rnd.start_model, start_out))
+        rnd.run_module("alignment.cli", "eval", *_eval_args(rnd, rnd.start_model, start_out))
     new, start = read_json(new_out), read_json(start_out)
     delta = {cap: round(new[cap]["accuracy"] - start[cap]["accuracy"], 4) for cap in new if cap in start}
     result = {"model": new, "start": start, "start_model": rnd.start_model, "delta": delta}

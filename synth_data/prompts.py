@@ -54,8 +54,12 @@ def load_user_prompts(path: str | Path) -> list[dict]:
         if not rows:
             raise SuiteFormatError(path, 0, "no items")
         for i, row in enumerate(rows):
+            # Accept the public columns (id, ...) and our own prompts.parquet (prompt_id, JSON-string constraints).
+            if "id" not in row and "prompt_id" in row:
+                row["id"] = row.pop("prompt_id")
+            row.pop("source", None)
             if isinstance(row.get("constraints"), str):
-                row["constraints"] = json.loads(row["constraints"])
+                row["constraints"] = json.loads(row["constraints"]) or None
             row = {k: v for k, v in row.items() if v is not None}
             try:
                 validate_item(row)
@@ -72,8 +76,7 @@ def build_prompt_set(cfg: PromptsConfig, round_index: int, eval_keys: set[str]) 
     Raises ValueError when the result is empty, naming what was configured.
     """
     records = [
-        to_prompt_record(item, "builtin")
-        for item in builtin_train_prompts(cfg.builtin, seed=cfg.seed + round_index)
+        to_prompt_record(item, "builtin") for item in builtin_train_prompts(cfg.builtin, seed=cfg.seed + round_index)
     ]
     for f in cfg.files:
         records.extend(to_prompt_record(item, str(f)) for item in load_user_prompts(f))

@@ -1,0 +1,85 @@
+from pathlib import Path
+
+import pytest
+
+from alignment.config import ConfigError, RoundConfig, config_to_dict, load_config
+
+CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, RoundConfig)
+    assert cfg.name == path.stem
+
+
+def test_default_config_is_the_embedded_cpu_default():
+    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "default.yaml")
+    assert cfg.model.policy == "embedded"
+    assert cfg.generation.num_candidates >= 2
+    assert cfg.dpo.nll_weight == 0.2 and cfg.dpo.beta == 0.1
+
+
+def test_dotted_overrides_apply_and_parse_yaml_values():
+    cfg = load_config(
+        None,
+        [
+            "generation.num_candidates=8",
+            "sft.learning_rate=1e-4",
+            "eval.suites=[a.jsonl, b.jsonl]",
+            "reward_model.pretrained=null",
+            "prompts.builtin.math=3",
+        ],
+    )
+    assert cfg.generation.num_candidates == 8
+    assert cfg.sft.learning_rate == 1e-4
+    assert cfg.eval.suites == ("a.jsonl", "b.jsonl")
+    assert cfg.reward_model.pretrained is None
+    assert cfg.prompts.builtin == {"math": 3, "instruction": 24}
+
+
+def test_unknown_key_in_file_names_file_and_dotted_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("generation:\n  num_candidate: 4\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*unknown key 'generation\.num_candidate'"):
+        load_config(path)
+
+
+def test_unknown_override_key_is_rejected():
+    with pytest.raises(ConfigError, match="unknown key 'sft.lr'"):
+        load_config(None, ["sft.lr=1"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("generation.num_candidates=four", "'generation.num_candidates' must be an integer"),
+        ("sft.lora.enabled=maybe", "'sft.lora.enabled' must be true or false"),
+        ("generation=3", "'generation' must be a mapping"),
+        ("nodot", "must look like key.path=value"),
+    ],
+)
+def test_ill_typed_values_are_rejected_with_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_malformed_yaml_names_the_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("generation: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_config(path)
+
+
+def test_config_is_frozen_and_round_trips(tmp_path):
+    import dataclasses
+
+    import yaml
+
+    cfg = load_config(None, ["name=x"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.name = "y"  # type: ignore[misc]
+    path = tmp_path / "x.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(cfg)))
+    assert load_config(path) == cfg

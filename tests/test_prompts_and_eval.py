@@ -1,0 +1,128 @@
+"""Prompt sets, user prompt files, eval scoring and model-folder checks (no model runs here)."""
+
+import json
+
+import pytest
+
+from alignment.config import PromptsConfig
+from alignment.evaluate import load_items, score_responses
+from alignment.models import ModelError, load_chat_tokenizer, resolve_model
+from synth_data.prompts import build_prompt_set, load_user_prompts, to_prompt_record, write_prompts
+from synth_data.suite_format import SuiteFormatError
+from synth_data.suites import prompt_text_key
+
+USER_ITEM = {
+    "id": "u1",
+    "capability": "math",
+    "messages": [{"role": "user", "content": "What is 40 + 2?"}],
+    "answer": "42",
+}
+
+
+def _eval_keys():
+    return {prompt_text_key(it) for it in load_items(["builtin"])}
+
+
+def test_builtin_prompt_set_counts_and_no_eval_overlap():
+    records = build_prompt_set(
+        PromptsConfig(builtin={"math": 5, "instruction": 7}), round_index=1, eval_keys=_eval_keys()
+    )
+    assert [r["capability"] for r in records].count("math") == 5
+    assert [r["capability"] for r in records].count("instruction") == 7
+    assert not {prompt_text_key(r) for r in records} & _eval_keys()
+    assert len({r["prompt_id"] for r in records}) == len(records)
+
+
+def test_rounds_draw_fresh_prompts():
+    cfg = PromptsConfig(builtin={"math": 10, "instruction": 10})
+    r1 = {prompt_text_key(r) for r in build_prompt_set(cfg, 1, set())}
+    r2 = {prompt_text_key(r) for r in build_prompt_set(cfg, 2, set())}
+    assert r1 != r2
+
+
+def test_user_prompts_jsonl_and_parquet(tmp_path):
+    jsonl = tmp_path / "mine.jsonl"
+    jsonl.write_text(json.dumps(USER_ITEM) + "\n")
+    records = build_prompt_set(PromptsConfig(builtin={}, files=(str(jsonl),)), 1, set())
+    assert records == [to_prompt_record(USER_ITEM, str(jsonl))]
+    parquet = tmp_path / "mine.parquet"
+    write_prompts(records, parquet)
+    loaded = load_user_prompts(parquet)
+    assert loaded[0]["answer"] == "42" and loaded[0]["messages"] == USER_ITEM["messages"]
+
+
+def test_empty_prompt_set_is_a_clear_error():
+    with pytest.raises(ValueError, match="prompt set is empty"):
+        build_prompt_set(PromptsConfig(builtin={}), 1, set())
+
+
+def test_prompts_that_are_eval_items_are_removed(tmp_path):
+    jsonl = tmp_path / "leak.jsonl"
+    eval_item = load_items(["builtin"])[0]
+    jsonl.write_text(json.dumps({**eval_item, "id": "leak"}) + "\n" + json.dumps(USER_ITEM) + "\n")
+    records = build_prompt_set(PromptsConfig(builtin={}, files=(str(jsonl),)), 1, _eval_keys())
+    assert [r["prompt_id"] for r in records] == ["u1"]
+
+
+def test_malformed_user_file_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(USER_ITEM) + "\n{not json\n")
+    with pytest.raises(SuiteFormatError, match=r"bad\.jsonl:2"):
+        build_prompt_set(PromptsConfig(builtin={}, files=(str(bad),)), 1, set())
+
+
+def test_eval_scoring_per_capability():
+    items = [
+        USER_ITEM,
+        {**USER_ITEM, "id": "u2", "answer": "7"},
+        {
+            "id": "i1",
+            "capability": "instruction",
+            "messages": USER_ITEM["messages"],
+            "constraints": [{"type": "lowercase", "value": None}],
+        },
+    ]
+    summary, records = score_responses(items, ["It is 42.", "It is 8.", "all lowercase here"])
+    assert summary == {"instruction": {"accuracy": 1.0, "n": 1}, "math": {"accuracy": 0.5, "n": 2}}
+    assert [r["correct"] for r in records] == [True, False, True]
+
+
+def test_eval_rejects_unknown_constraint_with_location(tmp_path):
+    bad = tmp_path / "suite.jsonl"
+    bad.write_text(json.dumps({**USER_ITEM, "answer": None, "constraints": [{"type": "rhymes", "value": None}]}) + "\n")
+    with pytest.raises(SuiteFormatError, match=r"suite\.jsonl:1.*rhymes"):
+        load_items([str(bad)])
+
+
+def test_model_folder_without_chat_template_is_rejected(tiny_model_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "nochat"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    cfg = json.loads((folder / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelError, match="no chat template"):
+        load_chat_tokenizer(str(folder))
+
+
+def test_resolve_model_errors_name_the_folder(tmp_path):
+    with pytest.raises(ModelError, match="no config.json"):
+        resolve_model(str(tmp_path))
+    with pytest.raises(ModelError, match="not found"):
+        resolve_model(str(tmp_path / "missing"))
+
+
+def test_embedded_model_folder_is_complete(embedded_model_dir):
+    from pathlib import Path
+
+    from transformers import AutoTokenizer, GenerationConfig
+
+    names = {p.name for p in Path(embedded_model_dir).iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json"} <= names
+    tok = AutoTokenizer.from_pretrained(embedded_model_dir)
+    assert tok.chat_template and tok.pad_token == "<|endoftext|>"
+    assert GenerationConfig.from_pretrained(embedded_model_dir).eos_token_id == [
+        tok.convert_tokens_to_ids("<|im_end|>")
+    ]

@@ -8,7 +8,7 @@ CONFIG  ?= configs/default.yaml
 ARGS    ?=
 DEVICE  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 
-.PHONY: setup test test-fast lint format round-% clean-runs
+.PHONY: setup test test-fast lint format clean-runs
 
 setup: $(VENV)/.setup-done
 
@@ -41,3 +41,7 @@ format:
 
 clean-runs:
 	rm -rf runs
+
+.PHONY: bench
+bench: setup
+	$(BIN)/python benchmarks/bench_round.py $(ARGS)

@@ -30,9 +30,11 @@ def to_preference_records(pairs: list[dict]) -> list[dict]:
     ]
 
 
-def _mean_logged(history: list[dict], key: str) -> float | None:
+def _logged(history: list[dict], key: str) -> dict | None:
+    """Mean and last logged value of a training metric (the first step has policy == reference, so the mean
+    understates where training ended)."""
     values = [h[key] for h in history if key in h]
-    return round(sum(values) / len(values), 4) if values else None
+    return {"mean": round(sum(values) / len(values), 4), "last": round(values[-1], 4)} if values else None
 
 
 def train_dpo(
@@ -98,8 +100,8 @@ def train_dpo(
         "steps": result.global_step,
         "train_loss": round(result.training_loss, 4),
         "train_s": round(train_s, 1),
-        "reward_accuracy": _mean_logged(history, "rewards/accuracies"),
-        "reward_margin": _mean_logged(history, "rewards/margins"),
+        "reward_accuracy": _logged(history, "rewards/accuracies"),
+        "reward_margin": _logged(history, "rewards/margins"),
         "bf16": bf16,
         "lora": cfg.lora.enabled,
         "loss_type": loss_type,

@@ -10,6 +10,7 @@ benchmarks/results/round-<date>.json. Targets for the default config on 2 CPU co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -24,10 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def _children(pid: int) -> list[int]:
     out = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
+        with contextlib.suppress(OSError):
             out += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
     return out
 
 
@@ -53,8 +52,18 @@ def main() -> None:
     args = parser.parse_args()
 
     out_dir = Path(tempfile.mkdtemp(prefix="bench-round-"))
-    cmd = [sys.executable, "-m", "alignment.cli", "round", str(args.round), "--config", args.config,
-           f"output_dir={out_dir}", f"model.cache_dir={ROOT / '.cache' / 'models'}", *args.overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "alignment.cli",
+        "round",
+        str(args.round),
+        "--config",
+        args.config,
+        f"output_dir={out_dir}",
+        f"model.cache_dir={ROOT / '.cache' / 'models'}",
+        *args.overrides,
+    ]
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=ROOT)
     peak = 0
@@ -75,8 +84,10 @@ def main() -> None:
         "peak_rss_gib": round(peak / 2**30, 2),
         "stage_s": manifest["timings_s"],
         "generate": manifest["stages"]["generate"]["metrics"],
-        "reward_model": {k: manifest["stages"]["reward_model"]["metrics"].get(k)
-                         for k in ("heldout_accuracy", "train_tokens_per_s", "train_s")},
+        "reward_model": {
+            k: manifest["stages"]["reward_model"]["metrics"].get(k)
+            for k in ("heldout_accuracy", "train_tokens_per_s", "train_s")
+        },
         "score_candidates_per_s": manifest["stages"]["score"]["metrics"].get("candidates_per_s"),
         "counts": manifest["counts"],
         "eval": manifest["eval"],

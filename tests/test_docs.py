@@ -37,9 +37,21 @@ def test_readme_config_example_is_a_valid_config(tmp_path):
 
 
 def test_cli_rejects_a_misspelled_key_before_doing_any_work(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "alignment.cli", "round", "1", "--config",
-                           str(ROOT / "configs" / "default.yaml"), "sft.lr=1"], cwd=tmp_path, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alignment.cli",
+            "round",
+            "1",
+            "--config",
+            str(ROOT / "configs" / "default.yaml"),
+            "sft.lr=1",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "unknown key 'sft.lr'" in proc.stderr and "default.yaml" in proc.stderr
     assert not (tmp_path / "runs").exists()

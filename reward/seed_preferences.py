@@ -13,8 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from alignment.records import write_jsonl
 from reward.verifiers import check_constraint, verify_math
-from synth_data.suite_format import SuiteFormatError, validate_messages, write_jsonl
+from synth_data.suite_format import load_jsonl_records, validate_messages
 from synth_data.suites import make_instruction_items_with_topic, make_math_items_with_work
 
 SEED_PREFERENCES_PATH = Path(__file__).resolve().parent / "data" / "seed_preferences.jsonl"
@@ -444,29 +445,7 @@ def validate_pair(pair: Any) -> None:
 
 def load_seed_pairs(path: str | Path | None = None) -> list[dict]:
     """Read seed preference pairs (default: the shipped file); malformed lines raise SuiteFormatError (path:line)."""
-    path = Path(path) if path is not None else SEED_PREFERENCES_PATH
-    pairs: list[dict] = []
-    seen: set[str] = set()
-    lineno = 0
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                pair = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SuiteFormatError(path, lineno, f"invalid JSON ({e.msg})") from e
-            try:
-                validate_pair(pair)
-            except ValueError as e:
-                raise SuiteFormatError(path, lineno, str(e)) from e
-            if pair["pair_id"] in seen:
-                raise SuiteFormatError(path, lineno, f"duplicate pair_id {pair['pair_id']!r}")
-            seen.add(pair["pair_id"])
-            pairs.append(pair)
-    if not pairs:
-        raise SuiteFormatError(path, max(lineno, 1), "no pairs")
-    return pairs
+    return load_jsonl_records(path if path is not None else SEED_PREFERENCES_PATH, validate_pair, "pair_id", "pairs")
 
 
 def main() -> None:

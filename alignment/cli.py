@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from alignment import evaluate
@@ -67,7 +68,11 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         args.func(args)
-    except (ConfigError, ModelError, SuiteFormatError, FileNotFoundError) as e:
+    except (ConfigError, ModelError, SuiteFormatError, FileNotFoundError, ValueError) as e:
+        # Bad input (config, model folder, data files, an empty prompt/training set): one clear line, no traceback,
+        # unless ALIGNMENT_TRACEBACK=1. Finished stages stay on disk; the same command resumes after the fix.
+        if os.environ.get("ALIGNMENT_TRACEBACK"):
+            raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

@@ -247,9 +247,9 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
-    """Turn ``["a.b=1", "c=[x, y]"]`` into a nested dict; values are parsed as YAML scalars/lists."""
-    tree: dict = {}
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> list[tuple[str, Any]]:
+    """Turn ``["a.b=1", "c=[x, y]"]`` into ``[("a.b", 1), ("c", ["x", "y"])]``; values are parsed as YAML."""
+    items = []
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key.path=value")
@@ -261,18 +261,8 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as e:
             raise ConfigError(f"override '{item}': value is not valid YAML ({e})") from e
-        _set_dotted(tree, key, value)
-    return tree
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+        items.append((key, value))
+    return items
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RoundConfig:
@@ -302,8 +292,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         return cfg
     # Overrides apply to the effective config (file over defaults), so `prompts.builtin.math=3` keeps the other
     # capabilities' counts whether they came from the file or the defaults.
+    # Each override sets its leaf; a mapping value (`prompts.builtin={math: 8}`) replaces the old mapping whole.
+    data = config_to_dict(cfg)
     try:
-        data = _merge(config_to_dict(cfg), parse_overrides(overrides))
+        for key, value in parse_overrides(overrides):
+            _set_dotted(data, key, value)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from e
     return _build(RoundConfig, data, "", f"{source} (with overrides)")

@@ -111,6 +111,15 @@ def start_model_for(cfg: RoundConfig, index: int) -> str:
     return str(previous.resolve())
 
 
+def check_models(cfg: RoundConfig, start: str) -> None:
+    """Fail before any stage runs if the policy or the RM backbone cannot render chats (no chat template)."""
+    from alignment.models import load_chat_tokenizer
+
+    load_chat_tokenizer(start)
+    rm = cfg.reward_model
+    load_chat_tokenizer(resolve_model(rm.pretrained or rm.base, cfg.model.cache_dir))
+
+
 def run_dir_for(cfg: RoundConfig) -> Path:
     return Path(cfg.output_dir) / cfg.name
 
@@ -129,6 +138,7 @@ def run_round(cfg: RoundConfig, index: int) -> dict:
         tmp.write_text(cfg_yaml)
         os.replace(tmp, cfg_path)
 
+    check_models(cfg, start)
     rnd = Round(cfg=cfg, index=index, dir=round_dir, start_model=start, run_dir=run_dir_for(cfg))
     code = code_version()
     start_id = start if index == 1 else read_json(Path(start).parent / "stages" / "dpo.json")["key"]
@@ -178,7 +188,8 @@ def run_round(cfg: RoundConfig, index: int) -> dict:
     }
     manifest["counts"] = {k: rnd.metrics[k] for k in ("prompts", "filter", "verify", "select") if k in rnd.metrics}
     manifest["timings_s"] = {name: manifest["stages"][name]["duration_s"] for name, _, _ in STAGES}
-    manifest["wall_s"] = round(time.time() - t_round, 1)
+    manifest["stages_total_s"] = round(sum(manifest["timings_s"].values()), 1)  # compute that built the round
+    manifest["invocation_s"] = round(time.time() - t_round, 1)  # this invocation (seconds when all were skipped)
     manifest["eval"] = read_json(round_dir / "eval.json")
     manifest["model"] = str((round_dir / "model").resolve())
     write_json(manifest, manifest_path)

@@ -48,3 +48,18 @@ def tiny_model_dir(tmp_path_factory, embedded_model_dir) -> str:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def no_chat_template_model_dir(tmp_path_factory, tiny_model_dir) -> str:
+    """The tiny model with its chat template removed (a base model folder, not a chat model)."""
+    import json
+    import shutil
+
+    folder = tmp_path_factory.mktemp("no-chat") / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    cfg = json.loads((folder / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
+    return str(folder)

@@ -37,6 +37,8 @@ def test_dotted_overrides_apply_and_parse_yaml_values():
     assert cfg.eval.suites == ("a.jsonl", "b.jsonl")
     assert cfg.reward_model.pretrained is None
     assert cfg.prompts.builtin == {"math": 3, "instruction": 24}
+    assert load_config(None, ["prompts.builtin={}"]).prompts.builtin == {}
+    assert load_config(None, ["prompts.builtin={math: 2}"]).prompts.builtin == {"math": 2}
 
 
 def test_unknown_key_in_file_names_file_and_dotted_key(tmp_path):

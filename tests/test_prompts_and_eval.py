@@ -94,17 +94,9 @@ def test_eval_rejects_unknown_constraint_with_location(tmp_path):
         load_items([str(bad)])
 
 
-def test_model_folder_without_chat_template_is_rejected(tiny_model_dir, tmp_path):
-    import shutil
-
-    folder = tmp_path / "nochat"
-    shutil.copytree(tiny_model_dir, folder)
-    (folder / "chat_template.jinja").unlink(missing_ok=True)
-    cfg = json.loads((folder / "tokenizer_config.json").read_text())
-    cfg.pop("chat_template", None)
-    (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
+def test_model_folder_without_chat_template_is_rejected(no_chat_template_model_dir):
     with pytest.raises(ModelError, match="no chat template"):
-        load_chat_tokenizer(str(folder))
+        load_chat_tokenizer(no_chat_template_model_dir)
 
 
 def test_resolve_model_errors_name_the_folder(tmp_path):

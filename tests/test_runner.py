@@ -33,6 +33,7 @@ def fake_stages(monkeypatch, tmp_path):
     ]
     monkeypatch.setattr(runner, "STAGES", stages)
     monkeypatch.setattr(runner, "resolve_model", lambda spec, cache_dir: str(tmp_path / "base"))
+    monkeypatch.setattr(runner, "check_models", lambda cfg, start: None)
     (tmp_path / "base").mkdir()
     (tmp_path / "base" / "config.json").write_text("{}")
     return calls

@@ -1,0 +1,45 @@
+"""Bad input through the real CLI: one clear line naming what is wrong, exit code 2, nothing finished is lost."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "alignment.cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def common(tmp_path: Path) -> list[str]:
+    return [
+        "--config",
+        str(ROOT / "configs" / "default.yaml"),
+        f"output_dir={tmp_path / 'runs'}",
+        f"model.cache_dir={ROOT / '.cache' / 'models'}",
+    ]
+
+
+def test_policy_without_chat_template_fails_before_any_stage(no_chat_template_model_dir, tmp_path):
+    proc = run_cli("round", "1", *common(tmp_path), f"model.policy={no_chat_template_model_dir}", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "no chat template" in proc.stderr and no_chat_template_model_dir in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "runs").rglob("stages/*.json"))
+
+
+def test_empty_prompt_set_is_one_clear_line(tmp_path):
+    proc = run_cli("round", "1", *common(tmp_path), "prompts.builtin={}", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "prompt set is empty" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_malformed_prompt_file_names_file_and_line(tmp_path):
+    bad = tmp_path / "prompts.jsonl"
+    bad.write_text(
+        '{"id": "a", "capability": "math", "messages": [{"role": "user", "content": "1+1?"}], '
+        '"answer": "2"}\n{"id": "b"}\n'
+    )
+    proc = run_cli("round", "2", *common(tmp_path), f"prompts.files=[{bad}]", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"{bad}:2" in proc.stderr and "Traceback" not in proc.stderr

@@ -91,6 +91,9 @@ class RewardModelConfig:
     epochs: float = 1.0
     learning_rate: float = 1e-4
     batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    max_steps: int = -1
+    """Stop after this many optimizer steps (-1: run the epochs)."""
     max_pairs: int = 512
     """Cap on the pairs trained on per round (newest rounds' pairs are kept first, then seed pairs)."""
     heldout_fraction: float = 0.1

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from alignment.config import DpoConfig
 from alignment.models import load_chat_tokenizer
-from alignment.train_common import peft_lora, prepare_training, save_merged, use_bf16, use_cuda
+from alignment.train_common import peft_lora, prepare_training, save_merged, training_args
 
 log = logging.getLogger(__name__)
 
@@ -59,29 +59,14 @@ def train_dpo(
     prepare_training(seed)
     tokenizer = load_chat_tokenizer(sft_path)
     model = AutoModelForCausalLM.from_pretrained(sft_path, dtype=torch.float32)
-    bf16 = use_bf16(cfg.precision, device)
     loss_type, loss_weights = ["sigmoid"], [1.0]
     if cfg.nll_weight > 0:
         loss_type, loss_weights = ["sigmoid", "sft"], [1.0, cfg.nll_weight]
     args = DPOConfig(
-        output_dir=str(work_dir),
+        **training_args(cfg, work_dir=work_dir, seed=seed, device=device, logging_steps=1),
         beta=cfg.beta,
         loss_type=loss_type,
         loss_weights=loss_weights,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=0.03,
-        max_length=cfg.max_length,
-        bf16=bf16,
-        use_cpu=not use_cuda(device),
-        seed=seed,
-        report_to=[],
-        save_strategy="no",
-        logging_steps=1,
     )
     trainer = DPOTrainer(
         model=model,
@@ -102,7 +87,7 @@ def train_dpo(
         "train_s": round(train_s, 1),
         "reward_accuracy": _logged(history, "rewards/accuracies"),
         "reward_margin": _logged(history, "rewards/margins"),
-        "bf16": bf16,
+        "bf16": args.bf16,
         "lora": cfg.lora.enabled,
         "loss_type": loss_type,
         "loss_weights": loss_weights,

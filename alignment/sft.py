@@ -13,7 +13,7 @@ from pathlib import Path
 
 from alignment.config import SftConfig
 from alignment.models import load_chat_tokenizer
-from alignment.train_common import peft_lora, prepare_training, save_merged, use_bf16, use_cuda
+from alignment.train_common import peft_lora, prepare_training, save_merged, training_args
 
 log = logging.getLogger(__name__)
 
@@ -51,24 +51,9 @@ def train_sft(
     prepare_training(seed)
     tokenizer = load_chat_tokenizer(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    bf16 = use_bf16(cfg.precision, device)
     args = SFTConfig(
-        output_dir=str(work_dir),
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=0.03,
-        max_length=cfg.max_length,
+        **training_args(cfg, work_dir=work_dir, seed=seed, device=device, logging_steps=1),
         completion_only_loss=True,
-        bf16=bf16,
-        use_cpu=not use_cuda(device),
-        seed=seed,
-        report_to=[],
-        save_strategy="no",
-        logging_steps=1,
     )
     trainer = SFTTrainer(
         model=model,
@@ -88,6 +73,6 @@ def train_sft(
         "train_loss": round(result.training_loss, 4),
         "train_s": round(train_s, 1),
         "tokens_per_s": round(ntok * cfg.epochs / max(train_s, 1e-9), 1) if cfg.max_steps < 0 else None,
-        "bf16": bf16,
+        "bf16": args.bf16,
         "lora": cfg.lora.enabled,
     }

@@ -8,11 +8,12 @@ import os
 import shutil
 from pathlib import Path
 
-from alignment.config import LoraConfig
+from alignment.config import DpoConfig, LoraConfig, RewardModelConfig, SftConfig
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16")
+TrainingSection = SftConfig | DpoConfig | RewardModelConfig
 
 
 @functools.cache
@@ -47,6 +48,30 @@ def use_bf16(precision: str, device: str) -> bool:
         log.warning("bf16 requested but this %s has no native bf16 support: it will be slow", "GPU" if cuda else "CPU")
         return True
     return supported
+
+
+def training_args(cfg: TrainingSection, *, work_dir: Path, seed: int, device: str, logging_steps: int) -> dict:
+    """The TrainingArguments the three trainers (reward model, SFT, DPO) share, from their config section.
+
+    Each trainer adds its own (loss settings, completion masking) and builds its TRL config class from this dict.
+    """
+    return {
+        "output_dir": str(work_dir),
+        "per_device_train_batch_size": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "num_train_epochs": cfg.epochs,
+        "max_steps": cfg.max_steps,
+        "learning_rate": cfg.learning_rate,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 0.03,  # a float below 1 is a ratio of the total steps (transformers 5)
+        "max_length": cfg.max_length,
+        "bf16": use_bf16(cfg.precision, device),
+        "use_cpu": not use_cuda(device),
+        "seed": seed,
+        "report_to": [],
+        "save_strategy": "no",
+        "logging_steps": logging_steps,
+    }
 
 
 def peft_lora(cfg: LoraConfig, task_type: str):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from alignment.config import RewardModelConfig
 from alignment.models import load_chat_tokenizer
-from alignment.train_common import peft_lora, prepare_training, save_merged, use_bf16, use_cuda
+from alignment.train_common import peft_lora, prepare_training, save_merged, training_args, use_cuda
 
 log = logging.getLogger(__name__)
 
@@ -104,21 +104,8 @@ def train_reward_model(
             for p in train
         ]
     )
-    bf16 = use_bf16(cfg.precision, device)
     args = RewardConfig(
-        output_dir=str(work_dir),
-        per_device_train_batch_size=cfg.batch_size,
-        num_train_epochs=cfg.epochs,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=0.03,
-        max_length=cfg.max_length,
-        bf16=bf16,
-        use_cpu=not use_cuda(device),
-        seed=seed,
-        report_to=[],
-        save_strategy="no",
-        logging_steps=5,
+        **training_args(cfg, work_dir=work_dir, seed=seed, device=device, logging_steps=5),
         disable_tqdm=False,
     )
     trainer = RewardTrainer(
@@ -141,7 +128,7 @@ def train_reward_model(
         "train_loss": round(result.training_loss, 4),
         "train_s": round(train_s, 1),
         "train_tokens_per_s": round(ntok * cfg.epochs / max(train_s, 1e-9), 1),
-        "bf16": bf16,
+        "bf16": args.bf16,
         "backbone_layers": cfg.num_layers,
         "heldout_accuracy": None,
     }

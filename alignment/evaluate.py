@@ -82,7 +82,7 @@ def evaluate(model: str, items: list[dict], *, max_new_tokens: int, vllm_cfg: Vl
         temperature=0.0,
         top_p=1.0,
         max_tokens=max_new_tokens,
-        stop_ids=end_of_turn_ids(tokenizer),
+        stop_ids=end_of_turn_ids(tokenizer, model),
     )
     seconds = time.time() - t0
     summary, records = score_responses(items, [o[0].text for o in outs])

@@ -39,18 +39,22 @@ def embedded_gguf_path() -> Path:
     return path
 
 
-def end_of_turn_ids(tokenizer) -> list[int]:
-    """Token ids that end an assistant turn: the tokenizer's eos plus the chat template's turn terminator.
+def end_of_turn_ids(tokenizer, model: str | Path | None = None) -> list[int]:
+    """Token ids that end an assistant turn: the tokenizer's eos plus the eos ids of the model's generation config
+    (``generation_config.json``), which is where chat models list their turn terminators (Llama 3: <|eot_id|>).
 
-    Read from the tokenizer, never hard-coded: for ChatML templates the terminator is ``<|im_end|>``.
+    Read from the model's files, never hard-coded.
     """
-    ids = []
-    if tokenizer.eos_token_id is not None:
-        ids.append(tokenizer.eos_token_id)
-    for tok in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>"):
-        tid = tokenizer.convert_tokens_to_ids(tok)
-        if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid not in ids and tok in tokenizer.get_vocab():
-            ids.append(tid)
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    if model is not None and (Path(model) / "generation_config.json").is_file():
+        from transformers import GenerationConfig
+
+        eos = GenerationConfig.from_pretrained(model).eos_token_id
+        for tid in eos if isinstance(eos, list) else [eos]:
+            if tid is not None and tid not in ids:
+                ids.append(tid)
+    if not ids:
+        raise ModelError(f"{model or 'tokenizer'}: no eos token in the tokenizer or generation config")
     return ids
 
 

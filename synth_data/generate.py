@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     gen = cfg.generation
     prompts = read_parquet(args.prompts)
     tokenizer = load_chat_tokenizer(args.model)
-    stop_ids = end_of_turn_ids(tokenizer)
+    stop_ids = end_of_turn_ids(tokenizer, args.model)
 
     t0 = time.time()
     llm = build_engine(args.model, gen.vllm, seed=cfg.seed)

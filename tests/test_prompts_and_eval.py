@@ -118,3 +118,18 @@ def test_embedded_model_folder_is_complete(embedded_model_dir):
     assert GenerationConfig.from_pretrained(embedded_model_dir).eos_token_id == [
         tok.convert_tokens_to_ids("<|im_end|>")
     ]
+
+
+def test_end_of_turn_ids_come_from_tokenizer_and_generation_config(tiny_model_dir, tmp_path):
+    import shutil
+
+    from transformers import GenerationConfig
+
+    from alignment.models import end_of_turn_ids
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, folder)
+    tok = load_chat_tokenizer(str(folder))
+    assert end_of_turn_ids(tok, folder) == [tok.eos_token_id]
+    GenerationConfig(eos_token_id=[tok.eos_token_id, 7]).save_pretrained(folder)  # a second terminator
+    assert end_of_turn_ids(tok, folder) == [tok.eos_token_id, 7]

@@ -10,12 +10,13 @@ Writes ``{"<capability>": {"accuracy": float, "n": int}}`` to ``--out`` and ever
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
 from collections import defaultdict
 from pathlib import Path
 
-from alignment.config import VllmConfig
+from alignment.config import VllmConfig, load_config
 from alignment.models import end_of_turn_ids, load_chat_tokenizer, resolve_model
 from alignment.records import write_json, write_jsonl
 from alignment.vllm_engine import build_engine, chat_generate
@@ -102,14 +103,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output JSON: {capability: {accuracy, n}}")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--max-items", type=int, default=None, help="only the first N items of each suite")
-    parser.add_argument("--max-model-len", type=int, default=VllmConfig.max_model_len)
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="a round config whose generation.vllm settings the engine uses (default: defaults)",
+    )
+    parser.add_argument("--max-model-len", type=int, default=None, help="override generation.vllm.max_model_len")
     parser.add_argument("--seed", type=int, default=0)
 
 
 def run(args: argparse.Namespace) -> dict:
     items = load_items(args.suite, args.max_items)
     model = resolve_model(args.model)
-    vllm_cfg = VllmConfig(max_model_len=args.max_model_len)
+    vllm_cfg = load_config(args.config).generation.vllm if args.config else VllmConfig()
+    if args.max_model_len:
+        vllm_cfg = dataclasses.replace(vllm_cfg, max_model_len=args.max_model_len)
     summary, records, seconds = evaluate(
         model, items, max_new_tokens=args.max_new_tokens, vllm_cfg=vllm_cfg, seed=args.seed
     )

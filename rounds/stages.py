@@ -279,8 +279,8 @@ def _eval_args(rnd: Round, model: str, out: Path) -> list[str]:
         str(out),
         "--max-new-tokens",
         str(cfg.max_new_tokens),
-        "--max-model-len",
-        str(rnd.cfg.generation.vllm.max_model_len),
+        "--config",
+        str(rnd.path("config.yaml")),  # the same vLLM engine settings as generation
         "--seed",
         str(rnd.cfg.seed),
     ]

@@ -5,11 +5,12 @@ Stages hand off through these files keyed by ``prompt_id`` / ``candidate_id``; t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +18,30 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def _atomic_target(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs (and shipped data files) are meant to be readable
-    return Path(tmp)
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on failure removed.
 
-
-def write_parquet(rows: list[dict], path: str | Path, schema: pa.Schema | None = None) -> None:
-    """Write rows to parquet atomically (temp file + rename). An empty list needs ``schema``."""
+    Readers never see a half-written file, and a killed run leaves only a stray ``.tmp`` file.
+    """
     path = Path(path)
-    table = pa.Table.from_pylist(rows, schema=schema)
-    tmp = _atomic_target(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs (and shipped data files) are meant to be readable
     try:
-        pq.write_table(table, tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_parquet(rows: list[dict], path: str | Path, schema: pa.Schema | None = None) -> None:
+    """Write rows to parquet atomically. An empty list needs ``schema``."""
+    table = pa.Table.from_pylist(rows, schema=schema)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def read_parquet(path: str | Path) -> list[dict]:
@@ -42,13 +49,8 @@ def read_parquet(path: str | Path) -> list[dict]:
 
 
 def write_json(obj: Any, path: str | Path) -> None:
-    path = Path(path)
-    tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_json(path: str | Path) -> Any:
@@ -56,15 +58,9 @@ def read_json(path: str | Path) -> Any:
 
 
 def write_jsonl(rows: Iterable[dict], path: str | Path) -> None:
-    path = Path(path)
-    tmp = _atomic_target(path)
-    try:
-        with tmp.open("w") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

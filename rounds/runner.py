@@ -26,7 +26,7 @@ import yaml
 
 from alignment.config import RoundConfig, config_to_dict
 from alignment.models import resolve_model
-from alignment.records import json_sha256, read_json, tree_sha256, write_json
+from alignment.records import atomic_path, json_sha256, read_json, tree_sha256, write_json
 from rounds import stages
 
 log = logging.getLogger(__name__)
@@ -95,10 +95,7 @@ class Round:
 
 
 def _stage_key(cfg: RoundConfig, name: str, sections: tuple[str, ...], upstream: str, start: str, code: str) -> str:
-    conf = {
-        s: config_to_dict(getattr(cfg, s)) if hasattr(getattr(cfg, s), "__dataclass_fields__") else getattr(cfg, s)
-        for s in sections
-    }
+    conf = {s: config_to_dict(getattr(cfg, s)) for s in sections}
     return json_sha256({"stage": name, "config": conf, "upstream": upstream, "start": start, "code": code})[:16]
 
 
@@ -134,9 +131,8 @@ def run_round(cfg: RoundConfig, index: int) -> dict:
     cfg_path = round_dir / "config.yaml"
     cfg_yaml = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
     if not cfg_path.exists() or cfg_path.read_text() != cfg_yaml:
-        tmp = cfg_path.with_suffix(".yaml.tmp")
-        tmp.write_text(cfg_yaml)
-        os.replace(tmp, cfg_path)
+        with atomic_path(cfg_path) as tmp:
+            tmp.write_text(cfg_yaml)
 
     check_models(cfg, start)
     rnd = Round(cfg=cfg, index=index, dir=round_dir, start_model=start, run_dir=run_dir_for(cfg))

@@ -6,7 +6,6 @@ The heavy lifting stays in vLLM (generate, eval: separate processes) and TRL (re
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections import Counter
@@ -99,8 +98,7 @@ def verify(rnd: Round) -> dict:
     kept = [c for c in read_parquet(rnd.path("filtered.parquet")) if c["drop_reason"] is None]
     rows = []
     for c in kept:
-        p = prompts_by_id[c["prompt_id"]]
-        verdict = verify_response(c["text"], {**p, "constraints": json.loads(p["constraints"])})
+        verdict = verify_response(c["text"], prompts_by_id[c["prompt_id"]])  # constraints may stay a JSON string
         rows.append(
             {
                 "prompt_id": c["prompt_id"],

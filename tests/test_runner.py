@@ -94,3 +94,15 @@ def test_verifier_pairs_pass_over_fail_same_prompt_only():
     assert [(p["chosen"], p["rejected"]) for p in pairs] == [("right", "wrong"), ("ok", "also wrong")]
     assert all(p["messages"] == prompts["a"]["messages"] and p["source"] == "round-1" for p in pairs)
     assert pairs[0]["pair_id"] == "a#0>a#1"
+
+
+def test_atomic_writes_keep_the_old_file_when_writing_fails(tmp_path):
+    from alignment.records import atomic_path, read_json, write_json
+
+    target = tmp_path / "out.json"
+    write_json({"v": 1}, target)
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text('{"v": 2, "half')
+        raise RuntimeError("killed mid-write")
+    assert read_json(target) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no stray temp file

@@ -43,13 +43,48 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class PromptSource:
+    """A user prompt file or saved ``datasets`` folder, with a column mapping for datasets in another schema."""
+
+    path: str
+    """JSONL, parquet, or a folder written by ``datasets.Dataset.save_to_disk`` (a DatasetDict needs ``split``)."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """Our field -> the source's column. Fields: id, prompt (a user message text) or messages, capability, answer,
+    constraints, system. Unmapped fields are read from columns of the same name."""
+    capability: str | None = None
+    """Capability of every record that has no capability column (e.g. "math" for a GSM8K-style file)."""
+    split: str | None = None
+    """Split of a saved DatasetDict."""
+
+
+@dataclass(frozen=True)
 class PromptsConfig:
-    builtin: dict[str, int] = field(default_factory=lambda: {"math": 24, "instruction": 24})
-    """How many built-in training prompts to draw per capability (capabilities: math, instruction)."""
-    files: tuple[str, ...] = ()
-    """User prompt files (JSONL or parquet) in the public suite format; their items are added to the built-ins."""
+    builtin: dict[str, int] = field(default_factory=lambda: {"math": 200, "instruction": 200, "chat": 100})
+    """Size of the built-in prompt pool per capability (capabilities: math, instruction, chat). The pool is made
+    once from ``seed`` and is the same in every round; each round draws its prompts from it by ``mix``."""
+    files: tuple[PromptSource | str, ...] = ()
+    """User prompt sources added to the pool: a path (public suite format) or a mapping (see PromptSource)."""
+    mix: dict[str, float] = field(default_factory=dict)
+    """Per-capability draw for each round. Without ``num_prompts`` the values are counts (whole numbers); with it
+    they are weights, normalised over the listed capabilities. Empty: every prompt of the pool, every round."""
+    num_prompts: int | None = None
+    """Total prompts per round when ``mix`` holds weights."""
+    solved_weight: float = 0.2
+    """Sampling weight (others have 1) of a prompt solved in every earlier round that drew it, so later rounds work
+    on harder items. 1 disables the down-weighting; 0 never draws solved prompts while unsolved ones remain."""
+    solved_pass_rate: float = 1.0
+    """A prompt counts as solved in a round when at least this share of its candidates passed the verifier."""
     seed: int = 0
-    """Seed of the built-in prompt generators; round N uses seed + N so each round sees fresh prompts."""
+    """Seed of the built-in generators (the pool) and of the draws (round N draws with seed + N)."""
+
+
+@dataclass(frozen=True)
+class DecontaminationConfig:
+    ngram: int = 8
+    """Word n-gram length compared against the evaluation suites (prompts and reference answers)."""
+    threshold: float = 0.5
+    """A training prompt or candidate is removed when at least this share of its n-grams occurs in an eval item.
+    Texts shorter than ``ngram`` words are compared whole."""
 
 
 @dataclass(frozen=True)
@@ -63,16 +98,77 @@ class VllmConfig:
     """GPU only: fraction of GPU memory vLLM may take."""
     tensor_parallel_size: int = 1
     dtype: str = "auto"
+    enable_prefix_caching: bool = True
+    """Reuse the KV cache of shared prefixes (system prompt, chat template) across requests."""
+
+
+@dataclass(frozen=True)
+class SamplingOverride:
+    """Sampling settings for one round; unset fields keep the generation section's values."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_new_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class TransformersGenConfig:
+    batch_size: int = 16
+    """Prompts per ``generate`` call (each expanded to K sequences)."""
+    dtype: str = "auto"
+    """auto (bf16 where the CPU/GPU has native bf16, else fp32), fp32 or bf16."""
 
 
 @dataclass(frozen=True)
 class GenerationConfig:
+    backend: str = "auto"
+    """vllm, transformers, or auto (vLLM when installed, else transformers ``generate``)."""
+    teacher: str | None = None
+    """Generate candidates with this model instead of the round's policy (distillation): "embedded", an HF folder or
+    a hub id. Every candidate records its generator."""
     num_candidates: int = 4
     """K: candidates sampled per prompt (SamplingParams(n=K), so one prompt's KV cache serves its K samples)."""
     temperature: float = 0.8
     top_p: float = 0.95
     max_new_tokens: int = 128
+    per_round: dict[int, SamplingOverride] = field(default_factory=dict)
+    """Round number -> sampling settings for that round, e.g. ``{2: {temperature: 0.6}}``."""
+    system_prompts: dict[str, str] = field(default_factory=dict)
+    """Capability -> system prompt added at generation time to prompts that have none (steering; the SFT and DPO
+    data keep the prompt as it was, so the model learns the behaviour without the instruction)."""
     vllm: VllmConfig = field(default_factory=VllmConfig)
+    transformers: TransformersGenConfig = field(default_factory=TransformersGenConfig)
+
+    def sampling_for(self, round_index: int) -> tuple[float, float, int]:
+        """(temperature, top_p, max_new_tokens) for a round."""
+        o = self.per_round.get(round_index, SamplingOverride())
+        return (
+            self.temperature if o.temperature is None else o.temperature,
+            self.top_p if o.top_p is None else o.top_p,
+            self.max_new_tokens if o.max_new_tokens is None else o.max_new_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class FiltersConfig:
+    """Quality filters applied to candidates before scoring; every dropped row keeps its reason."""
+
+    repetition_ngram: int = 4
+    max_repetition: float = 0.5
+    """Drop a candidate when more than this share of its word n-grams repeat an earlier n-gram of the same text."""
+    max_emojis: int = 3
+    max_exclamations: int = 3
+    """A candidate with more emojis / exclamation marks than these, or an over-apologetic phrase, is flagged."""
+    max_flagged_share: float = 0.1
+    """Flagged candidates may make up at most this share of the kept data; the excess is dropped (seeded order)."""
+    dedup: bool = True
+    """Drop exact and near-duplicate candidates (MinHash LSH over the whole conversation)."""
+    dedup_threshold: float = 0.85
+    """Estimated Jaccard similarity of word shingles at or above which two conversations are near-duplicates."""
+    dedup_shingle: int = 3
+    dedup_num_perm: int = 128
+    dedup_earlier_rounds: bool = True
+    """Also drop candidates that near-duplicate an SFT row of an earlier round."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +255,8 @@ class RoundConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    filters: FiltersConfig = field(default_factory=FiltersConfig)
+    decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     sft: SftConfig = field(default_factory=SftConfig)
@@ -209,6 +307,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{source}: '{key}' must be a number, got {value!r}")
         return float(value)
     if tp is int:
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():  # mapping keys from dotted overrides
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{source}: '{key}' must be an integer, got {value!r}")
         return value

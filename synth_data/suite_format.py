@@ -1,7 +1,8 @@
 """Public JSONL format of evaluation/prompt suites: loading with line-precise errors, atomic writing.
 
-One JSON object per line with ``id``, ``capability``, ``messages`` (ending with a user turn) and either
-``answer`` (str, math) or ``constraints`` (list of ``{"type", "value"}``, instruction following).
+One JSON object per line with ``id``, ``capability`` (any non-empty string), ``messages`` (ending with a user turn)
+and either ``answer`` (str, math) or ``constraints`` (list of ``{"type", "value"}``, instruction following). Items of
+capability ``chat`` may have neither: open-ended requests that no verifier checks (the reward model scores them).
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from reward.verifiers import validate_constraint
+
+UNVERIFIED_CAPABILITIES = frozenset({"chat"})
+"""Capabilities whose items may have neither ``answer`` nor ``constraints``."""
 
 
 class SuiteFormatError(ValueError):
@@ -45,14 +49,17 @@ def validate_item(item: Any) -> None:
             raise ValueError(f"missing or non-str {key!r}")
     validate_messages(item.get("messages"))
     answer, constraints = item.get("answer"), item.get("constraints")
-    if answer is None and constraints is None:
-        raise ValueError("item has neither 'answer' nor 'constraints'")
+    unverified_ok = item["capability"] in UNVERIFIED_CAPABILITIES
+    if answer is None and constraints is None and not unverified_ok:
+        raise ValueError(
+            "item has neither 'answer' nor 'constraints' (only capability 'chat' items may have no verifier)"
+        )
     if answer is not None and not isinstance(answer, str):
         raise ValueError(f"'answer' must be a str, got {type(answer).__name__}")
     if constraints is not None:
         if not isinstance(constraints, list):
             raise ValueError(f"'constraints' must be a list, got {type(constraints).__name__}")
-        if not constraints and answer is None:
+        if not constraints and answer is None and not unverified_ok:
             raise ValueError("item has neither 'answer' nor constraints (empty list)")
         for i, c in enumerate(constraints):
             try:

@@ -1,12 +1,13 @@
-"""Built-in, deterministic prompt suites (math word problems and instruction following), made locally.
+"""Built-in, deterministic prompt suites (math word problems, instruction following, open-ended chat), made locally.
 
 Train and eval never overlap, by construction: every math problem has a *problem key* (its operation and
-operands, shared by every wording of the same arithmetic) and every instruction prompt has a topic; a stable
-hash of the key / topic assigns it to exactly one side. ``split="eval"`` keeps only eval-side candidates,
+operands, shared by every wording of the same arithmetic) and every instruction or chat prompt has a topic (a
+chat comparison: its pair of topics); a stable hash of the key / topic assigns it to exactly one side. ``split="eval"`` keeps only eval-side candidates,
 ``split="train"`` (and ``split="seed"``, a separate random namespace for seed preference data) only train-side
 ones. Identical texts have identical keys, so no text can appear on both sides.
 
-``python -m synth_data.suites`` regenerates the shipped eval suites under ``synth_data/suites/``.
+Chat prompts have no verifier (no ``answer``, no ``constraints``): the reward model alone scores them. No chat eval
+suite is shipped. ``python -m synth_data.suites`` regenerates the shipped eval suites under ``synth_data/suites/``.
 """
 
 from __future__ import annotations
@@ -304,16 +305,131 @@ def make_instruction_items(n: int, seed: int, split: str) -> list[dict]:
     return [item for item, _ in make_instruction_items_with_topic(n, seed, split)]
 
 
+# ---------------------------------------------------------------------------------------------- chat
+
+CHAT_AUDIENCES = ["a child", "a teenager", "a beginner", "a grandparent", "a new employee", "a curious adult"]
+# Slot kind -> subjects. Every subject is a topic key of the train/eval split (a comparison: its pair).
+CHAT_SUBJECTS: dict[str, list[str]] = {
+    "mechanism": [
+        "a refrigerator", "a bicycle", "the internet", "a rainbow", "a compass", "a microwave oven", "a vaccine",
+        "solar panels", "a credit card", "an airplane wing", "a thermostat", "a camera", "recycling",
+        "a search engine", "the heart", "photosynthesis", "a battery", "an elevator", "a lock and key", "email",
+    ],
+    "activity": [
+        "stay focused while studying", "save money on groceries", "make new friends", "get better sleep",
+        "learn a new language", "stay active at home", "reduce stress", "keep a plant alive", "organize a small closet",
+        "practice public speaking", "cook healthy meals on a budget", "spend a rainy afternoon",
+        "remember people's names", "keep a journal", "start running", "cut down on screen time",
+        "celebrate a birthday cheaply", "welcome a new neighbor", "prepare for a job interview",
+        "spend less time on email",
+    ],
+    "story": [
+        "a lost umbrella", "a robot who learns to paint", "a lighthouse keeper", "a talking cat",
+        "the last day of summer", "a secret garden", "a shy dragon", "a train that never stops",
+        "a message in a bottle", "an old map", "a snowman in spring", "a kite that flew away", "two rival bakers",
+        "a library at midnight", "a brave little turtle", "a forgotten birthday", "a street musician",
+        "a tree that remembers", "moving day", "a surprise visitor",
+    ],
+    "situation": [
+        "moving to a new city", "starting a new job", "asking for a raise", "dealing with a noisy neighbor",
+        "planning a first trip abroad", "learning to cook", "choosing a first pet", "balancing work and hobbies",
+        "writing a thank-you note", "disagreeing politely with a friend", "getting organized for a busy week",
+        "buying a used car", "keeping houseplants healthy", "preparing for an exam", "hosting a dinner party",
+        "staying motivated to exercise", "saying no to extra work", "picking a good book",
+        "sharing chores with roommates", "returning to school as an adult",
+    ],
+    "idea": [
+        "the theory of evolution", "supply and demand", "the water cycle", "democracy", "the scientific method",
+        "healthy eating", "climate change", "the Renaissance", "compound interest", "plate tectonics",
+        "the immune system", "stoic philosophy", "the printing press", "basic first aid", "the French Revolution",
+    ],
+    "profession": [
+        "a nurse", "a firefighter", "a librarian", "a software developer", "a chef", "a farmer", "a pilot",
+        "a teacher", "a veterinarian", "an architect", "a journalist", "an electrician", "a museum guide",
+        "a park ranger", "a baker",
+    ],
+}  # fmt: skip
+CHAT_PAIRS = [
+    ("tea", "coffee"), ("cats", "dogs"), ("trains", "airplanes"), ("reading books", "listening to audiobooks"),
+    ("city life", "country life"), ("summer", "winter"), ("running", "swimming"),
+    ("paper notes", "note-taking apps"), ("renting a home", "buying a home"),
+    ("working from home", "working in an office"), ("baking", "frying"), ("chess", "checkers"),
+    ("email", "phone calls"), ("bicycles", "scooters"), ("the ocean", "the mountains"),
+]  # fmt: skip
+# (template, slot kind): {x} is a subject of that kind, {audience} one of CHAT_AUDIENCES, {a} and {b} a pair.
+CHAT_TEMPLATES: list[tuple[str, str]] = [
+    ("Explain how {x} works to {audience}.", "mechanism"),
+    ("What are some good ways to {x}?", "activity"),
+    ("What should I keep in mind when I want to {x}?", "activity"),
+    ("Write a short story about {x}.", "story"),
+    ("Write a funny short story about {x}.", "story"),
+    ("Write a bedtime story about {x}.", "story"),
+    ("Write a short mystery story about {x}.", "story"),
+    ("Give me advice on {x}.", "situation"),
+    ("I need some tips for {x}. Where should I start?", "situation"),
+    ("Compare {a} and {b}.", "pair"),
+    ("What are the pros and cons of {a} versus {b}?", "pair"),
+    ("Summarize the main ideas of {x} in simple terms.", "idea"),
+    ("Describe a typical day in the life of {x}.", "profession"),
+    ("What skills does {x} need, and how can someone learn them?", "profession"),
+]
+
+
+def make_chat_items(n: int, seed: int, split: str) -> list[dict]:
+    """``n`` distinct open-ended chat requests for ``split``: no ``answer`` and no ``constraints`` (no verifier)."""
+    _check_split(split, n)
+    available = chat_prompt_count(split)
+    if n > available:
+        raise ValueError(
+            f"asked for {n} chat prompts but the built-in chat generator has {available} distinct {split} ones"
+        )
+    rng = random.Random(f"{split}:{seed}:chat")
+
+    def make(i: int) -> tuple[str, str, dict]:
+        template, kind = rng.choice(CHAT_TEMPLATES)
+        if kind == "pair":
+            a, b = rng.choice(CHAT_PAIRS)
+            key = "chat:" + "|".join(sorted((a, b)))  # both orders of a pair fall on the same side
+            if rng.random() < 0.5:
+                a, b = b, a
+            text = template.format(a=a, b=b)
+        else:
+            x = rng.choice(CHAT_SUBJECTS[kind])
+            key = f"chat:{x}"
+            text = template.format(x=x, audience=rng.choice(CHAT_AUDIENCES))
+        item = {"id": f"chat-{split}-{seed}-{i}", "capability": "chat", "messages": [{"role": "user", "content": text}]}
+        return key, text, item
+
+    return _fill(n, split, make)
+
+
+def chat_prompt_count(split: str) -> int:
+    """How many distinct chat prompts ``split`` can hold (``make_chat_items`` fails above this)."""
+    _check_split(split, 0)
+    texts = set()
+    for template, kind in CHAT_TEMPLATES:
+        if kind == "pair":
+            for a, b in CHAT_PAIRS:
+                if is_eval_key("chat:" + "|".join(sorted((a, b)))) == (split == "eval"):
+                    texts.update({template.format(a=a, b=b), template.format(a=b, b=a)})
+        else:
+            for x in CHAT_SUBJECTS[kind]:
+                if is_eval_key(f"chat:{x}") == (split == "eval"):
+                    texts.update(template.format(x=x, audience=aud) for aud in CHAT_AUDIENCES)
+    return len(texts)
+
+
 # ---------------------------------------------------------------------------------------- entry points
 
 GENERATORS: dict[str, Callable[[int, int, str], list[dict]]] = {
     "math": make_math_items,
     "instruction": make_instruction_items,
+    "chat": make_chat_items,
 }
 
 
 def builtin_train_prompts(counts: Mapping[str, int], seed: int) -> list[dict]:
-    """Train-split prompts, ``counts[capability]`` of each (e.g. ``{"math": 24, "instruction": 24}``)."""
+    """Train-split prompts, ``counts[capability]`` of each (e.g. ``{"math": 24, "instruction": 24, "chat": 10}``)."""
     unknown = [cap for cap in counts if cap not in GENERATORS]
     if unknown:
         raise ValueError(f"no built-in prompt generator for capability {unknown[0]!r} (have: {', '.join(GENERATORS)})")

@@ -23,27 +23,39 @@ def _eval_keys():
     return {prompt_text_key(it) for it in load_items(["builtin"])}
 
 
-def test_builtin_prompt_set_counts_and_no_eval_overlap():
-    records = build_prompt_set(
-        PromptsConfig(builtin={"math": 5, "instruction": 7}), round_index=1, eval_keys=_eval_keys()
+def _build(cfg, round_index=1, eval_keys=frozenset()):
+    """build_prompt_set with an exclude that drops prompts whose text is an eval item's (no earlier rounds)."""
+    records, _ = build_prompt_set(
+        cfg,
+        round_index,
+        earlier_rounds=[],
+        exclude=lambda r: "eval prompt" if prompt_text_key(r) in eval_keys else None,
     )
+    return records
+
+
+def test_builtin_prompt_set_counts_and_no_eval_overlap():
+    records = _build(PromptsConfig(builtin={"math": 5, "instruction": 7}), eval_keys=_eval_keys())
     assert [r["capability"] for r in records].count("math") == 5
     assert [r["capability"] for r in records].count("instruction") == 7
     assert not {prompt_text_key(r) for r in records} & _eval_keys()
     assert len({r["prompt_id"] for r in records}) == len(records)
 
 
-def test_rounds_draw_fresh_prompts():
+def test_rounds_draw_from_the_same_pool():
     cfg = PromptsConfig(builtin={"math": 10, "instruction": 10})
-    r1 = {prompt_text_key(r) for r in build_prompt_set(cfg, 1, set())}
-    r2 = {prompt_text_key(r) for r in build_prompt_set(cfg, 2, set())}
+    assert _build(cfg, 1) == _build(cfg, 2)  # no mix: the whole pool, the same in every round
+    drawing = PromptsConfig(builtin={"math": 10, "instruction": 10}, mix={"math": 4, "instruction": 4})
+    r1 = {prompt_text_key(r) for r in _build(drawing, 1)}
+    r2 = {prompt_text_key(r) for r in _build(drawing, 2)}
     assert r1 != r2
+    assert r1 | r2 <= {prompt_text_key(r) for r in _build(cfg, 1)}
 
 
 def test_user_prompts_jsonl_and_parquet(tmp_path):
     jsonl = tmp_path / "mine.jsonl"
     jsonl.write_text(json.dumps(USER_ITEM) + "\n")
-    records = build_prompt_set(PromptsConfig(builtin={}, files=(str(jsonl),)), 1, set())
+    records = _build(PromptsConfig(builtin={}, files=(str(jsonl),)))
     assert records == [to_prompt_record(USER_ITEM, str(jsonl))]
     parquet = tmp_path / "mine.parquet"
     write_prompts(records, parquet)
@@ -53,22 +65,28 @@ def test_user_prompts_jsonl_and_parquet(tmp_path):
 
 def test_empty_prompt_set_is_a_clear_error():
     with pytest.raises(ValueError, match="prompt set is empty"):
-        build_prompt_set(PromptsConfig(builtin={}), 1, set())
+        _build(PromptsConfig(builtin={}))
 
 
 def test_prompts_that_are_eval_items_are_removed(tmp_path):
     jsonl = tmp_path / "leak.jsonl"
     eval_item = load_items(["builtin"])[0]
     jsonl.write_text(json.dumps({**eval_item, "id": "leak"}) + "\n" + json.dumps(USER_ITEM) + "\n")
-    records = build_prompt_set(PromptsConfig(builtin={}, files=(str(jsonl),)), 1, _eval_keys())
+    records, stats = build_prompt_set(
+        PromptsConfig(builtin={}, files=(str(jsonl),)),
+        1,
+        earlier_rounds=[],
+        exclude=lambda r: "eval prompt" if prompt_text_key(r) in _eval_keys() else None,
+    )
     assert [r["prompt_id"] for r in records] == ["u1"]
+    assert stats["excluded"] == {"eval prompt": {eval_item["capability"]: 1}}
 
 
 def test_malformed_user_file_names_file_and_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(USER_ITEM) + "\n{not json\n")
     with pytest.raises(SuiteFormatError, match=r"bad\.jsonl:2"):
-        build_prompt_set(PromptsConfig(builtin={}, files=(str(bad),)), 1, set())
+        _build(PromptsConfig(builtin={}, files=(str(bad),)))
 
 
 def test_eval_scoring_per_capability():

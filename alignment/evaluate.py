@@ -1,4 +1,4 @@
-"""Evaluation: greedy decoding with vLLM on suites in the public JSONL format, accuracy per capability.
+"""Evaluation: greedy decoding (vLLM, or transformers where vLLM is absent) on suites in the public JSONL format, accuracy per capability.
 
     alignment eval --model PATH --suite FILE.jsonl [--suite FILE.jsonl ...] --out FILE.json
     python -m alignment.evaluate --model PATH --suite builtin --out eval.json      # the same, as a module
@@ -16,10 +16,10 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from alignment.config import VllmConfig, load_config
+from alignment.backends import BACKENDS, open_backend
+from alignment.config import GenerationConfig, load_config
 from alignment.models import end_of_turn_ids, load_chat_tokenizer, resolve_model
 from alignment.records import write_json, write_jsonl
-from alignment.vllm_engine import build_engine, chat_generate
 from reward.verifiers import verify
 from synth_data.suite_format import load_suite
 from synth_data.suites import builtin_eval_suite_paths
@@ -71,13 +71,15 @@ def score_responses(items: list[dict], responses: list[str]) -> tuple[dict, list
     return summary, records
 
 
-def evaluate(model: str, items: list[dict], *, max_new_tokens: int, vllm_cfg: VllmConfig, seed: int = 0):
-    """Greedy responses of ``model`` to ``items``; returns (summary, per-item records, seconds)."""
+def evaluate(
+    model: str, items: list[dict], *, max_new_tokens: int, gen_cfg: GenerationConfig, seed: int = 0
+) -> tuple[dict, list[dict], float, str]:
+    """Greedy responses of ``model`` to ``items`` with the backend ``gen_cfg.backend`` names (its vLLM /
+    transformers settings too); returns (summary, per-item records, seconds, backend that ran)."""
     tokenizer = load_chat_tokenizer(model)
-    llm = build_engine(model, vllm_cfg, seed=seed)
+    backend = open_backend(gen_cfg.backend, model, gen_cfg, seed=seed)
     t0 = time.time()
-    outs = chat_generate(
-        llm,
+    outs = backend.chat(
         [it["messages"] for it in items],
         n=1,
         temperature=0.0,
@@ -89,7 +91,7 @@ def evaluate(model: str, items: list[dict], *, max_new_tokens: int, vllm_cfg: Vl
     summary, records = score_responses(items, [o[0].text for o in outs])
     for rec, o in zip(records, outs, strict=True):
         rec["finish_reason"] = o[0].finish_reason
-    return summary, records, seconds
+    return summary, records, seconds, backend.name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,8 +108,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         default=None,
-        help="a round config whose generation.vllm settings the engine uses (default: defaults)",
+        help="a round config whose generation settings (backend, vllm, transformers) are used (default: defaults)",
     )
+    parser.add_argument("--backend", choices=BACKENDS, default=None, help="override generation.backend")
     parser.add_argument("--max-model-len", type=int, default=None, help="override generation.vllm.max_model_len")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -115,16 +118,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict:
     items = load_items(args.suite, args.max_items)
     model = resolve_model(args.model)
-    vllm_cfg = load_config(args.config).generation.vllm if args.config else VllmConfig()
+    gen_cfg = load_config(args.config).generation if args.config else GenerationConfig()
     if args.max_model_len:
-        vllm_cfg = dataclasses.replace(vllm_cfg, max_model_len=args.max_model_len)
-    summary, records, seconds = evaluate(
-        model, items, max_new_tokens=args.max_new_tokens, vllm_cfg=vllm_cfg, seed=args.seed
+        gen_cfg = dataclasses.replace(gen_cfg, vllm=dataclasses.replace(gen_cfg.vllm, max_model_len=args.max_model_len))
+    if args.backend:
+        gen_cfg = dataclasses.replace(gen_cfg, backend=args.backend)
+    summary, records, seconds, backend = evaluate(
+        model, items, max_new_tokens=args.max_new_tokens, gen_cfg=gen_cfg, seed=args.seed
     )
     out = Path(args.out)
     write_json(summary, out)
     write_jsonl(records, out.with_name(out.stem + ".items.jsonl"))
-    log.info("evaluated %s on %d items in %.1fs: %s", model, len(items), seconds, summary)
+    log.info("evaluated %s on %d items in %.1fs with %s: %s", model, len(items), seconds, backend, summary)
     return summary
 
 

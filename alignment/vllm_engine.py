@@ -59,7 +59,7 @@ def build_engine(model: str, cfg: VllmConfig, seed: int):
         seed=seed,
         enforce_eager=cfg.enforce_eager,
         max_model_len=cfg.max_model_len,
-        enable_prefix_caching=True,
+        enable_prefix_caching=cfg.enable_prefix_caching,
         dtype=cfg.dtype,
         tensor_parallel_size=cfg.tensor_parallel_size,
     )

@@ -33,9 +33,9 @@ log = logging.getLogger(__name__)
 
 # (stage, function, config sections its key depends on). Order is the dependency order.
 STAGES = [
-    ("prompts", stages.prompts, ("prompts", "eval")),
-    ("generate", stages.generate, ("generation", "seed")),
-    ("filter", stages.filter_candidates, ()),
+    ("prompts", stages.prompts, ("prompts", "eval", "decontamination")),
+    ("generate", stages.generate, ("generation", "seed", "device")),
+    ("filter", stages.filter_candidates, ("filters", "eval", "decontamination", "seed")),
     ("verify", stages.verify, ()),
     ("reward_model", stages.reward_model, ("reward_model", "seed", "device")),
     ("score", stages.score, ("reward_model",)),
@@ -182,6 +182,8 @@ def run_round(cfg: RoundConfig, index: int) -> dict:
         "prompts_sha256": tree_sha256(round_dir / "prompts.parquet"),
         "candidates_sha256": tree_sha256(round_dir / "candidates.parquet"),
     }
+    generated = rnd.metrics.get("generate", {})
+    manifest["generation"] = {k: generated.get(k) for k in ("backend", "generator", "teacher", "sampling")}
     manifest["counts"] = {k: rnd.metrics[k] for k in ("prompts", "filter", "verify", "select") if k in rnd.metrics}
     manifest["timings_s"] = {name: manifest["stages"][name]["duration_s"] for name, _, _ in STAGES}
     manifest["stages_total_s"] = round(sum(manifest["timings_s"].values()), 1)  # compute that built the round

@@ -44,25 +44,49 @@ def _by_capability(rows: list[dict], prompts: dict[str, dict]) -> dict[str, int]
     return dict(sorted(Counter(prompts[r["prompt_id"]]["capability"] for r in rows).items()))
 
 
+def _decontaminator(rnd: Round, *, min_words: int = 1):
+    from alignment.evaluate import load_items
+    from synth_data.decontaminate import Decontaminator
+
+    cfg = rnd.cfg.decontamination
+    return Decontaminator(load_items(rnd.cfg.eval.suites), cfg.ngram, cfg.threshold, min_words=min_words)
+
+
 def prompts(rnd: Round) -> dict:
-    """Built-in + user prompts, minus anything that appears in the evaluation suites."""
+    """The round's prompts: the pool (built-in + user sources) minus anything overlapping the evaluation suites,
+    drawn by the configured mix with prompts solved in every earlier round down-weighted."""
     from alignment.evaluate import load_items
     from synth_data.prompts import build_prompt_set, write_prompts
     from synth_data.suites import prompt_text_key
 
     eval_keys = {prompt_text_key(item) for item in load_items(rnd.cfg.eval.suites)}
-    records = build_prompt_set(rnd.cfg.prompts, rnd.index, eval_keys)
+    decontaminator = _decontaminator(rnd)
+
+    def exclude(record: dict) -> str | None:
+        if prompt_text_key(record) in eval_keys:
+            return "decontaminated: an evaluation prompt"
+        text = "\n".join(m["content"] for m in record["messages"] if m["role"] == "user")
+        if decontaminator.is_contaminated(text):
+            return f"decontaminated: {rnd.cfg.decontamination.ngram}-gram overlap with an evaluation item"
+        return None
+
+    records, stats = build_prompt_set(
+        rnd.cfg.prompts, rnd.index, earlier_rounds=[d for d in rnd.earlier_rounds() if d.exists()], exclude=exclude
+    )
     write_prompts(records, rnd.path("prompts.parquet"))
-    return {"prompts": len(records), "by_capability": dict(Counter(r["capability"] for r in records))}
+    return {"prompts": len(records), "by_capability": dict(Counter(r["capability"] for r in records)), **stats}
 
 
 def generate(rnd: Round) -> dict:
-    """K candidates per prompt from the round's starting model (vLLM, its own process)."""
+    """K candidates per prompt from the round's starting model or the teacher (its own process: vLLM spawns
+    workers; transformers when vLLM is not installed)."""
     out = rnd.path("candidates.parquet")
     rnd.run_module(
         "synth_data.generate",
         "--config",
         str(rnd.path("config.yaml")),
+        "--round",
+        str(rnd.index),
         "--model",
         rnd.start_model,
         "--prompts",
@@ -73,21 +97,30 @@ def generate(rnd: Round) -> dict:
     return read_json(out.with_suffix(".stats.json"))
 
 
-def drop_reason(candidate: dict) -> str | None:
-    """Why a candidate is dropped before scoring, or None to keep it."""
-    if not candidate["text"].strip():
-        return "empty"
-    if candidate["finish_reason"] == "length":
-        return "truncated (no end-of-turn within max_new_tokens)"
-    return None
-
-
 def filter_candidates(rnd: Round) -> dict:
-    """Every candidate with ``drop_reason`` (null when kept)."""
-    rows = [{**c, "drop_reason": drop_reason(c)} for c in read_parquet(rnd.path("candidates.parquet"))]
-    write_parquet(rows, rnd.path("filtered.parquet"))
-    reasons = Counter(r["drop_reason"] for r in rows if r["drop_reason"])
-    return {"candidates": len(rows), "kept": len(rows) - sum(reasons.values()), "dropped": dict(reasons)}
+    """Every candidate with ``drop_reason`` (null when kept), ``drop_detail`` and style ``flags``: empty, truncated,
+    degenerate repetition, eval overlap, exact/near duplicates (also of earlier rounds' SFT rows), style cap."""
+    from synth_data.filters import apply_filters
+    from synth_data.generate import CANDIDATE_SCHEMA
+
+    earlier_sft: list[dict] = []
+    for folder in rnd.earlier_rounds():
+        if (folder / "sft.parquet").exists():
+            earlier_sft.extend(read_parquet(folder / "sft.parquet"))
+    # A response shorter than one n-gram cannot carry an eval item; checked whole, a bare number would match by chance.
+    decontaminator = _decontaminator(rnd, min_words=rnd.cfg.decontamination.ngram)
+    rows, stats = apply_filters(
+        read_parquet(rnd.path("candidates.parquet")),
+        _prompts_by_id(rnd),
+        rnd.cfg.filters,
+        decontaminator=decontaminator,
+        earlier_sft=earlier_sft,
+        seed=rnd.cfg.seed,
+    )
+    schema = CANDIDATE_SCHEMA.append(pa.field("drop_reason", pa.string()))
+    schema = schema.append(pa.field("drop_detail", pa.string())).append(pa.field("flags", pa.list_(pa.string())))
+    write_parquet(rows, rnd.path("filtered.parquet"), schema=schema)
+    return {**stats, "earlier_sft_rows": len(earlier_sft)}
 
 
 def verify(rnd: Round) -> dict:
@@ -111,13 +144,15 @@ def verify(rnd: Round) -> dict:
     write_parquet(rows, rnd.path("verdicts.parquet"))
     pairs = verifier_pairs(prompts_by_id, rows, source=f"round-{rnd.index}")
     write_parquet(pairs, rnd.path("rm_pairs.parquet"), schema=PAIR_SCHEMA)
-    passed = [r for r in rows if r["verified"] is True]
+    checked = [r for r in rows if r["verified"] is not None]  # chat has no verifier: the RM alone scores it
+    passed = [r for r in checked if r["verified"]]
     return {
-        "verified": len(rows),
+        "verified": len(checked),
+        "unverifiable": len(rows) - len(checked),
         "passed": len(passed),
         "pass_rate_by_capability": {
             cap: round(sum(1 for r in passed if prompts_by_id[r["prompt_id"]]["capability"] == cap) / n, 4)
-            for cap, n in _by_capability(rows, prompts_by_id).items()
+            for cap, n in _by_capability(checked, prompts_by_id).items()
         },
         "rm_pairs": len(pairs),
     }

@@ -1,10 +1,15 @@
-"""The generate stage: K candidates per prompt from the round's starting checkpoint with vLLM.
+"""The generate stage: K candidates per prompt from the round's starting checkpoint (or a teacher model).
 
-    python -m synth_data.generate --config runs/default/round-1/config.yaml --model MODEL \
+    python -m synth_data.generate --config runs/default/round-1/config.yaml --round 1 --model MODEL \
         --prompts runs/default/round-1/prompts.parquet --out runs/default/round-1/candidates.parquet
 
-Writes one row per candidate: prompt_id, candidate_id, text, finish_reason, num_tokens, generator and the sampling
-settings. Candidates are joined back to prompts by ``prompt_id``, never by position.
+The backend (vLLM, or transformers ``generate`` where vLLM is not installed) comes from ``generation.backend``;
+sampling settings from ``generation`` and its ``per_round`` entry for this round. A capability's system prompt
+(``generation.system_prompts``) is added at generation time to prompts that have no system message.
+
+Writes one row per candidate: prompt_id, candidate_id, text, finish_reason, num_tokens, generator, backend,
+system_prompt and the sampling settings; and ``<out>.stats.json`` (backend, timings, tokens/s). Candidates are
+joined back to prompts by ``prompt_id``, never by position.
 """
 
 from __future__ import annotations
@@ -12,14 +17,16 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
 
+from alignment.backends import Backend, open_backend
 from alignment.config import GenerationConfig, load_config
-from alignment.models import end_of_turn_ids, load_chat_tokenizer
+from alignment.models import end_of_turn_ids, load_chat_tokenizer, resolve_model
 from alignment.records import read_parquet, write_json, write_parquet
-from alignment.vllm_engine import build_engine, chat_generate
+from alignment.vllm_engine import Completion
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +38,8 @@ CANDIDATE_SCHEMA = pa.schema(
         ("finish_reason", pa.string()),
         ("num_tokens", pa.int64()),
         ("generator", pa.string()),
+        ("backend", pa.string()),
+        ("system_prompt", pa.string()),
         ("temperature", pa.float64()),
         ("top_p", pa.float64()),
         ("max_tokens", pa.int64()),
@@ -38,12 +47,33 @@ CANDIDATE_SCHEMA = pa.schema(
 )
 
 
-def candidate_rows(prompt_ids: list[str], completions, generator: str, gen: GenerationConfig) -> list[dict]:
-    """Flatten vLLM outputs (one list per prompt, in prompt order) into candidate records with stable ids."""
-    if len(prompt_ids) != len(completions):
-        raise RuntimeError(f"vLLM returned {len(completions)} outputs for {len(prompt_ids)} prompts")
+def steered_conversation(messages: Sequence[dict], capability: str, system_prompts: dict[str, str]) -> list[dict]:
+    """The prompt as sent to the generator: the capability's system prompt first, unless it already has one."""
+    msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+    system = system_prompts.get(capability)
+    if system and not any(m["role"] == "system" for m in msgs):
+        msgs.insert(0, {"role": "system", "content": system})
+    return msgs
+
+
+def candidate_rows(
+    prompts: list[dict],
+    completions: list[list[Completion]],
+    *,
+    generator: str,
+    backend: str,
+    system_prompts: dict[str, str],
+    sampling: tuple[float, float, int],
+) -> list[dict]:
+    """Flatten per-prompt outputs (in prompt order) into candidate records with stable ids ``<prompt_id>#<j>``."""
+    if len(prompts) != len(completions):
+        raise RuntimeError(f"the backend returned {len(completions)} outputs for {len(prompts)} prompts")
+    temperature, top_p, max_tokens = sampling
     rows = []
-    for pid, outs in zip(prompt_ids, completions, strict=True):
+    for prompt, outs in zip(prompts, completions, strict=True):
+        pid = prompt["prompt_id"]
+        has_system = any(m["role"] == "system" for m in prompt["messages"])
+        system = None if has_system else system_prompts.get(prompt["capability"])
         for j, c in enumerate(outs):
             rows.append(
                 {
@@ -53,18 +83,55 @@ def candidate_rows(prompt_ids: list[str], completions, generator: str, gen: Gene
                     "finish_reason": c.finish_reason,
                     "num_tokens": len(c.token_ids),
                     "generator": generator,
-                    "temperature": gen.temperature,
-                    "top_p": gen.top_p,
-                    "max_tokens": gen.max_new_tokens,
+                    "backend": backend,
+                    "system_prompt": system,
+                    "temperature": temperature,
+                    "top_p": top_p,
+                    "max_tokens": max_tokens,
                 }
             )
     return rows
 
 
+def generate_candidates(
+    backend: Backend,
+    prompts: list[dict],
+    gen: GenerationConfig,
+    *,
+    generator: str,
+    stop_ids: list[int],
+    round_index: int,
+) -> tuple[list[dict], float]:
+    """K candidates for every prompt record; returns (candidate rows, seconds spent generating)."""
+    sampling = gen.sampling_for(round_index)
+    temperature, top_p, max_tokens = sampling
+    conversations = [steered_conversation(p["messages"], p["capability"], gen.system_prompts) for p in prompts]
+    t0 = time.time()
+    completions = backend.chat(
+        conversations,
+        n=gen.num_candidates,
+        temperature=temperature,
+        top_p=top_p,
+        max_tokens=max_tokens,
+        stop_ids=stop_ids,
+    )
+    seconds = time.time() - t0
+    rows = candidate_rows(
+        prompts,
+        completions,
+        generator=generator,
+        backend=backend.name,
+        system_prompts=gen.system_prompts,
+        sampling=sampling,
+    )
+    return rows, seconds
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--round", type=int, default=1, help="round number (selects generation.per_round settings)")
+    parser.add_argument("--model", required=True, help="the round's policy; generation.teacher replaces it")
     parser.add_argument("--prompts", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
@@ -72,29 +139,22 @@ def main(argv: list[str] | None = None) -> None:
 
     cfg = load_config(args.config)
     gen = cfg.generation
+    model = resolve_model(gen.teacher, cfg.model.cache_dir) if gen.teacher else args.model
     prompts = read_parquet(args.prompts)
-    tokenizer = load_chat_tokenizer(args.model)
-    stop_ids = end_of_turn_ids(tokenizer, args.model)
+    stop_ids = end_of_turn_ids(load_chat_tokenizer(model), model)
 
     t0 = time.time()
-    llm = build_engine(args.model, gen.vllm, seed=cfg.seed)
+    backend = open_backend(gen.backend, model, gen, seed=cfg.seed, device=cfg.device)
     t_start = time.time() - t0
-    t0 = time.time()
-    completions = chat_generate(
-        llm,
-        [p["messages"] for p in prompts],
-        n=gen.num_candidates,
-        temperature=gen.temperature,
-        top_p=gen.top_p,
-        max_tokens=gen.max_new_tokens,
-        stop_ids=stop_ids,
-    )
-    t_gen = time.time() - t0
-    rows = candidate_rows([p["prompt_id"] for p in prompts], completions, args.model, gen)
+    rows, t_gen = generate_candidates(backend, prompts, gen, generator=model, stop_ids=stop_ids, round_index=args.round)
     write_parquet(rows, args.out, schema=CANDIDATE_SCHEMA)
     ntok = sum(r["num_tokens"] for r in rows)
+    temperature, top_p, max_tokens = gen.sampling_for(args.round)
     stats = {
-        "backend": "vllm",
+        "backend": backend.name,
+        "generator": model,
+        "teacher": bool(gen.teacher),
+        "sampling": {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_tokens},
         "engine_start_s": round(t_start, 2),
         "generate_s": round(t_gen, 2),
         "candidates": len(rows),
@@ -103,7 +163,14 @@ def main(argv: list[str] | None = None) -> None:
         "truncated": sum(r["finish_reason"] == "length" for r in rows),
     }
     write_json(stats, Path(args.out).with_suffix(".stats.json"))
-    log.info("generated %d candidates, %d tokens in %.1fs (%.0f tok/s)", len(rows), ntok, t_gen, stats["tokens_per_s"])
+    log.info(
+        "%s generated %d candidates, %d tokens in %.1fs (%.0f tok/s)",
+        backend.name,
+        len(rows),
+        ntok,
+        t_gen,
+        stats["tokens_per_s"],
+    )
 
 
 if __name__ == "__main__":

@@ -30,15 +30,32 @@ def test_dotted_overrides_apply_and_parse_yaml_values():
             "eval.suites=[a.jsonl, b.jsonl]",
             "reward_model.pretrained=null",
             "prompts.builtin.math=3",
+            "generation.per_round.2.temperature=0.5",
         ],
     )
     assert cfg.generation.num_candidates == 8
     assert cfg.sft.learning_rate == 1e-4
     assert cfg.eval.suites == ("a.jsonl", "b.jsonl")
     assert cfg.reward_model.pretrained is None
-    assert cfg.prompts.builtin == {"math": 3, "instruction": 24}
+    assert cfg.prompts.builtin == {"math": 3, "instruction": 200, "chat": 100}
+    assert cfg.generation.sampling_for(2) == (0.5, cfg.generation.top_p, cfg.generation.max_new_tokens)
+    assert cfg.generation.sampling_for(1) == (cfg.generation.temperature, cfg.generation.top_p, 128)
     assert load_config(None, ["prompts.builtin={}"]).prompts.builtin == {}
     assert load_config(None, ["prompts.builtin={math: 2}"]).prompts.builtin == {"math": 2}
+
+
+def test_prompt_sources_are_paths_or_mappings(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "prompts:\n  files:\n    - my.jsonl\n"
+        "    - {path: gsm, columns: {prompt: question}, capability: math, split: train}\n"
+    )
+    files = load_config(path).prompts.files
+    assert files[0] == "my.jsonl"
+    assert files[1].columns == {"prompt": "question"} and files[1].capability == "math" and files[1].split == "train"
+    path.write_text("prompts:\n  files:\n    - {path: gsm, colums: {prompt: question}}\n")
+    with pytest.raises(ConfigError, match="colums"):
+        load_config(path)
 
 
 def test_unknown_key_in_file_names_file_and_dotted_key(tmp_path):

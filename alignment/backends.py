@@ -1,0 +1,153 @@
+"""Generation backends with one interface: vLLM's offline engine, or transformers ``generate`` where vLLM is absent.
+
+    backend = open_backend("auto", model_path, generation_cfg, seed=0)
+    outs = backend.chat(conversations, n=4, temperature=0.8, top_p=0.95, max_tokens=128, stop_ids=[2])
+    # outs[i] is the list of n Completion(text, token_ids, finish_reason) for conversations[i]
+
+Both render conversations with the model's own chat template (add_generation_prompt), stop at the end-of-turn ids
+read from the tokenizer and generation config, report ``finish_reason`` "stop" or "length", and are reproducible
+for the same seed (vLLM through its engine-level seed, transformers by seeding torch before every batch). They
+are not token-identical to each other: their sampling kernels differ.
+
+vLLM spawns workers: a process that opens the vLLM backend needs its entry point behind
+``if __name__ == "__main__":``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from typing import Protocol
+
+from alignment.config import GenerationConfig
+from alignment.vllm_engine import Completion
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "vllm", "transformers")
+
+
+class Backend(Protocol):
+    name: str
+
+    def chat(
+        self,
+        conversations: list[list[dict]],
+        *,
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+        stop_ids: list[int],
+    ) -> list[list[Completion]]: ...
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def resolve_backend(name: str) -> str:
+    """ "auto" -> "vllm" when vLLM is installed, else "transformers"; an explicit name is checked."""
+    if name not in BACKENDS:
+        raise ValueError(f"generation.backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    if name == "auto":
+        return "vllm" if vllm_available() else "transformers"
+    if name == "vllm" and not vllm_available():
+        raise ValueError(
+            "generation.backend is 'vllm' but vLLM is not installed: install the 'cpu' or 'gpu' extra "
+            "(make setup), or set generation.backend=transformers"
+        )
+    return name
+
+
+class VllmBackend:
+    name = "vllm"
+
+    def __init__(self, model: str, cfg: GenerationConfig, seed: int) -> None:
+        from alignment.vllm_engine import build_engine
+
+        self.llm = build_engine(model, cfg.vllm, seed=seed)
+
+    def chat(self, conversations, *, n, temperature, top_p, max_tokens, stop_ids):
+        from alignment.vllm_engine import chat_generate
+
+        return chat_generate(
+            self.llm, conversations, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop_ids=stop_ids
+        )
+
+
+class TransformersBackend:
+    """Batched ``model.generate`` with left padding; prompts are sorted by length so a batch wastes little padding."""
+
+    name = "transformers"
+
+    def __init__(self, model: str, cfg: GenerationConfig, seed: int, device: str = "auto") -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from alignment.models import load_chat_tokenizer
+        from alignment.train_common import use_bf16, use_cuda
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        self.device = "cuda" if use_cuda(device) else "cpu"
+        self.dtype = torch.bfloat16 if use_bf16(cfg.transformers.dtype, device) else torch.float32
+        self.tokenizer = load_chat_tokenizer(model)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=self.dtype).to(self.device).eval()
+        self.batch_size = cfg.transformers.batch_size
+        self.seed = seed
+
+    def chat(self, conversations, *, n, temperature, top_p, max_tokens, stop_ids):
+        import torch
+
+        tok = self.tokenizer
+        prompts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+        encoded = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
+        results: list[list[Completion] | None] = [None] * len(encoded)
+        stop = set(stop_ids)
+        sample = temperature > 0
+        for b, start in enumerate(range(0, len(order), self.batch_size)):
+            idx = order[start : start + self.batch_size]
+            # Each prompt repeated n times (one row per sample): greedy decoding refuses num_return_sequences > 1.
+            rows = [encoded[i] for i in idx for _ in range(n)]
+            batch = tok.pad({"input_ids": rows}, return_tensors="pt").to(self.device)
+            torch.manual_seed(self.seed + b)  # each batch reproducible on its own
+            with torch.inference_mode():
+                out = self.model.generate(
+                    **batch,
+                    do_sample=sample,
+                    temperature=temperature if sample else None,
+                    top_p=top_p if sample else None,
+                    top_k=None,
+                    max_new_tokens=max_tokens,
+                    eos_token_id=list(stop_ids),
+                    pad_token_id=tok.pad_token_id,
+                )
+            new = out[:, batch["input_ids"].shape[1] :].tolist()
+            for j, i in enumerate(idx):
+                results[i] = [self._completion(ids, stop) for ids in new[j * n : (j + 1) * n]]
+        return results
+
+    def _completion(self, ids: list[int], stop: set[int]) -> Completion:
+        cut = next((k for k, t in enumerate(ids) if t in stop), None)
+        if cut is None:  # no end-of-turn: ran into max_tokens (the rest of the row is not padding)
+            return Completion(
+                text=self.tokenizer.decode(ids, skip_special_tokens=True), token_ids=ids, finish_reason="length"
+            )
+        kept = ids[: cut + 1]  # the end-of-turn token counts, as in vLLM's token_ids
+        return Completion(
+            text=self.tokenizer.decode(ids[:cut], skip_special_tokens=True), token_ids=kept, finish_reason="stop"
+        )
+
+
+def open_backend(name: str, model: str, cfg: GenerationConfig, *, seed: int, device: str = "auto") -> Backend:
+    """The backend ``name`` ("auto" resolves by what is installed) serving ``model``."""
+    resolved = resolve_backend(name)
+    log.info("generation backend: %s (configured: %s)", resolved, name)
+    if resolved == "vllm":
+        return VllmBackend(model, cfg, seed)
+    return TransformersBackend(model, cfg, seed, device)

@@ -45,3 +45,7 @@ clean-runs:
 .PHONY: bench
 bench: setup
 	$(BIN)/python benchmarks/bench_round.py $(ARGS)
+
+.PHONY: bench-gen
+bench-gen: setup
+	$(BIN)/python benchmarks/bench_gen.py $(ARGS)

@@ -10,12 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = [
-    "prompts.builtin.math=4",
-    "prompts.builtin.instruction=4",
+    "prompts.builtin={math: 8, instruction: 8, chat: 4}",
+    "prompts.mix={math: 3, instruction: 3, chat: 2}",
     "generation.num_candidates=2",
     "generation.max_new_tokens=48",
     "reward_model.max_pairs=48",
@@ -27,6 +28,17 @@ TINY = [
 ]
 
 
+def _common(tmp_path: Path, name: str) -> list[str]:
+    return [
+        "--config",
+        str(ROOT / "configs" / "default.yaml"),
+        f"output_dir={tmp_path}",
+        f"name={name}",
+        f"model.cache_dir={ROOT / '.cache' / 'models'}",
+        *TINY,
+    ]
+
+
 def alignment(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "alignment.cli", *args], cwd=cwd, capture_output=True, text=True)
     assert proc.returncode == 0, f"alignment {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
@@ -35,14 +47,7 @@ def alignment(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.e2e
 def test_two_real_rounds_on_the_embedded_model(tmp_path):
-    common = [
-        "--config",
-        str(ROOT / "configs" / "default.yaml"),
-        f"output_dir={tmp_path}",
-        "name=e2e",
-        f"model.cache_dir={ROOT / '.cache' / 'models'}",
-        *TINY,
-    ]
+    common = _common(tmp_path, "e2e")
     alignment("round", "2", *common, cwd=tmp_path)  # builds round 1 first
 
     for n in (1, 2):
@@ -75,12 +80,20 @@ def test_two_real_rounds_on_the_embedded_model(tmp_path):
             "eval",
         }
         assert manifest["libraries"]["transformers"] and manifest["code_version"]
-        assert manifest["counts"]["prompts"]["prompts"] == 8
+        assert manifest["counts"]["prompts"]["drawn"] == {"chat": 2, "instruction": 3, "math": 3}
+        assert manifest["generation"]["backend"] == "vllm"
+        filtered = manifest["counts"]["filter"]
+        assert filtered["candidates"] == 16 and filtered["kept"] + sum(filtered["dropped"].values()) == 16
+        assert set(filtered["kept_by_capability"]) | set(filtered["dropped_by_capability"]) <= {
+            "math",
+            "instruction",
+            "chat",
+        }
         ev = json.loads((rd / "eval.json").read_text())
         for side in ("model", "start"):
             assert set(ev[side]) == {"math", "instruction"}
             assert all(v["n"] == 4 and 0.0 <= v["accuracy"] <= 1.0 for v in ev[side].values())
-        cands = __import__("pyarrow.parquet", fromlist=["x"]).read_table(rd / "candidates.parquet").to_pylist()
+        cands = pq.read_table(rd / "candidates.parquet").to_pylist()
         assert len(cands) == 16 and {c["finish_reason"] for c in cands} <= {"stop", "length"}
 
     r1, r2 = (json.loads((tmp_path / "e2e" / f"round-{n}" / "manifest.json").read_text()) for n in (1, 2))
@@ -89,8 +102,46 @@ def test_two_real_rounds_on_the_embedded_model(tmp_path):
     # Round 2's RM trained on round 1's verifier pairs too.
     assert "round-1" in r2["stages"]["reward_model"]["metrics"]["pair_sources"]
 
+    # Same config and seed, same backend: the same candidates.
+    rd1 = tmp_path / "e2e" / "round-1"
+    again_out = tmp_path / "again.parquet"
+    args = ["--config", str(rd1 / "config.yaml"), "--round", "1", "--model", r1["start_model"]]
+    args += ["--prompts", str(rd1 / "prompts.parquet"), "--out", str(again_out)]
+    subprocess.run([sys.executable, "-m", "synth_data.generate", *args], cwd=tmp_path, check=True, capture_output=True)
+    first, second = (pq.read_table(p).to_pylist() for p in (rd1 / "candidates.parquet", again_out))
+    assert [(c["candidate_id"], c["text"]) for c in first] == [(c["candidate_id"], c["text"]) for c in second]
+
     t0 = time.time()
     alignment("round", "2", *common, cwd=tmp_path)
     assert time.time() - t0 < 60
     again = json.loads((tmp_path / "e2e" / "round-2" / "manifest.json").read_text())
     assert all(s["skipped"] for s in again["stages"].values())
+
+
+@pytest.mark.e2e
+def test_round_with_the_transformers_backend_and_a_teacher(tmp_path):
+    """The fallback backend through a whole round (generation and eval), candidates from a named teacher, steered by a
+    system prompt, with this round's own sampling settings."""
+    alignment(
+        "round",
+        "1",
+        *_common(tmp_path, "hf"),
+        "generation.backend=transformers",
+        "generation.teacher=embedded",
+        "generation.system_prompts={math: 'Solve it step by step.'}",
+        "generation.per_round={1: {temperature: 0.7, max_new_tokens: 40}}",
+        cwd=tmp_path,
+    )
+    rd = tmp_path / "hf" / "round-1"
+    manifest = json.loads((rd / "manifest.json").read_text())
+    assert manifest["generation"]["backend"] == "transformers" and manifest["generation"]["teacher"] is True
+    assert manifest["generation"]["sampling"] == {"temperature": 0.7, "top_p": 0.95, "max_new_tokens": 40}
+    cands = pq.read_table(rd / "candidates.parquet").to_pylist()
+    assert len(cands) == 16
+    assert {c["backend"] for c in cands} == {"transformers"}
+    assert {c["generator"] for c in cands} == {str(ROOT / ".cache" / "models" / "SmolLM2-135M-Instruct")}
+    prompts = {p["prompt_id"]: p for p in pq.read_table(rd / "prompts.parquet").to_pylist()}
+    for c in cands:
+        expected = "Solve it step by step." if prompts[c["prompt_id"]]["capability"] == "math" else None
+        assert c["system_prompt"] == expected and c["num_tokens"] <= 40
+    assert set(json.loads((rd / "eval.json").read_text())["model"]) == {"math", "instruction"}

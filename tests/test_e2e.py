@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = [
     "prompts.builtin={math: 8, instruction: 8, chat: 4}",
     "prompts.mix={math: 3, instruction: 3, chat: 2}",
-    "generation.num_candidates=2",
-    "generation.max_new_tokens=48",
+    "generation.num_candidates=3",
+    "generation.max_new_tokens=64",
     "reward_model.max_pairs=48",
     "sft.max_steps=2",
     "dpo.max_steps=2",
@@ -83,7 +83,7 @@ def test_two_real_rounds_on_the_embedded_model(tmp_path):
         assert manifest["counts"]["prompts"]["drawn"] == {"chat": 2, "instruction": 3, "math": 3}
         assert manifest["generation"]["backend"] == "vllm"
         filtered = manifest["counts"]["filter"]
-        assert filtered["candidates"] == 16 and filtered["kept"] + sum(filtered["dropped"].values()) == 16
+        assert filtered["candidates"] == 24 and filtered["kept"] + sum(filtered["dropped"].values()) == 24
         assert set(filtered["kept_by_capability"]) | set(filtered["dropped_by_capability"]) <= {
             "math",
             "instruction",
@@ -94,7 +94,7 @@ def test_two_real_rounds_on_the_embedded_model(tmp_path):
             assert set(ev[side]) == {"math", "instruction"}
             assert all(v["n"] == 4 and 0.0 <= v["accuracy"] <= 1.0 for v in ev[side].values())
         cands = pq.read_table(rd / "candidates.parquet").to_pylist()
-        assert len(cands) == 16 and {c["finish_reason"] for c in cands} <= {"stop", "length"}
+        assert len(cands) == 24 and {c["finish_reason"] for c in cands} <= {"stop", "length"}
 
     r1, r2 = (json.loads((tmp_path / "e2e" / f"round-{n}" / "manifest.json").read_text()) for n in (1, 2))
     assert r2["start_model"] == str((tmp_path / "e2e" / "round-1" / "model").resolve())
@@ -129,19 +129,19 @@ def test_round_with_the_transformers_backend_and_a_teacher(tmp_path):
         "generation.backend=transformers",
         "generation.teacher=embedded",
         "generation.system_prompts={math: 'Solve it step by step.'}",
-        "generation.per_round={1: {temperature: 0.7, max_new_tokens: 40}}",
+        "generation.per_round={1: {temperature: 0.7, max_new_tokens: 56}}",
         cwd=tmp_path,
     )
     rd = tmp_path / "hf" / "round-1"
     manifest = json.loads((rd / "manifest.json").read_text())
     assert manifest["generation"]["backend"] == "transformers" and manifest["generation"]["teacher"] is True
-    assert manifest["generation"]["sampling"] == {"temperature": 0.7, "top_p": 0.95, "max_new_tokens": 40}
+    assert manifest["generation"]["sampling"] == {"temperature": 0.7, "top_p": 0.95, "max_new_tokens": 56}
     cands = pq.read_table(rd / "candidates.parquet").to_pylist()
-    assert len(cands) == 16
+    assert len(cands) == 24
     assert {c["backend"] for c in cands} == {"transformers"}
     assert {c["generator"] for c in cands} == {str(ROOT / ".cache" / "models" / "SmolLM2-135M-Instruct")}
     prompts = {p["prompt_id"]: p for p in pq.read_table(rd / "prompts.parquet").to_pylist()}
     for c in cands:
         expected = "Solve it step by step." if prompts[c["prompt_id"]]["capability"] == "math" else None
-        assert c["system_prompt"] == expected and c["num_tokens"] <= 40
+        assert c["system_prompt"] == expected and c["num_tokens"] <= 56
     assert set(json.loads((rd / "eval.json").read_text())["model"]) == {"math", "instruction"}

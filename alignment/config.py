@@ -131,6 +131,9 @@ class GenerationConfig:
     temperature: float = 0.8
     top_p: float = 0.95
     max_new_tokens: int = 128
+    adaptive_k: int = 0
+    """Adaptive K: prompts where none of the K candidates passed its verifier are resampled once, in the same engine,
+    with this many more samples (0: off). Prompts without a verifier (chat) are never resampled."""
     per_round: dict[int, SamplingOverride] = field(default_factory=dict)
     """Round number -> sampling settings for that round, e.g. ``{2: {temperature: 0.6}}``."""
     system_prompts: dict[str, str] = field(default_factory=dict)
@@ -197,13 +200,28 @@ class RewardModelConfig:
     precision: str = "auto"
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(enabled=False))
     score_batch_size: int = 16
+    use_margin: bool = False
+    """Bradley-Terry loss with a margin term (-log sigmoid(r_chosen - r_rejected - margin)) for pairs that carry a
+    ``margin``; off: the plain Bradley-Terry loss."""
+    min_heldout_accuracy: float | None = 0.55
+    """Stop the round when the trained RM's held-out pairwise accuracy is below this (null: never)."""
 
 
 @dataclass(frozen=True)
 class SelectionConfig:
     min_margin: float = 0.5
-    """Minimum score gap between chosen and rejected for a DPO pair (scores: verifier pass adds a bonus that puts
-    every passing candidate above every failing one, plus the RM's reward)."""
+    """Minimum gap between chosen and rejected for a DPO pair, on per-prompt normalised scores (see
+    ``reward.select``)."""
+    pair_strategy: str = "best_vs_worst"
+    """best_vs_worst or best_vs_random (the rejected side drawn, seeded, among the prompt's other candidates)."""
+    sft_min_score: float | None = None
+    """Absolute floor on the RM score of an SFT row (null: none)."""
+    sft_per_prompt: int = 1
+    """Keep up to this many distinct passing answers per prompt (best first)."""
+    carry_over: bool = True
+    """Keep the SFT rows of all earlier rounds in this round's SFT set (Llama 2's fix for regressions)."""
+    carry_over_max: int = 256
+    """Cap on carried-over rows (the best-scored first, newest round first on ties)."""
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,26 @@
 
 Training data each round is every preference pair collected so far: the shipped seed pairs plus, from every round,
 pairs the pipeline derives from verifier outcomes (a verified candidate over a failed one for the same prompt).
-Conversations are rendered with the RM's own tokenizer and chat template, from ``messages``: never policy token ids.
+Rankings of three or more responses (best first, ties allowed) become all their pairwise comparisons
+(:func:`ranking_to_pairs`). Conversations are rendered with the RM's own tokenizer and chat template, from
+``messages``: never policy token ids.
+
+Loss: plain Bradley-Terry, ``-log sigmoid(r_chosen - r_rejected)``. With ``reward_model.use_margin`` every pair
+contributes ``-log sigmoid(r_chosen - r_rejected - margin)`` (TRL's RewardTrainer reads a ``margin`` column), with the
+margin from :func:`pair_margin`: a pair's own numeric ``margin`` field, else ``VERIFIER_MARGIN`` (1.0) for
+verifier-derived pairs (source ``round-N``: pass over fail), else 0.0 (seed pairs: plain Bradley-Terry).
+
+A held-out slice of pairs (stable hash of pair_id) measures pairwise accuracy; :func:`check_heldout_accuracy` stops
+the round when it is below ``reward_model.min_heldout_accuracy``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from alignment.config import RewardModelConfig
@@ -18,15 +30,90 @@ from alignment.train_common import peft_lora, prepare_training, save_merged, tra
 
 log = logging.getLogger(__name__)
 
+VERIFIER_MARGIN = 1.0
+"""Bradley-Terry margin of a verifier-derived pair (a verified response over a failed one), used with use_margin."""
+FEW_HELDOUT_PAIRS = 10
+"""Below this many held-out pairs the accuracy floor is still applied, but its message warns the estimate is noisy."""
+
+
+class RewardModelTooWeak(ValueError):
+    """The trained reward model's held-out pairwise accuracy is below ``reward_model.min_heldout_accuracy``."""
+
+
+def _same_text(a: str, b: str) -> bool:
+    return " ".join(a.split()) == " ".join(b.split())
+
+
+def _groups(ranking: Sequence[str | Sequence[str]], what: str) -> list[list[str]]:
+    groups = []
+    for k, entry in enumerate(ranking):
+        group = [entry] if isinstance(entry, str) else list(entry)
+        if not group or not all(isinstance(x, str) for x in group):
+            raise ValueError(f"{what}[{k}] must be a string or a non-empty list of strings (a tie), got {entry!r}")
+        groups.append(group)
+    return groups
+
+
+def ranking_to_pairs(
+    prompt_messages: list[dict],
+    ranked_responses: Sequence[str | Sequence[str]],
+    *,
+    pair_id_prefix: str,
+    capability: str,
+    source: str,
+    response_ids: Sequence[str | Sequence[str]] | None = None,
+    margin_per_rank: float | None = None,
+) -> list[dict]:
+    """Every pairwise comparison of a ranking: each response over each response in a lower-ranked group.
+
+    ``ranked_responses`` is best first; an entry that is a list of strings is a tie group, whose members are never
+    paired with each other. Pairs come in ranking order (for ranks i < j: i over j, i ascending, then j ascending)
+    and pairs whose two texts are identical after whitespace normalisation are skipped. Each pair is a record like
+    :func:`verifier_pairs` makes: ``pair_id, capability, messages, chosen, rejected, source``, where pair_id is
+    ``f"{pair_id_prefix}{a}>{b}"`` and a, b label the two responses: their entries in ``response_ids`` (same shape as
+    the ranking), by default their positions in the flattened ranking (0, 1, ...). With ``margin_per_rank`` each pair
+    also carries ``margin = margin_per_rank * (number of tie groups between them, adjacent = 1)``.
+    """
+    groups = _groups(ranked_responses, "ranked_responses")
+    if response_ids is None:
+        flat = iter(range(sum(len(g) for g in groups)))
+        labels = [[str(next(flat)) for _ in g] for g in groups]
+    else:
+        labels = _groups(response_ids, "response_ids")
+        if [len(g) for g in labels] != [len(g) for g in groups]:
+            raise ValueError("response_ids must have the same shape as ranked_responses")
+    ranked = [(gi, label, text) for gi, g in enumerate(groups) for label, text in zip(labels[gi], g, strict=True)]
+    pairs = []
+    for i, (gi, label_i, better) in enumerate(ranked):
+        for gj, label_j, worse in ranked[i + 1 :]:
+            if gj == gi or _same_text(better, worse):
+                continue
+            pair = {
+                "pair_id": f"{pair_id_prefix}{label_i}>{label_j}",
+                "capability": capability,
+                "messages": prompt_messages,
+                "chosen": better,
+                "rejected": worse,
+                "source": source,
+            }
+            if margin_per_rank is not None:
+                pair["margin"] = margin_per_rank * (gj - gi)
+            pairs.append(pair)
+    return pairs
+
 
 def verifier_pairs(
-    prompts: dict[str, dict], candidates: list[dict], source: str, max_per_prompt: int = 2
+    prompts: dict[str, dict], candidates: list[dict], source: str, max_per_prompt: int | None = 2
 ) -> list[dict]:
     """Preference pairs from verifier outcomes: for each prompt, passing candidates over failing ones.
 
     ``prompts`` maps prompt_id -> prompt record; ``candidates`` carry ``prompt_id``, ``candidate_id``, ``text`` and
-    ``verified`` (True/False/None). Candidates without a verifier verdict (None) make no pairs. Pairs are formed in
-    candidate_id order (pass i with fail i), at most ``max_per_prompt`` per prompt, and identical texts are skipped.
+    ``verified`` (True/False/None). Candidates without a verifier verdict (None) make no pairs. Per prompt, the
+    candidates form a two-level ranking (every passing one over every failing one, see :func:`ranking_to_pairs`),
+    with pair_id ``"{good candidate_id}>{bad candidate_id}"`` and margin ``VERIFIER_MARGIN``; identical texts are
+    skipped. The result does not depend on the order of ``candidates``. With ``max_per_prompt`` (None: all pass x
+    fail pairs) the first that many are kept in a fixed order that spreads over candidates: pass i with fail i
+    first (candidate_id order), then pass i with fail i+1, and so on.
     """
     by_prompt: dict[str, list[dict]] = {}
     for c in candidates:
@@ -36,25 +123,35 @@ def verifier_pairs(
         cands = sorted(by_prompt[pid], key=lambda c: c["candidate_id"])
         passed = [c for c in cands if c["verified"] is True]
         failed = [c for c in cands if c["verified"] is False]
-        n = 0
-        for good, bad in zip(passed, failed, strict=False):
-            if n >= max_per_prompt:
-                break
-            if " ".join(good["text"].split()) == " ".join(bad["text"].split()):
-                continue
-            prompt = prompts[pid]
-            pairs.append(
-                {
-                    "pair_id": f"{good['candidate_id']}>{bad['candidate_id']}",
-                    "capability": prompt["capability"],
-                    "messages": prompt["messages"],
-                    "chosen": good["text"],
-                    "rejected": bad["text"],
-                    "source": source,
-                }
-            )
-            n += 1
+        if not passed or not failed:
+            continue
+        prompt = prompts[pid]
+        found = ranking_to_pairs(
+            prompt["messages"],
+            [[c["text"] for c in passed], [c["text"] for c in failed]],
+            response_ids=[[c["candidate_id"] for c in passed], [c["candidate_id"] for c in failed]],
+            pair_id_prefix="",
+            capability=prompt["capability"],
+            source=source,
+            margin_per_rank=VERIFIER_MARGIN,
+        )
+        by_id = {p["pair_id"]: p for p in found}
+        # Diagonal order (pass, fail): (0, 0), (1, 1), ..., then (0, 1), (1, 2), ... (fail index mod #fails): spreads
+        # a capped selection over candidates; with no cap every pass x fail pair appears exactly once.
+        order = [(i, (i + d) % len(failed)) for d in range(len(failed)) for i in range(len(passed))]
+        kept = [
+            by_id[key] for i, j in order if (key := f"{passed[i]['candidate_id']}>{failed[j]['candidate_id']}") in by_id
+        ]
+        pairs.extend(kept if max_per_prompt is None else kept[:max_per_prompt])
     return pairs
+
+
+def pair_margin(pair: dict) -> float:
+    """The Bradley-Terry margin of a pair when ``use_margin`` is on (see the module docstring)."""
+    margin = pair.get("margin")
+    if isinstance(margin, int | float) and not isinstance(margin, bool) and math.isfinite(margin):
+        return float(margin)
+    return VERIFIER_MARGIN if str(pair.get("source", "")).startswith("round-") else 0.0
 
 
 def is_heldout(pair_id: str, fraction: float) -> bool:
@@ -70,12 +167,61 @@ def _conversation(messages: list[dict], response: str) -> list[dict]:
     ]
 
 
+def _to_trainer_rows(pairs: list[dict], use_margin: bool) -> list[dict]:
+    """RewardTrainer rows: chosen/rejected conversations, plus a ``margin`` column only when ``use_margin``."""
+    rows = []
+    for p in pairs:
+        row = {
+            "chosen": _conversation(p["messages"], p["chosen"]),
+            "rejected": _conversation(p["messages"], p["rejected"]),
+        }
+        if use_margin:
+            row["margin"] = pair_margin(p)
+        rows.append(row)
+    return rows
+
+
+def check_heldout_accuracy(metrics: dict, floor: float | None) -> None:
+    """Raise RewardModelTooWeak when ``metrics["heldout_accuracy"]`` is below ``floor`` (None: no floor).
+
+    ``metrics`` is what :func:`train_reward_model` returns. Without held-out pairs there is nothing to measure: a
+    warning is logged and the round goes on.
+    """
+    if floor is None:
+        return
+    accuracy, n = metrics.get("heldout_accuracy"), int(metrics.get("heldout_pairs") or 0)
+    if accuracy is None:
+        log.warning(
+            "reward model: no held-out pairs, so the accuracy floor %s (reward_model.min_heldout_accuracy) cannot be "
+            "checked; raise reward_model.heldout_fraction or add preference pairs",
+            floor,
+        )
+        return
+    if accuracy >= floor:
+        return
+    few = (
+        f" Only {n} held-out pair{'s' if n != 1 else ''}: the estimate is noisy (below {FEW_HELDOUT_PAIRS} pairs one "
+        "pair moves it by 10 points or more), but the floor still applies."
+        if n < FEW_HELDOUT_PAIRS
+        else ""
+    )
+    raise RewardModelTooWeak(
+        f"reward model too weak: held-out pairwise accuracy {accuracy:.4f} on {n} held-out pairs is below the floor "
+        f"{floor} (config key reward_model.min_heldout_accuracy), so the round stops here.{few} Add or improve "
+        "preference pairs, train the RM longer (reward_model.epochs, reward_model.learning_rate), or lower "
+        "reward_model.min_heldout_accuracy (null disables the check)."
+    )
+
+
 def train_reward_model(
     pairs: list[dict], base: str, cfg: RewardModelConfig, out: Path, *, seed: int, device: str, work_dir: Path
 ) -> dict:
     """Train a 1-logit sequence-classification RM on ``pairs`` (Bradley-Terry loss) and save it to ``out``.
 
-    Returns metrics: pair counts, held-out pairwise accuracy, training loss and throughput.
+    With ``cfg.use_margin`` the loss has a margin term per pair (:func:`pair_margin`); without it, no margin column
+    reaches the trainer. Returns metrics: pair counts, held-out pairwise accuracy (None without held-out pairs),
+    training loss, throughput and ``use_margin``. The caller applies the accuracy floor with
+    :func:`check_heldout_accuracy`.
     """
     import torch
     from datasets import Dataset
@@ -95,15 +241,7 @@ def train_reward_model(
     model = AutoModelForSequenceClassification.from_pretrained(base, **kwargs)
     model.config.pad_token_id = tokenizer.pad_token_id
 
-    dataset = Dataset.from_list(
-        [
-            {
-                "chosen": _conversation(p["messages"], p["chosen"]),
-                "rejected": _conversation(p["messages"], p["rejected"]),
-            }
-            for p in train
-        ]
-    )
+    dataset = Dataset.from_list(_to_trainer_rows(train, cfg.use_margin))
     args = RewardConfig(
         **training_args(cfg, work_dir=work_dir, seed=seed, device=device, logging_steps=5),
         disable_tqdm=False,
@@ -130,6 +268,7 @@ def train_reward_model(
         "train_tokens_per_s": round(ntok * cfg.epochs / max(train_s, 1e-9), 1),
         "bf16": args.bf16,
         "backbone_layers": cfg.num_layers,
+        "use_margin": cfg.use_margin,
         "heldout_accuracy": None,
     }
     if heldout:

@@ -429,23 +429,71 @@ def make_seed_pairs(seed: int = 0) -> list[dict]:
     return pairs
 
 
+def _validate_ranking(ranking: Any) -> None:
+    if not isinstance(ranking, list) or len(ranking) < 2:
+        raise ValueError("'ranking' must be a list of at least two entries (best first)")
+    texts: list[str] = []
+    for k, entry in enumerate(ranking):
+        group = entry if isinstance(entry, list) else [entry]
+        if not group or not all(isinstance(t, str) and t for t in group):
+            raise ValueError(f"'ranking'[{k}] must be a non-empty string or a non-empty list of them (a tie)")
+        texts.extend(group)
+    normalised = [" ".join(t.split()) for t in texts]
+    for t in normalised:
+        if normalised.count(t) > 1:
+            raise ValueError(f"'ranking' holds the same response twice: {t[:60]!r}")
+
+
 def validate_pair(pair: Any) -> None:
-    """Raise ValueError describing the first problem with one seed preference record."""
+    """Raise ValueError describing the first problem with one seed preference record.
+
+    A record is either a pair (``chosen`` over ``rejected``) or a ranking: ``ranking`` is a list of responses, best
+    first, where an entry that is a list of strings is a tie; :func:`load_seed_pairs` turns it into pairs.
+    """
     if not isinstance(pair, dict):
         raise ValueError(f"record is not a JSON object but {type(pair).__name__}")
-    for key in ("pair_id", "chosen", "rejected", "source"):
+    ranked = "ranking" in pair
+    if ranked and ("chosen" in pair or "rejected" in pair):
+        raise ValueError("a record has either 'ranking' or 'chosen'/'rejected', not both")
+    for key in ("pair_id", "source") if ranked else ("pair_id", "chosen", "rejected", "source"):
         if not isinstance(pair.get(key), str) or not pair[key]:
             raise ValueError(f"missing or non-str {key!r}")
     if pair.get("capability") not in CAPABILITIES:
         raise ValueError(f"'capability' must be one of {CAPABILITIES}, got {pair.get('capability')!r}")
     validate_messages(pair.get("messages"))
-    if pair["chosen"] == pair["rejected"]:
+    if ranked:
+        _validate_ranking(pair["ranking"])
+    elif pair["chosen"] == pair["rejected"]:
         raise ValueError("'chosen' and 'rejected' are identical")
 
 
 def load_seed_pairs(path: str | Path | None = None) -> list[dict]:
-    """Read seed preference pairs (default: the shipped file); malformed lines raise SuiteFormatError (path:line)."""
-    return load_jsonl_records(path if path is not None else SEED_PREFERENCES_PATH, validate_pair, "pair_id", "pairs")
+    """Read seed preference pairs (default: the shipped file); malformed lines raise SuiteFormatError (path:line).
+
+    A ranking record with pair_id ``r`` becomes every pairwise comparison of its ranking (see
+    ``reward.reward_model.ranking_to_pairs``), with pair ids ``r:0>1``, ``r:0>2``, ... (positions in the flattened
+    ranking), in the file's place.
+    """
+    from reward.reward_model import ranking_to_pairs
+
+    path = path if path is not None else SEED_PREFERENCES_PATH
+    pairs = []
+    for record in load_jsonl_records(path, validate_pair, "pair_id", "pairs"):
+        if "ranking" not in record:
+            pairs.append(record)
+            continue
+        pairs += ranking_to_pairs(
+            record["messages"],
+            record["ranking"],
+            pair_id_prefix=f"{record['pair_id']}:",
+            capability=record["capability"],
+            source=record["source"],
+        )
+    ids = [p["pair_id"] for p in pairs]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"{path}: pair_id {dup!r} occurs twice once rankings are expanded into pairs")
+    return pairs
 
 
 def main() -> None:

@@ -1,6 +1,13 @@
-"""Programmatic verifiers: math final-answer checks and instruction-following constraints.
+"""Programmatic verifiers: termination, math final answers and instruction-following constraints.
 
-Constraints are dicts ``{"type": str, "value": ...}``; see :data:`CONSTRAINT_TYPES` for the supported types.
+One entry point, :func:`verify` ``(response, item, finish_reason=None) -> Verdict(passed, reason)``, checks in order:
+
+1. termination: a response cut off at the token limit (``finish_reason == "length"``) fails with
+   :data:`TRUNCATED`, whatever the capability (chat included, which otherwise has no verifier);
+2. math (the item has an ``answer``): the final answer (see :func:`extract_answer`) equals it numerically;
+3. instruction (the item has ``constraints``): every constraint holds; dicts ``{"type": str, "value": ...}``, see
+   :data:`CONSTRAINT_TYPES` for the supported types;
+4. otherwise ``passed`` is None: no verifier applies and the reward model alone judges the response.
 """
 
 from __future__ import annotations
@@ -28,8 +35,16 @@ CONSTRAINT_TYPES: dict[str, str | None] = {
 }
 
 _NUMBER_RE = re.compile(r"(?:(?<![\w.])-)?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+_BOXED_RE = re.compile(r"\\boxed\s*\{")
+# "the answer is 5", "The final answer is: 5", "Answer: 5", "**Answer:** 5"; the last occurrence counts.
+_ANSWER_PHRASE_RE = re.compile(r"(?:\banswer\s+is\b|\banswer\s*:)[\s:*]*", re.IGNORECASE)
+# The stated answer runs to the end of its sentence: a newline, or . ! ? ; followed by a space or the end.
+_SENTENCE_END_RE = re.compile(r"\n|[.!?;](?=\s|$)")
+_FRAC_RE = re.compile(r"\\d?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
 _FENCE_RE = re.compile(r"^```[\w+-]*[ \t]*\n?(.*?)\n?[ \t]*```$", re.DOTALL)
 MATH_TOLERANCE = Fraction(1, 10**6)
+TRUNCATED = "truncated (no end-of-turn)"
+"""Verdict reason of a response that hit the token limit instead of ending its turn."""
 
 
 class UnknownConstraintError(ValueError):
@@ -110,6 +125,45 @@ def extract_last_number(text: str) -> str | None:
     return matches[-1].replace(",", "") if matches else None
 
 
+def _last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (nested braces balanced), or None; an unclosed box counts as absent."""
+    for m in reversed(list(_BOXED_RE.finditer(text))):
+        depth, start = 1, m.end()
+        for i in range(start, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            if depth == 0:
+                return text[start:i]
+    return None
+
+
+def _boxed_value(content: str) -> str | None:
+    """A boxed expression as a number string: ``\\frac{a}{b}`` -> "a/b", ``$``, ``\\,`` and ``\\!`` removed; a box
+    holding more than one number gives its last number, one holding none its stripped text (None when empty)."""
+    s = _FRAC_RE.sub(r"\1/\2", content)
+    s = re.sub(r"\\[,!; ]|\$", "", s).strip()
+    if _to_fraction(s) is not None:
+        return s.replace(",", "").replace(" ", "")
+    return extract_last_number(s) or s or None
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer of a math response, by priority: the last ``\\boxed{...}``; else the first number after the
+    last "answer is" / "answer:" (case-insensitive) within that sentence (after its last "=", if any); else the last
+    number. Thousands commas are removed. None when there is no number (or only an empty box)."""
+    boxed = _last_boxed(text)
+    if boxed is not None:
+        return _boxed_value(boxed)
+    phrases = list(_ANSWER_PHRASE_RE.finditer(text))
+    if phrases:
+        rest = text[phrases[-1].end() :]
+        end = _SENTENCE_END_RE.search(rest)
+        sentence = rest[: end.start()] if end else rest
+        stated = _NUMBER_RE.search(sentence.rsplit("=", 1)[-1])  # "the answer is 12 + 7 = 19" states 19
+        if stated:
+            return stated.group(0).replace(",", "")
+    return extract_last_number(text)
+
+
 def _to_fraction(s: str) -> Fraction | None:
     try:
         return Fraction(s.strip().replace(",", ""))
@@ -118,14 +172,20 @@ def _to_fraction(s: str) -> Fraction | None:
 
 
 def verify_math(response: str, answer: str) -> bool:
-    """True when the last number in ``response`` equals ``answer`` numerically (tolerance 1e-6)."""
-    got = extract_last_number(response)
+    """True when the final answer of ``response`` (:func:`extract_answer`) equals ``answer`` numerically (tolerance
+    1e-6), or as a string when either side is not a number."""
+    got = extract_answer(response)
     if got is None:
         return False
     expected, value = _to_fraction(str(answer)), _to_fraction(got)
     if expected is None or value is None:
         return got == str(answer).strip()
     return abs(expected - value) <= MATH_TOLERANCE
+
+
+def check_termination(finish_reason: str | None) -> bool:
+    """False when generation stopped at the token limit ("length"); True for an end-of-turn ("stop") or unknown."""
+    return finish_reason != "length"
 
 
 def _constraints_of(item: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -137,11 +197,14 @@ def _constraints_of(item: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return constraints
 
 
-def verify(response: str, item: Mapping[str, Any]) -> Verdict:
-    """Check ``response`` against a suite item: math answer, else all constraints, else no verifier."""
+def verify(response: str, item: Mapping[str, Any], finish_reason: str | None = None) -> Verdict:
+    """Check ``response`` to a prompt/suite ``item``: termination, then the math answer, else every constraint, else no
+    verifier (see the module docstring). ``finish_reason`` is the generator's ("stop" or "length"; None: unknown)."""
+    if not check_termination(finish_reason):
+        return Verdict(False, TRUNCATED)
     if item.get("answer") is not None:
         answer = str(item["answer"])
-        got = extract_last_number(response)
+        got = extract_answer(response)
         if got is None:
             return Verdict(False, "math: no number")
         if verify_math(response, answer):

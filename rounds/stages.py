@@ -32,6 +32,7 @@ PAIR_SCHEMA = pa.schema(
         ("chosen", pa.string()),
         ("rejected", pa.string()),
         ("source", pa.string()),
+        ("margin", pa.float64()),
     ]
 )
 
@@ -131,7 +132,8 @@ def verify(rnd: Round) -> dict:
     kept = [c for c in read_parquet(rnd.path("filtered.parquet")) if c["drop_reason"] is None]
     rows = []
     for c in kept:
-        verdict = verify_response(c["text"], prompts_by_id[c["prompt_id"]])  # constraints may stay a JSON string
+        # Constraints may stay a JSON string; a truncated candidate fails whatever its capability.
+        verdict = verify_response(c["text"], prompts_by_id[c["prompt_id"]], finish_reason=c["finish_reason"])
         rows.append(
             {
                 "prompt_id": c["prompt_id"],
@@ -179,7 +181,7 @@ def _preference_pairs(rnd: Round) -> tuple[list[dict], dict[str, int]]:
 def reward_model(rnd: Round) -> dict:
     """Train the RM on all preference data so far (or take the configured pretrained RM as is)."""
     from alignment.models import resolve_model
-    from reward.reward_model import train_reward_model
+    from reward.reward_model import check_heldout_accuracy, train_reward_model
 
     cfg = rnd.cfg.reward_model
     if cfg.pretrained:
@@ -193,6 +195,7 @@ def reward_model(rnd: Round) -> dict:
     log.info(
         "reward model: held-out pairwise accuracy %s on %d pairs", metrics["heldout_accuracy"], metrics["heldout_pairs"]
     )
+    check_heldout_accuracy(metrics, cfg.min_heldout_accuracy)  # a weak RM stops the round here, with the numbers
     return {**metrics, "pair_sources": sources}
 
 
@@ -225,36 +228,45 @@ def score(rnd: Round) -> dict:
 
 
 def select(rnd: Round) -> dict:
-    """Best-of-K SFT rows and best-vs-worst DPO pairs, with counts kept and dropped by reason."""
-    from reward.select import select_pairs, select_sft
+    """Rejection sampling: SFT rows (best-of-K, floor, up to m per prompt) plus earlier rounds' carried-over rows, DPO
+    pairs (best vs worst or random, margin on per-prompt normalised scores); ``selection.json`` with counts by
+    capability and reason, pass rates and histograms."""
+    from reward.select import carry_over_rows, select_pairs, select_sft, selection_report
 
+    cfg = rnd.cfg.selection
     prompts_by_id = _prompts_by_id(rnd)
     scored = read_parquet(rnd.path("scores.parquet"))
-    sft_rows, sft_dropped = select_sft(scored, prompts_by_id)
-    pairs, pair_dropped = select_pairs(scored, prompts_by_id, rnd.cfg.selection.min_margin)
-    n_prompts = len(prompts_by_id)
-    no_candidates = n_prompts - len({s["prompt_id"] for s in scored})
-    if no_candidates:
-        sft_dropped["no candidate left after filtering"] += no_candidates
-        pair_dropped["no candidate left after filtering"] += no_candidates
-    write_parquet(sft_rows, rnd.path("sft.parquet"))
+    sft_rows, sft_dropped = select_sft(scored, prompts_by_id, cfg)
+    pairs, pair_dropped = select_pairs(scored, prompts_by_id, cfg, seed=rnd.cfg.seed + rnd.index)
+    carried: list[dict] = []
+    if cfg.carry_over:
+        earlier = [read_parquet(d / "sft.parquet") for d in rnd.earlier_rounds() if (d / "sft.parquet").exists()]
+        # Rows carried into an earlier round are in its sft.parquet too; keep each round's own rows only.
+        earlier = [[r for r in rows if r.get("carried_from") is None] for rows in earlier]
+        carried = carry_over_rows(earlier, cfg.carry_over_max, exclude=sft_rows)
+    rows = [{**r, "carried_from": None} for r in sft_rows] + carried
+    write_parquet([_sft_record(r) for r in rows], rnd.path("sft.parquet"), schema=SFT_SCHEMA)
     write_parquet(pairs, rnd.path("dpo.parquet"))
-    selection = {
-        "prompts": n_prompts,
-        "sft": {
-            "kept": len(sft_rows),
-            "dropped": dict(sft_dropped),
-            "kept_by_capability": _by_capability(sft_rows, prompts_by_id),
-        },
-        "dpo": {
-            "kept": len(pairs),
-            "dropped": dict(pair_dropped),
-            "kept_by_capability": _by_capability(pairs, prompts_by_id),
-            "mean_margin": round(sum(p["margin"] for p in pairs) / len(pairs), 4) if pairs else None,
-        },
-    }
-    write_json(selection, rnd.path("selection.json"))
-    return selection
+    report = selection_report(scored, prompts_by_id, sft_rows, pairs, sft_dropped, pair_dropped, carried=carried)
+    write_json(report, rnd.path("selection.json"))
+    return report
+
+
+SFT_SCHEMA = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("candidate_id", pa.string()),
+        ("capability", pa.string()),
+        ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+        ("score", pa.float64()),
+        ("rm_score", pa.float64()),
+        ("carried_from", pa.int64()),
+    ]
+)
+
+
+def _sft_record(row: dict) -> dict:
+    return {name: row.get(name) for name in SFT_SCHEMA.names}
 
 
 def _training_config_file(rnd: Round, stage: str) -> dict[str, str]:

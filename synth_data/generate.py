@@ -7,8 +7,11 @@ The backend (vLLM, or transformers ``generate`` where vLLM is not installed) com
 sampling settings from ``generation`` and its ``per_round`` entry for this round. A capability's system prompt
 (``generation.system_prompts``) is added at generation time to prompts that have no system message.
 
+With ``generation.adaptive_k`` > 0, prompts whose K candidates all failed their verifier are resampled once in the
+same engine with that many more samples (``resampled`` true, candidate ids continuing after K).
+
 Writes one row per candidate: prompt_id, candidate_id, text, finish_reason, num_tokens, generator, backend,
-system_prompt and the sampling settings; and ``<out>.stats.json`` (backend, timings, tokens/s). Candidates are
+system_prompt, resampled and the sampling settings; and ``<out>.stats.json`` (backend, timings, tokens/s). Candidates are
 joined back to prompts by ``prompt_id``, never by position.
 """
 
@@ -43,6 +46,7 @@ CANDIDATE_SCHEMA = pa.schema(
         ("temperature", pa.float64()),
         ("top_p", pa.float64()),
         ("max_tokens", pa.int64()),
+        ("resampled", pa.bool_()),
     ]
 )
 
@@ -64,6 +68,7 @@ def candidate_rows(
     backend: str,
     system_prompts: dict[str, str],
     sampling: tuple[float, float, int],
+    first_index: int = 0,
 ) -> list[dict]:
     """Flatten per-prompt outputs (in prompt order) into candidate records with stable ids ``<prompt_id>#<j>``."""
     if len(prompts) != len(completions):
@@ -74,7 +79,7 @@ def candidate_rows(
         pid = prompt["prompt_id"]
         has_system = any(m["role"] == "system" for m in prompt["messages"])
         system = None if has_system else system_prompts.get(prompt["capability"])
-        for j, c in enumerate(outs):
+        for j, c in enumerate(outs, start=first_index):
             rows.append(
                 {
                     "prompt_id": pid,
@@ -88,9 +93,24 @@ def candidate_rows(
                     "temperature": temperature,
                     "top_p": top_p,
                     "max_tokens": max_tokens,
+                    "resampled": first_index > 0,
                 }
             )
     return rows
+
+
+def unsolved_prompts(prompts: list[dict], rows: list[dict]) -> list[dict]:
+    """Prompts with a verifier for which none of their candidates passed (adaptive K resamples these)."""
+    from reward.verifiers import verify
+
+    passed: dict[str, bool] = {}
+    by_id = {p["prompt_id"]: p for p in prompts}
+    for r in rows:
+        verdict = verify(r["text"], by_id[r["prompt_id"]], finish_reason=r["finish_reason"])
+        if verdict.passed is None:
+            continue
+        passed[r["prompt_id"]] = passed.get(r["prompt_id"], False) or verdict.passed
+    return [p for p in prompts if passed.get(p["prompt_id"]) is False]
 
 
 def generate_candidates(
@@ -101,15 +121,18 @@ def generate_candidates(
     generator: str,
     stop_ids: list[int],
     round_index: int,
+    num_candidates: int | None = None,
+    first_index: int = 0,
 ) -> tuple[list[dict], float]:
-    """K candidates for every prompt record; returns (candidate rows, seconds spent generating)."""
+    """``num_candidates`` (default K) candidates for every prompt record, numbered from ``first_index``; returns
+    (candidate rows, seconds spent generating)."""
     sampling = gen.sampling_for(round_index)
     temperature, top_p, max_tokens = sampling
     conversations = [steered_conversation(p["messages"], p["capability"], gen.system_prompts) for p in prompts]
     t0 = time.time()
     completions = backend.chat(
         conversations,
-        n=gen.num_candidates,
+        n=num_candidates or gen.num_candidates,
         temperature=temperature,
         top_p=top_p,
         max_tokens=max_tokens,
@@ -123,6 +146,7 @@ def generate_candidates(
         backend=backend.name,
         system_prompts=gen.system_prompts,
         sampling=sampling,
+        first_index=first_index,
     )
     return rows, seconds
 
@@ -147,6 +171,20 @@ def main(argv: list[str] | None = None) -> None:
     backend = open_backend(gen.backend, model, gen, seed=cfg.seed, device=cfg.device)
     t_start = time.time() - t0
     rows, t_gen = generate_candidates(backend, prompts, gen, generator=model, stop_ids=stop_ids, round_index=args.round)
+    resample = unsolved_prompts(prompts, rows) if gen.adaptive_k > 0 else []
+    if resample:
+        log.info("adaptive K: %d prompts had no passing candidate; %d more samples each", len(resample), gen.adaptive_k)
+        more, t_more = generate_candidates(
+            backend,
+            resample,
+            gen,
+            generator=model,
+            stop_ids=stop_ids,
+            round_index=args.round,
+            num_candidates=gen.adaptive_k,
+            first_index=gen.num_candidates,
+        )
+        rows, t_gen = rows + more, t_gen + t_more
     write_parquet(rows, args.out, schema=CANDIDATE_SCHEMA)
     ntok = sum(r["num_tokens"] for r in rows)
     temperature, top_p, max_tokens = gen.sampling_for(args.round)
@@ -161,6 +199,8 @@ def main(argv: list[str] | None = None) -> None:
         "output_tokens": ntok,
         "tokens_per_s": round(ntok / max(t_gen, 1e-9), 1),
         "truncated": sum(r["finish_reason"] == "length" for r in rows),
+        "resampled_prompts": len(resample),
+        "resampled_candidates": sum(r["resampled"] for r in rows),
     }
     write_json(stats, Path(args.out).with_suffix(".stats.json"))
     log.info(

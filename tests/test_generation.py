@@ -105,3 +105,33 @@ def test_candidate_records_carry_generator_backend_and_round_settings(tiny_model
         backend, prompts, dataclasses.replace(gen, per_round={}), generator="t", stop_ids=stop, round_index=2
     )
     assert all(r["temperature"] == 0.8 and r["max_tokens"] == 8 for r in round1)
+
+
+def test_adaptive_k_resamples_only_verifiable_prompts_where_nothing_passed():
+    from synth_data.generate import unsolved_prompts
+
+    prompts = [
+        {"prompt_id": "m1", "capability": "math", "messages": [], "answer": "4", "constraints": "[]"},
+        {"prompt_id": "m2", "capability": "math", "messages": [], "answer": "9", "constraints": "[]"},
+        {"prompt_id": "c1", "capability": "chat", "messages": [], "answer": None, "constraints": "[]"},
+        {"prompt_id": "m3", "capability": "math", "messages": [], "answer": "5", "constraints": "[]"},
+    ]
+    rows = [
+        {"prompt_id": "m1", "text": "The answer is 4.", "finish_reason": "stop"},
+        {"prompt_id": "m1", "text": "It is 3.", "finish_reason": "stop"},
+        {"prompt_id": "m2", "text": "The answer is 8.", "finish_reason": "stop"},
+        {"prompt_id": "m2", "text": "The answer is 9", "finish_reason": "length"},  # right number, but truncated
+        {"prompt_id": "c1", "text": "Hello!", "finish_reason": "stop"},
+        {"prompt_id": "m3", "text": "The answer is 5.", "finish_reason": "stop"},
+    ]
+    assert [p["prompt_id"] for p in unsolved_prompts(prompts, rows)] == ["m2"]
+
+
+def test_resampled_candidates_continue_the_numbering(backend, tiny_model_dir):
+    gen = GenerationConfig(num_candidates=2, max_new_tokens=4)
+    prompts = [{"prompt_id": "m1", "capability": "math", "messages": CONVERSATIONS[0]}]
+    stop = end_of_turn_ids(load_chat_tokenizer(tiny_model_dir), tiny_model_dir)
+    rows, _ = generate_candidates(
+        backend, prompts, gen, generator="g", stop_ids=stop, round_index=1, num_candidates=3, first_index=2
+    )
+    assert [r["candidate_id"] for r in rows] == ["m1#2", "m1#3", "m1#4"] and all(r["resampled"] for r in rows)

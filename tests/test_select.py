@@ -1,16 +1,44 @@
-"""Rejection sampling over hand-built records; every expected value is worked out in the comments."""
+"""Rejection sampling over hand-built records; every expected value is worked out in the comments.
 
-from reward.select import combine_scores, select_pairs, select_sft
+z-scores use the population std, so two candidates of a prompt always get z = -1 and +1, and four candidates with
+scores {1, 1, 3, 3} get -1, -1, +1, +1.
+"""
+
+import json
+import math
+
+import pytest
+
+from alignment.config import SelectionConfig
+from reward.select import (
+    carry_over_rows,
+    combine_scores,
+    histogram,
+    select_pairs,
+    select_sft,
+    selection_report,
+)
+from reward.verifiers import verify
 
 PROMPTS = {
-    "p1": {"prompt_id": "p1", "capability": "math", "messages": [{"role": "user", "content": "2+2?"}]},
+    "p1": {"prompt_id": "p1", "capability": "math", "messages": [{"role": "user", "content": "2+2?"}], "answer": "4"},
     "p2": {"prompt_id": "p2", "capability": "instruction", "messages": [{"role": "user", "content": "hi"}]},
-    "p3": {"prompt_id": "p3", "capability": "math", "messages": [{"role": "user", "content": "3+3?"}]},
+    "p3": {"prompt_id": "p3", "capability": "math", "messages": [{"role": "user", "content": "3+3?"}], "answer": "6"},
+    "p4": {"prompt_id": "p4", "capability": "chat", "messages": [{"role": "user", "content": "hey"}]},
 }
+CFG = SelectionConfig(min_margin=0.5)
 
 
-def cand(pid, j, text, verified, rm):
-    return {"prompt_id": pid, "candidate_id": f"{pid}#{j}", "text": text, "verified": verified, "rm_score": rm}
+def cand(pid, j, text, verified, rm, reason=None):
+    row = {"prompt_id": pid, "candidate_id": f"{pid}#{j}", "text": text, "verified": verified, "rm_score": rm}
+    return row if reason is None else {**row, "verifier_reason": reason}
+
+
+def by_id(rows, key):
+    return {r["candidate_id"]: r[key] for r in rows}
+
+
+# --------------------------------------------------------------------------------------------- combine_scores
 
 
 def test_failing_candidates_rank_below_all_passing_ones():
@@ -18,8 +46,41 @@ def test_failing_candidates_rank_below_all_passing_ones():
     rows = combine_scores(
         [cand("p1", 0, "4", True, -1.0), cand("p1", 1, "5", False, 3.0), cand("p1", 2, "x", None, 0.5)]
     )
-    scores = {r["candidate_id"]: r["score"] for r in rows}
-    assert scores == {"p1#0": -1.0, "p1#1": -2.0, "p1#2": 0.5}
+    assert by_id(rows, "score") == {"p1#0": -1.0, "p1#1": -2.0, "p1#2": 0.5}
+
+
+def test_norm_score_is_a_per_prompt_z_score_with_failures_below():
+    rows = combine_scores(
+        [
+            # p1: rm {1, 3, 1, 3} -> z {-1, +1, -1, +1}; z range 2 -> failure penalty 3: the failed +1 becomes -2
+            cand("p1", 0, "a", True, 1.0),
+            cand("p1", 1, "b", False, 3.0),
+            cand("p1", 2, "c", None, 1.0),
+            cand("p1", 3, "d", True, 3.0),
+            # p2: rm on another scale, same z: {-1, +1}
+            cand("p2", 0, "e", None, 100.0),
+            cand("p2", 1, "f", None, 300.0),
+            # p3: one candidate -> z 0; failed -> 0 - (0 + 1) = -1
+            cand("p3", 0, "g", False, 7.0),
+            # p4: equal scores (zero variance) -> z 0
+            cand("p4", 0, "h", None, 0.7),
+            cand("p4", 1, "i", None, 0.7),
+        ]
+    )
+    assert by_id(rows, "norm_score") == {
+        "p1#0": -1.0,
+        "p1#1": -2.0,
+        "p1#2": -1.0,
+        "p1#3": 1.0,
+        "p2#0": -1.0,
+        "p2#1": 1.0,
+        "p3#0": -1.0,
+        "p4#0": 0.0,
+        "p4#1": 0.0,
+    }
+
+
+# ------------------------------------------------------------------------------------------------------ SFT
 
 
 def test_sft_takes_best_of_k_and_skips_prompts_where_all_fail():
@@ -30,48 +91,273 @@ def test_sft_takes_best_of_k_and_skips_prompts_where_all_fail():
             cand("p1", 2, "5", False, 2.0),
             cand("p3", 0, "7", False, 1.0),
             cand("p3", 1, "8", False, 0.0),
+            cand("p4", 0, "only one", None, -3.0),  # a single (unverifiable) candidate is its prompt's best
         ]
     )
-    rows, dropped = select_sft(scored, PROMPTS)
-    assert [r["candidate_id"] for r in rows] == ["p1#1"]
+    rows, dropped = select_sft(scored, PROMPTS, CFG)
+    assert [r["candidate_id"] for r in rows] == ["p1#1", "p4#0"]
     assert rows[0]["messages"][-1] == {"role": "assistant", "content": "The answer is 4"}
     assert rows[0]["messages"][:-1] == PROMPTS["p1"]["messages"]
-    assert dropped == {"no candidate passed the verifier": 1}
+    assert (rows[0]["rank"], rows[0]["rm_score"], rows[0]["capability"]) == (0, 0.9, "math")
+    assert dropped == {"p3": "no candidate passed the verifier"}
 
 
-def test_pairs_best_vs_worst_with_margin_ties_identical_and_single():
+def test_sft_score_floor_applies_to_the_best_passing_rm_score():
     scored = combine_scores(
         [
-            # p1: best p1#1 (0.9), worst p1#2 (failed: 2.0 - penalty); margin = 0.9 - (2.0 - 3.0) = 1.9 (range 2.0-(-0.5)=2.5 -> penalty 3.5)
-            cand("p1", 0, "4", True, 0.1),
-            cand("p1", 1, "The answer is 4", True, 0.9),
-            cand("p1", 2, "5", False, 2.0),
-            # p2: margin 0.2 < 0.5 -> dropped
-            cand("p2", 0, "hello", None, 0.3),
-            cand("p2", 1, "hey", None, 0.1),
-            # p3: a single candidate -> dropped
-            cand("p3", 0, "6", True, -0.5),
+            cand("p1", 0, "4", True, 0.9),
+            cand("p1", 1, "5", False, 2.0),  # above the floor but failed: it neither counts as best nor rescues p1
+            cand("p2", 0, "hello", None, 1.0),  # exactly at the floor: kept
+            cand("p3", 0, "7", False, 5.0),  # all failed: that reason comes first
         ]
     )
-    pairs, dropped = select_pairs(scored, PROMPTS, min_margin=0.5)
-    assert len(pairs) == 1
-    p = pairs[0]
-    assert (p["chosen_id"], p["rejected_id"]) == ("p1#1", "p1#2")
-    assert abs(p["margin"] - (0.9 - (2.0 - 3.5))) < 1e-9
-    assert p["prompt"] == PROMPTS["p1"]["messages"]
-    assert dropped == {"margin below min_margin": 1, "fewer than 2 candidates": 1}
+    rows, dropped = select_sft(scored, PROMPTS, SelectionConfig(sft_min_score=1.0))
+    assert [r["candidate_id"] for r in rows] == ["p2#0"]
+    assert dropped == {"p1": "best below sft_min_score", "p3": "no candidate passed the verifier"}
+    rows, dropped = select_sft(scored, PROMPTS, SelectionConfig(sft_min_score=0.9))
+    assert [r["candidate_id"] for r in rows] == ["p1#0", "p2#0"]
 
 
-def test_identical_texts_after_whitespace_normalisation_make_no_pair():
-    scored = combine_scores([cand("p2", 0, "same  text\n", None, 5.0), cand("p2", 1, " same text", None, 0.0)])
-    pairs, dropped = select_pairs(scored, PROMPTS, min_margin=0.5)
-    assert pairs == [] and dropped == {"chosen and rejected identical": 1}
+def test_sft_keeps_up_to_m_distinct_passing_answers_best_first():
+    scored = combine_scores(
+        [
+            cand("p1", 0, "The answer is 4", True, 0.9),
+            cand("p1", 1, " The answer  is 4\n", True, 0.8),  # same text after whitespace normalisation: skipped
+            cand("p1", 2, "4", True, 0.5),
+            cand("p1", 3, "5", False, 2.0),  # failed
+            cand("p1", 4, "four, so 4", True, 0.1),  # below the floor
+            cand("p2", 0, "a", None, 1.0),
+            cand("p2", 1, "b", None, 0.6),
+            cand("p2", 2, "c", None, 0.2),  # below the floor
+        ]
+    )
+    cfg = SelectionConfig(sft_per_prompt=3, sft_min_score=0.3)
+    rows, dropped = select_sft(scored, PROMPTS, cfg)
+    assert [(r["candidate_id"], r["rank"]) for r in rows] == [("p1#0", 0), ("p1#2", 1), ("p2#0", 0), ("p2#1", 1)]
+    assert dropped == {}
+    rows, _ = select_sft(scored, PROMPTS, SelectionConfig(sft_per_prompt=2))
+    assert [r["candidate_id"] for r in rows] == ["p1#0", "p1#2", "p2#0", "p2#1"]
 
 
 def test_ties_break_on_candidate_id_not_input_order():
     a, b = cand("p2", 0, "a", None, 1.0), cand("p2", 1, "b", None, 1.0)
-    rows1, _ = select_sft(combine_scores([a, b]), PROMPTS)
-    rows2, _ = select_sft(combine_scores([b, a]), PROMPTS)
+    rows1, _ = select_sft(combine_scores([a, b]), PROMPTS, CFG)
+    rows2, _ = select_sft(combine_scores([b, a]), PROMPTS, CFG)
     assert rows1 == rows2 and rows1[0]["candidate_id"] == "p2#0"
-    pairs, dropped = select_pairs(combine_scores([a, b]), PROMPTS, min_margin=0.5)
-    assert pairs == [] and dropped == {"margin below min_margin": 1}
+    # Equal scores and different texts: no pair.
+    pairs, dropped = select_pairs(combine_scores([a, b]), PROMPTS, CFG)
+    assert pairs == [] and dropped == {"p2": "tie"}
+
+
+def test_truncated_winner_loses_to_a_finished_answer():
+    # The RM likes the truncated p1#0 best (5.0); the termination check fails it, so p1#1 is chosen and p1#0 rejected.
+    # score: RM range over all rows 5 - 0 = 5 -> penalty 6: p1#0 = -1.0, p1#1 = 1.0 -> margin 2.0.
+    # norm_score: z {+1, -1}, z range 2 -> penalty 3: p1#0 = -2, p1#1 = -1 -> norm_margin 1.0.
+    # p4 (chat, no verifier): the truncated candidate fails too, the finished one stays unverifiable (None).
+    generated = [
+        ("p1", 0, "The answer is 4 because", "length", 5.0),
+        ("p1", 1, "It is 4.", "stop", 1.0),
+        ("p4", 0, "Hello! Let me tell you", "length", 2.0),
+        ("p4", 1, "Hi there.", "stop", 0.0),
+    ]
+    rows = []
+    for pid, j, text, finish, rm in generated:
+        verdict = verify(text, PROMPTS[pid], finish_reason=finish)
+        rows.append(cand(pid, j, text, verdict.passed, rm, verdict.reason))
+    assert [r["verified"] for r in rows] == [False, True, False, None]
+    scored = combine_scores(rows)
+    sft_rows, _ = select_sft(scored, PROMPTS, CFG)
+    assert [r["candidate_id"] for r in sft_rows] == ["p1#1", "p4#1"]
+    pairs, dropped = select_pairs(scored, PROMPTS, CFG)
+    assert [(p["chosen_id"], p["rejected_id"]) for p in pairs] == [("p1#1", "p1#0"), ("p4#1", "p4#0")]
+    assert pairs[0]["margin"] == pytest.approx(2.0) and pairs[0]["norm_margin"] == pytest.approx(1.0)
+    assert dropped == {}
+
+
+# ---------------------------------------------------------------------------------------------------- pairs
+
+
+def test_pairs_best_vs_worst_with_margin_all_fail_and_single():
+    scored = combine_scores(
+        [
+            # p1: rm {3, 1, 3(failed), 1} -> norm {+1, -1, -2, -1}; best p1#0, worst the failed p1#2.
+            # RM range over all rows 3 - 0 = 3 -> penalty 4: score of p1#2 = -1.0 -> margin 4.0;
+            # norm_margin = 1 - (-2) = 3.0.
+            cand("p1", 0, "a", True, 3.0),
+            cand("p1", 1, "b", True, 1.0),
+            cand("p1", 2, "c", False, 3.0),
+            cand("p1", 3, "d", True, 1.0),
+            # p2: rm 0.30 vs 0.29 -> norm margin 2.0 whatever the raw gap: kept
+            cand("p2", 0, "hello", None, 0.30),
+            cand("p2", 1, "hey", None, 0.29),
+            # p3: all failed; p4: a single candidate
+            cand("p3", 0, "7", False, 1.0),
+            cand("p3", 1, "8", False, 0.0),
+            cand("p4", 0, "hi", None, 1.0),
+        ]
+    )
+    pairs, dropped = select_pairs(scored, PROMPTS, CFG)
+    assert [(p["chosen_id"], p["rejected_id"]) for p in pairs] == [("p1#0", "p1#2"), ("p2#0", "p2#1")]
+    p = pairs[0]
+    assert (p["margin"], p["norm_margin"]) == (4.0, 3.0)
+    assert p["prompt"] == PROMPTS["p1"]["messages"] and (p["chosen"], p["rejected"]) == ("a", "c")
+    assert pairs[1]["norm_margin"] == pytest.approx(2.0) and pairs[1]["margin"] == pytest.approx(0.01)
+    assert dropped == {"p3": "no candidate passed the verifier", "p4": "fewer than 2 candidates"}
+
+
+def test_margin_edge_cases():
+    two = combine_scores([cand("p2", 0, "a", None, 3.0), cand("p2", 1, "b", None, 1.0)])  # norm margin exactly 2
+    assert len(select_pairs(two, PROMPTS, SelectionConfig(min_margin=2.0))[0]) == 1
+    assert select_pairs(two, PROMPTS, SelectionConfig(min_margin=2.0 + 1e-6)) == (
+        [],
+        {"p2": "margin below min_margin"},
+    )
+    # rm {2, 1, 0}: mean 1, std sqrt(2/3) -> norm margin 2 / sqrt(2/3) = sqrt(6), kept at exactly that minimum
+    three = combine_scores([cand("p2", j, t, None, s) for j, t, s in [(0, "a", 2.0), (1, "b", 1.0), (2, "c", 0.0)]])
+    pairs, _ = select_pairs(three, PROMPTS, SelectionConfig(min_margin=math.sqrt(6)))
+    assert pairs[0]["norm_margin"] == pytest.approx(math.sqrt(6))
+    # best tied with a second text but a third is lower: rm {2, 2, 0} -> mean 4/3, std 2*sqrt(2)/3,
+    # z_best = 1/sqrt(2), z_worst = -sqrt(2) -> norm margin 3/sqrt(2); the tie is not a reason to skip
+    tied = combine_scores([cand("p2", j, t, None, s) for j, t, s in [(0, "a", 2.0), (1, "b", 2.0), (2, "c", 0.0)]])
+    pairs, _ = select_pairs(tied, PROMPTS, CFG)
+    assert (pairs[0]["chosen_id"], pairs[0]["rejected_id"]) == ("p2#0", "p2#2")
+    assert pairs[0]["norm_margin"] == pytest.approx(3 / math.sqrt(2))
+    # min_margin 0 still skips an exact tie
+    flat = combine_scores([cand("p2", 0, "a", None, 1.0), cand("p2", 1, "b", None, 1.0)])
+    assert select_pairs(flat, PROMPTS, SelectionConfig(min_margin=0.0)) == ([], {"p2": "tie"})
+
+
+def test_identical_texts_after_whitespace_normalisation_make_no_pair():
+    scored = combine_scores([cand("p2", 0, "same  text\n", None, 5.0), cand("p2", 1, " same text", None, 0.0)])
+    pairs, dropped = select_pairs(scored, PROMPTS, CFG)
+    assert pairs == [] and dropped == {"p2": "chosen and rejected identical"}
+
+
+def test_worst_is_the_lowest_candidate_with_a_different_text():
+    # rm {3, 2, 0}: p2#2 repeats the best's text, so p2#1 is rejected. mean 5/3, std sqrt(14)/3:
+    # z = 4/sqrt(14) and 1/sqrt(14) -> norm margin 3/sqrt(14) ~ 0.80 >= 0.5.
+    scored = combine_scores(
+        [cand("p2", 0, "x", None, 3.0), cand("p2", 1, "y", None, 2.0), cand("p2", 2, " x", None, 0)]
+    )
+    pairs, _ = select_pairs(scored, PROMPTS, CFG)
+    assert pairs[0]["rejected_id"] == "p2#1" and pairs[0]["norm_margin"] == pytest.approx(3 / math.sqrt(14))
+
+
+def test_best_vs_random_is_seeded_and_draws_only_lower_different_texts():
+    rows = [
+        cand("p2", 0, "a", None, 3.0),  # best
+        cand("p2", 1, "b", None, 3.0),  # tie with the best: never drawn
+        cand("p2", 2, "a ", None, 1.0),  # same text as the best: never drawn
+        cand("p2", 3, "d", None, 1.0),
+        cand("p2", 4, "e", None, 0.5),
+        cand("p2", 5, "f", None, 0.0),
+    ]
+    cfg = SelectionConfig(pair_strategy="best_vs_random", min_margin=0.0)
+    drawn = {}
+    for seed in range(20):
+        pairs, _ = select_pairs(combine_scores(rows), PROMPTS, cfg, seed=seed)
+        again, _ = select_pairs(combine_scores(rows[::-1]), PROMPTS, cfg, seed=seed)
+        assert pairs == again and pairs[0]["chosen_id"] == "p2#0"
+        drawn[seed] = pairs[0]["rejected_id"]
+    assert set(drawn.values()) == {"p2#3", "p2#4", "p2#5"}
+    with pytest.raises(ValueError, match="best_vs_best"):
+        select_pairs(combine_scores(rows), PROMPTS, SelectionConfig(pair_strategy="best_vs_best"))
+
+
+def test_best_vs_random_with_only_identical_or_tied_others():
+    cfg = SelectionConfig(pair_strategy="best_vs_random", min_margin=0.0)
+    identical = combine_scores([cand("p2", 0, "a", None, 3.0), cand("p2", 1, " a", None, 1.0)])
+    assert select_pairs(identical, PROMPTS, cfg) == ([], {"p2": "chosen and rejected identical"})
+    tied = combine_scores([cand("p2", 0, "a", None, 3.0), cand("p2", 1, "b", None, 3.0), cand("p2", 2, "a", None, 1)])
+    assert select_pairs(tied, PROMPTS, cfg) == ([], {"p2": "tie"})
+
+
+# ----------------------------------------------------------------------------------------------- carry-over
+
+
+def sft_row(pid, cid, text, score, **extra):
+    msgs = [*PROMPTS[pid]["messages"], {"role": "assistant", "content": text}]
+    return {"prompt_id": pid, "candidate_id": cid, "messages": msgs, "score": score, **extra}
+
+
+def test_carry_over_ranks_by_score_newest_first_dedups_and_caps():
+    round1 = [sft_row("p1", "r1a", "x", 0.9), sft_row("p2", "r1b", "y", 0.5)]
+    round2 = [
+        sft_row("p1", "r2a", " x ", 0.9),  # ties r1a with the same normalised text: the newer one is kept
+        sft_row("p3", "r2b", "z", 0.7),
+        sft_row("p2", "r2c", "w", 0.5),  # ties r1b (a different text): newer first
+    ]
+    kept = carry_over_rows([round1, round2], cap=10)
+    assert [(r["candidate_id"], r["carried_from"]) for r in kept] == [("r2a", 2), ("r2b", 2), ("r2c", 2), ("r1b", 1)]
+    assert [r["candidate_id"] for r in carry_over_rows([round1, round2], cap=3)] == ["r2a", "r2b", "r2c"]
+    assert carry_over_rows([round1, round2], cap=0) == []
+    assert carry_over_rows([], cap=5) == []
+    assert "carried_from" not in round1[0]  # inputs are not modified
+
+
+def test_carry_over_skips_this_rounds_rows_and_keeps_original_round():
+    round1 = [sft_row("p1", "r1a", "x", 0.2)]
+    round2 = [sft_row("p1", "r1a", "x", 0.2, carried_from=1), sft_row("p3", "r2a", "z", 0.1)]
+    current = [sft_row("p3", "r3a", "z", 0.0)]  # this round already has p3's "z"
+    kept = carry_over_rows([round1, round2], cap=5, exclude=current)
+    assert [(r["candidate_id"], r["carried_from"]) for r in kept] == [("r1a", 1)]
+
+
+# ------------------------------------------------------------------------------------------------- report
+
+
+def test_histogram_counts():
+    assert histogram([0.0, 1.0, 2.0, 3.0, 4.0, 4.0], bins=4) == {
+        "edges": [0.0, 1.0, 2.0, 3.0, 4.0],
+        "counts": [1, 1, 1, 3],
+    }
+    assert histogram([]) == {"edges": [], "counts": []}
+    h = histogram([0.5, -1.0, 2.0])
+    assert len(h["edges"]) == 11 and sum(h["counts"]) == 3 and h["edges"][0] == -1.0 and h["edges"][-1] == 2.0
+
+
+def test_selection_report_counts_by_capability_and_reason():
+    rows = [
+        cand("p1", 0, "It is 4", True, 3.0, "math: correct (4)"),
+        cand("p1", 1, "It is 5", False, 1.0, "math: expected 4, got 5"),
+        cand("p3", 0, "7", False, 1.0, "math: expected 6, got 7"),
+        cand("p3", 1, "It is", False, 0.0, "truncated (no end-of-turn)"),
+        cand("p2", 0, "hello", True, 2.0, "all 1 constraints passed"),
+        cand("p2", 1, "Hello", True, 2.0, "all 1 constraints passed"),
+    ]
+    scored = combine_scores(rows)
+    sft_rows, sft_dropped = select_sft(scored, PROMPTS, CFG)
+    pairs, pair_dropped = select_pairs(scored, PROMPTS, CFG)
+    carried = [{**sft_row("p4", "old", "hi", 1.0), "carried_from": 1}]
+    report = selection_report(scored, PROMPTS, sft_rows, pairs, sft_dropped, pair_dropped, carried)
+    assert report["prompts"] == 4 and report["candidates"] == 6
+    assert report["prompts_by_capability"] == {"chat": 1, "instruction": 1, "math": 2}
+    assert report["candidates_by_capability"] == {"instruction": 2, "math": 4}
+    # math: 4 verified, 1 passed; instruction 2 of 2; chat had no candidates at all
+    assert report["pass_rate_by_capability"] == {"instruction": 1.0, "math": 0.25}
+    assert report["verifier"]["math"]["failures"] == {"math: expected N, got N": 2, "truncated (no end-of-turn)": 1}
+    sft = report["sft"]
+    assert (sft["kept"], sft["new"], sft["prompts_kept"], sft["carried_over"]) == (3, 2, 2, 1)
+    assert sft["carried_by_round"] == {"1": 1}
+    assert sft["new_by_capability"] == {"instruction": 1, "math": 1}
+    assert sft["dropped"] == {"no candidate left after filtering": 1, "no candidate passed the verifier": 1}
+    assert sft["dropped_by_capability"] == {
+        "chat": {"no candidate left after filtering": 1},
+        "math": {"no candidate passed the verifier": 1},
+    }
+    dpo = report["dpo"]
+    # p1: z {+1, -1}, z range 2 -> the failed one is -1 - 3 = -4: norm margin 5; score: RM range 3, penalty 4 ->
+    # margin 3 - (1 - 4) = 6
+    assert (dpo["kept"], dpo["mean_margin"], dpo["mean_norm_margin"]) == (1, 6.0, 5.0)
+    assert dpo["dropped"] == {
+        "no candidate left after filtering": 1,
+        "no candidate passed the verifier": 1,
+        "tie": 1,
+    }
+    margin_hist = report["histograms"]["pair_margin"]  # one value: numpy spans it +- 0.5
+    assert (sum(margin_hist["counts"]), margin_hist["edges"][0], margin_hist["edges"][-1]) == (1, 5.5, 6.5)
+    assert sum(report["histograms"]["rm_score"]["counts"]) == 6
+    assert report["histograms"]["rm_score"]["edges"][::5] == [0.0, 1.5, 3.0]
+    assert json.loads(json.dumps(report)) == report
+    shuffled = combine_scores(rows[::-1])
+    assert selection_report(shuffled, PROMPTS, sft_rows, pairs, sft_dropped, pair_dropped, carried) == report

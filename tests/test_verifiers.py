@@ -4,9 +4,12 @@ import pytest
 
 from reward.verifiers import (
     CONSTRAINT_TYPES,
+    TRUNCATED,
     UnknownConstraintError,
     Verdict,
     check_constraint,
+    check_termination,
+    extract_answer,
     extract_last_number,
     validate_constraint,
     verify,
@@ -148,3 +151,56 @@ def test_verify_dispatch() -> None:
 
     assert verify("hello", {"capability": "chat"}) == Verdict(None, "no verifier")
     assert verify("hello", {"answer": None, "constraints": []}).passed is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # \boxed{} wins over everything; the last box counts; braces nest; \frac becomes a/b
+        (r"First \boxed{3}, then 4+4 = \boxed{8}. The answer is 9, or 10", "8"),
+        (r"So $\boxed{\frac{3}{4}}$ of them", "3/4"),
+        (r"\boxed{-\dfrac{1}{2}}", "-1/2"),
+        (r"\boxed{1,234}", "1234"),
+        (r"\boxed{x = 5 \text{ apples}}", "5"),
+        (r"\boxed{{12}}", "12"),
+        (r"\boxed{}", None),
+        (r"\boxed{12 with no closing brace, 13", "13"),
+        # "the answer is" / "answer:" (last one, any case) over the last number
+        ("The answer is 19. Check: 19 + 1 = 20", "19"),
+        ("the ANSWER IS -3, since 3 - 6 = -3 and 7 is not it", "-3"),
+        ("Answer: 1,234.50. Then 7", "1234.50"),
+        ("**Answer:** 8 (from 4 * 2)", "8"),
+        ("The answer is 5. No wait, the final answer is 6. Double 6 is 12", "6"),
+        ("The answer is 12 + 7 = 19. Done in 2 steps", "19"),
+        ("The answer is 3.5.", "3.5"),
+        # no number in the stated sentence, or "answer" without "is"/":": the last number
+        ("The answer is unclear. 7 and 9", "9"),
+        ("The answer isn't 5, it is 6", "6"),
+        ("Any answer would be 4 or 5", "5"),
+        ("no number here", None),
+    ],
+)
+def test_extract_answer(text: str, expected: str | None) -> None:
+    assert extract_answer(text) == expected
+
+
+def test_verify_math_uses_the_stated_answer() -> None:
+    # Before the answer-phrase rule the trailing check number (20) was taken as the answer.
+    assert verify_math("The answer is 19. Check: 19 + 1 = 20", "19") is True
+    assert verify_math(r"It is \boxed{\frac{1}{2}}; as a decimal 0.5, times 2 is 1", "0.5") is True
+    assert verify_math(r"\boxed{20}. The answer is 19.", "19") is False
+    assert verify("The answer is 12. Then 12 - 5 = 7", {"answer": "12"}) == Verdict(True, "math: correct (12)")
+    assert verify(r"\boxed{7}", {"answer": "12"}) == Verdict(False, "math: expected 12, got 7")
+    assert verify(r"\boxed{}", {"answer": "12"}) == Verdict(False, "math: no number")
+
+
+def test_termination_fails_truncated_responses_of_every_capability() -> None:
+    assert check_termination("length") is False
+    assert check_termination("stop") is True and check_termination(None) is True
+    truncated = Verdict(False, TRUNCATED)
+    assert TRUNCATED == "truncated (no end-of-turn)"
+    items = [{"answer": "12"}, {"constraints": [{"type": "lowercase"}]}, {"capability": "chat"}]
+    for item in items:  # responses that would pass (or, for chat, have no verifier) when not truncated
+        assert verify("the answer is 12", item, finish_reason="length") == truncated
+        assert verify("the answer is 12", item, finish_reason="stop").passed is not False
+    assert verify("hello", {"capability": "chat"}, finish_reason="stop") == Verdict(None, "no verifier")

@@ -1,0 +1,301 @@
+"""Reward model: rankings to pairs, verifier pairs, the margin option, the accuracy floor, and batch-invariant scoring.
+
+Training and reproducibility of the RM are covered in test_training.py; model tests here use the tiny model only.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from alignment.config import RewardModelConfig
+from reward.reward_model import (
+    VERIFIER_MARGIN,
+    RewardModelTooWeak,
+    _to_trainer_rows,
+    check_heldout_accuracy,
+    pair_margin,
+    ranking_to_pairs,
+    verifier_pairs,
+)
+from reward.seed_preferences import load_seed_pairs, make_seed_pairs
+from synth_data.suite_format import SuiteFormatError
+
+PROMPT = [{"role": "user", "content": "What is 2 + 2?"}]
+
+
+def _pairs(ranking, **kwargs) -> list[tuple[str, str, str]]:
+    found = ranking_to_pairs(PROMPT, ranking, pair_id_prefix="p:", capability="math", source="s", **kwargs)
+    return [(p["pair_id"], p["chosen"], p["rejected"]) for p in found]
+
+
+# ---------------------------------------------------------------------------------------------- rankings
+
+
+def test_ranking_of_three_becomes_all_three_pairs():
+    found = ranking_to_pairs(PROMPT, ["a", "b", "c"], pair_id_prefix="p:", capability="math", source="seed")
+    assert [(p["pair_id"], p["chosen"], p["rejected"]) for p in found] == [
+        ("p:0>1", "a", "b"),
+        ("p:0>2", "a", "c"),
+        ("p:1>2", "b", "c"),
+    ]
+    assert all(set(p) == {"pair_id", "capability", "messages", "chosen", "rejected", "source"} for p in found)
+    assert all(p["messages"] == PROMPT and p["capability"] == "math" and p["source"] == "seed" for p in found)
+
+
+def test_ranking_of_four_with_a_tie_never_pairs_within_the_tie():
+    # a > (b = c) > d: 6 pairs of 4 responses minus the tied b/c pair.
+    assert _pairs(["a", ["b", "c"], "d"]) == [
+        ("p:0>1", "a", "b"),
+        ("p:0>2", "a", "c"),
+        ("p:0>3", "a", "d"),
+        ("p:1>3", "b", "d"),
+        ("p:2>3", "c", "d"),
+    ]
+    # A tie at the top: (a = b) > c > d.
+    assert _pairs([["a", "b"], "c", "d"]) == [
+        ("p:0>2", "a", "c"),
+        ("p:0>3", "a", "d"),
+        ("p:1>2", "b", "c"),
+        ("p:1>3", "b", "d"),
+        ("p:2>3", "c", "d"),
+    ]
+
+
+def test_ranking_margins_ids_and_degenerate_cases():
+    found = ranking_to_pairs(
+        PROMPT,
+        ["a", ["b", "c"], "d"],
+        pair_id_prefix="",
+        capability="chat",
+        source="s",
+        response_ids=["x", ["y", "z"], "w"],
+        margin_per_rank=0.5,
+    )
+    assert {p["pair_id"]: p["margin"] for p in found} == {"x>y": 0.5, "x>z": 0.5, "x>w": 1.0, "y>w": 0.5, "z>w": 0.5}
+    assert "margin" not in ranking_to_pairs(PROMPT, ["a", "b"], pair_id_prefix="", capability="chat", source="s")[0]
+    assert _pairs(["same", " same ", "other"]) == [("p:0>2", "same", "other"), ("p:1>2", " same ", "other")]
+    assert _pairs([["a", "b"]]) == []  # a single tie group ranks nothing
+    with pytest.raises(ValueError, match="same shape"):
+        _pairs(["a", "b"], response_ids=["x"])
+    with pytest.raises(ValueError, match="non-empty list"):
+        _pairs(["a", []])
+
+
+# ----------------------------------------------------------------------------------------- verifier pairs
+
+
+def _cand(pid: str, j: int, text: str, verified: bool | None) -> dict:
+    return {"prompt_id": pid, "candidate_id": f"{pid}#{j}", "text": text, "verified": verified}
+
+
+PROMPTS = {p: {"capability": "math", "messages": [{"role": "user", "content": p}]} for p in ("a", "b")}
+CANDS = [
+    _cand("a", 0, "p0", True),
+    _cand("a", 1, "f1", False),
+    _cand("a", 2, "p2", True),
+    _cand("a", 3, "f3", False),
+    _cand("a", 4, "f4", False),
+    _cand("a", 5, "none", None),  # no verdict: in no pair
+    _cand("b", 0, "q", True),
+    _cand("b", 1, "r", False),
+]
+
+
+def test_verifier_pairs_rank_every_pass_over_every_fail_with_stable_ids():
+    pairs = verifier_pairs(PROMPTS, CANDS, source="round-2", max_per_prompt=None)
+    ids = [p["pair_id"] for p in pairs]
+    # Diagonal order: pass i with fail i, then fail i+1, ...; every pass x fail pair exactly once.
+    assert ids == ["a#0>a#1", "a#2>a#3", "a#0>a#3", "a#2>a#4", "a#0>a#4", "a#2>a#1", "b#0>b#1"]
+    assert all(p["margin"] == VERIFIER_MARGIN and p["source"] == "round-2" for p in pairs)
+    assert all(p["chosen"].startswith(("p", "q")) for p in pairs)
+    # The same candidates in any order give the same pairs; the cap keeps the first of that order.
+    shuffled = CANDS[:]
+    random.Random(0).shuffle(shuffled)
+    assert verifier_pairs(PROMPTS, shuffled, source="round-2", max_per_prompt=None) == pairs
+    capped = verifier_pairs(PROMPTS, shuffled, source="round-2")
+    assert [p["pair_id"] for p in capped] == ["a#0>a#1", "a#2>a#3", "b#0>b#1"]
+
+
+# ----------------------------------------------------------------------------------------------- margin
+
+
+def test_margin_column_only_with_use_margin():
+    seed, verified = make_seed_pairs(0)[0], verifier_pairs(PROMPTS, CANDS, source="round-1")[0]
+    explicit = {**seed, "pair_id": "m", "margin": 2.5}
+    legacy = {k: v for k, v in verified.items() if k != "margin"}  # read back from a parquet without the column
+    pairs = [seed, verified, explicit, legacy]
+    assert [pair_margin(p) for p in pairs] == [0.0, VERIFIER_MARGIN, 2.5, VERIFIER_MARGIN]
+
+    off = _to_trainer_rows(pairs, use_margin=False)
+    assert all(set(r) == {"chosen", "rejected"} for r in off)
+    assert off[0]["chosen"] == [*seed["messages"], {"role": "assistant", "content": seed["chosen"]}]
+    on = _to_trainer_rows(pairs, use_margin=True)
+    assert [r["margin"] for r in on] == [0.0, 1.0, 2.5, 1.0]
+
+    from datasets import Dataset
+
+    assert "margin" not in Dataset.from_list(off).column_names
+    assert "margin" in Dataset.from_list(on).column_names
+
+
+def test_reward_trainer_receives_the_margins(tiny_model_dir, tmp_path, monkeypatch):
+    import trl
+
+    from reward.reward_model import train_reward_model
+
+    seen: list[list[float]] = []
+    original = trl.RewardTrainer.compute_loss
+
+    def spy(self, model, inputs, *args, **kwargs):
+        seen.append(inputs["margin"].tolist() if "margin" in inputs else None)
+        return original(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(trl.RewardTrainer, "compute_loss", spy)
+    pairs = [
+        {"pair_id": f"x{i}", "messages": PROMPT, "chosen": f"It is 4 ({i}).", "rejected": "No.", "margin": 0.5 * i}
+        for i in range(4)
+    ]
+    cfg = RewardModelConfig(num_layers=None, batch_size=4, heldout_fraction=0.0, precision="fp32", use_margin=True)
+    m = train_reward_model(pairs, tiny_model_dir, cfg, tmp_path / "rm", seed=0, device="cpu", work_dir=tmp_path / "w")
+    assert m["use_margin"] is True and m["train_pairs"] == 4
+    assert seen and all(s is not None for s in seen)
+    assert sorted(v for s in seen for v in s) == [0.0, 0.5, 1.0, 1.5]
+
+
+# ------------------------------------------------------------------------------------------------ floor
+
+
+def test_heldout_accuracy_floor():
+    check_heldout_accuracy({"heldout_accuracy": 0.4, "heldout_pairs": 50}, None)  # no floor
+    check_heldout_accuracy({"heldout_accuracy": 0.55, "heldout_pairs": 50}, 0.55)  # at the floor passes
+    check_heldout_accuracy({"heldout_accuracy": None, "heldout_pairs": 0}, 0.55)  # nothing to measure
+
+    with pytest.raises(RewardModelTooWeak) as info:
+        check_heldout_accuracy({"heldout_accuracy": 0.48, "heldout_pairs": 50}, 0.55)
+    msg = str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert "0.4800" in msg and "0.55" in msg and "50 held-out pairs" in msg
+    assert "reward_model.min_heldout_accuracy" in msg and "noisy" not in msg
+
+    with pytest.raises(RewardModelTooWeak, match=r"Only 4 held-out pairs: the estimate is noisy") as info:
+        check_heldout_accuracy({"heldout_accuracy": 0.25, "heldout_pairs": 4}, 0.55)
+    assert "reward_model.min_heldout_accuracy" in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------ seed rankings
+
+
+def test_seed_file_rankings_become_pairs(tmp_path: Path):
+    good = make_seed_pairs(0)[0]
+    base = {k: v for k, v in good.items() if k not in ("chosen", "rejected")}
+    ranking = {**base, "pair_id": "r1", "ranking": ["best", ["tie a", "tie b"], "worst"]}
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(ranking) + "\n", encoding="utf-8")
+    pairs = load_seed_pairs(path)
+    assert pairs[0] == good
+    assert [(p["pair_id"], p["chosen"], p["rejected"]) for p in pairs[1:]] == [
+        ("r1:0>1", "best", "tie a"),
+        ("r1:0>2", "best", "tie b"),
+        ("r1:0>3", "best", "worst"),
+        ("r1:1>3", "tie a", "worst"),
+        ("r1:2>3", "tie b", "worst"),
+    ]
+    assert all(p["source"] == good["source"] and p["messages"] == good["messages"] for p in pairs[1:])
+    assert all(pair_margin(p) == 0.0 for p in pairs)  # seed rankings: plain Bradley-Terry
+
+    cases = [
+        ({**ranking, "ranking": ["only one"]}, "at least two"),
+        ({**ranking, "ranking": ["a", []]}, r"'ranking'\[1\]"),
+        ({**ranking, "ranking": ["a", ["b", "a "]]}, "same response twice"),
+        ({**ranking, "chosen": "x"}, "not both"),
+    ]
+    for bad, reason in cases:
+        path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n", encoding="utf-8")
+        with pytest.raises(SuiteFormatError, match=reason) as info:
+            load_seed_pairs(path)
+        assert f"{path}:2: " in str(info.value)
+
+
+# ----------------------------------------------------------------------------------------------- scoring
+
+
+@pytest.fixture(scope="module")
+def tiny_rm_dir(tiny_model_dir, tmp_path_factory) -> str:
+    """The tiny Llama with a random 1-logit score head (large weights, so different texts score clearly apart)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("tiny-rm")
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1, dtype=torch.float32)
+    with torch.no_grad():
+        model.score.weight.normal_(0.0, 1.0)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
+    return str(out)
+
+
+def _conv(text: str) -> list[dict]:
+    return [*PROMPT, {"role": "assistant", "content": text}]
+
+
+def test_score_is_independent_of_batch_composition(tiny_rm_dir):
+    from reward.reward_model import RewardScorer
+
+    scorer = RewardScorer(tiny_rm_dir, device="cpu", batch_size=16)
+    target = _conv("The answer is 4.")
+    shorts = [_conv(t) for t in ("4", "Four.", "It is 4!", "2+2=4")]
+    long = _conv("Let me explain this carefully, step by step, with many words. " * 30)
+    assert len(scorer._encode(long)) > 5 * len(scorer._encode(target))
+
+    alone = scorer.score([target])[0]
+    with_shorts = scorer.score([*shorts[:2], target, *shorts[2:]])
+    with_long = scorer.score([long, target, *shorts])
+    assert with_shorts[2] == pytest.approx(alone, abs=1e-4)
+    assert with_long[1] == pytest.approx(alone, abs=1e-4)  # padded to the long one's length
+    assert with_long[2:] == pytest.approx(with_shorts[:2] + with_shorts[3:], abs=1e-4)
+    assert scorer.score([long])[0] == pytest.approx(with_long[0], abs=1e-4)
+    scorer.batch_size = 2
+    assert scorer.score([long, target, *shorts]) == pytest.approx(with_long, abs=1e-4)
+    # The scores are not all the same number (the comparisons above would be vacuous).
+    assert max(with_long) - min(with_long) > 1e-2
+
+
+def test_score_is_read_at_the_last_real_token_and_padding_does_not_move_it(tiny_rm_dir):
+    import torch
+
+    from reward.reward_model import RewardScorer
+
+    scorer = RewardScorer(tiny_rm_dir, device="cpu", batch_size=16)
+    assert scorer.tokenizer.padding_side == "right"  # the scorer always right-pads
+    model, pad = scorer.model, scorer.tokenizer.pad_token_id
+    conv = _conv("The answer is 4.")
+    ids = scorer._encode(conv)
+    score = scorer.score([conv])[0]
+
+    with torch.inference_mode():
+        hidden = model.model(input_ids=torch.tensor([ids])).last_hidden_state
+        per_position = model.score(hidden)[0, :, 0].tolist()
+        model.config.pad_token_id = pad
+        padded = model(
+            input_ids=torch.tensor([ids + [pad] * 9]), attention_mask=torch.tensor([[1] * len(ids) + [0] * 9])
+        ).logits[0, 0]
+    assert score == pytest.approx(per_position[-1], abs=1e-4)
+    assert abs(score - per_position[-2]) > 1e-3  # a different position would read a different value
+    assert float(padded) == pytest.approx(score, abs=1e-4)
+
+
+def test_text_containing_the_pad_token_still_scores_at_its_last_token(tiny_rm_dir):
+    from reward.reward_model import RewardScorer
+
+    scorer = RewardScorer(tiny_rm_dir, device="cpu", batch_size=16)
+    pad_text = scorer.tokenizer.pad_token
+    tricky = _conv(f"Four {pad_text} is the answer.")
+    assert scorer.tokenizer.pad_token_id in scorer._encode(tricky)
+    others = [_conv("4"), _conv("A much longer answer that needs padding in a batch. " * 5)]
+    alone = scorer.score([tricky])[0]
+    assert scorer.score([others[0], tricky, others[1]])[1] == pytest.approx(alone, abs=1e-4)

@@ -19,6 +19,7 @@ TINY = [
     "prompts.mix={math: 3, instruction: 3, chat: 2}",
     "generation.num_candidates=3",
     "generation.max_new_tokens=64",
+    "generation.adaptive_k=2",
     "reward_model.max_pairs=48",
     "sft.max_steps=2",
     "dpo.max_steps=2",
@@ -83,8 +84,11 @@ def test_two_real_rounds_on_the_embedded_model(tmp_path):
         assert manifest["libraries"]["transformers"] and manifest["code_version"]
         assert manifest["counts"]["prompts"]["drawn"] == {"chat": 2, "instruction": 3, "math": 3}
         assert manifest["generation"]["backend"] == "vllm"
+        generated = manifest["stages"]["generate"]["metrics"]
+        n = 24 + 2 * generated["resampled_prompts"]  # adaptive K: 2 more samples where nothing passed
+        assert generated["candidates"] == n and generated["resampled_candidates"] == n - 24
         filtered = manifest["counts"]["filter"]
-        assert filtered["candidates"] == 24 and filtered["kept"] + sum(filtered["dropped"].values()) == 24
+        assert filtered["candidates"] == n and filtered["kept"] + sum(filtered["dropped"].values()) == n
         assert set(filtered["kept_by_capability"]) | set(filtered["dropped_by_capability"]) <= {
             "math",
             "instruction",
@@ -95,11 +99,18 @@ def test_two_real_rounds_on_the_embedded_model(tmp_path):
             assert set(ev[side]) == {"math", "instruction"}
             assert all(v["n"] == 4 and 0.0 <= v["accuracy"] <= 1.0 for v in ev[side].values())
         cands = pq.read_table(rd / "candidates.parquet").to_pylist()
-        assert len(cands) == 24 and {c["finish_reason"] for c in cands} <= {"stop", "length"}
+        assert len(cands) == n and {c["finish_reason"] for c in cands} <= {"stop", "length"}
 
     r1, r2 = (json.loads((tmp_path / "e2e" / f"round-{n}" / "manifest.json").read_text()) for n in (1, 2))
     assert r2["start_model"] == str((tmp_path / "e2e" / "round-1" / "model").resolve())
     assert r2["eval"]["start"] == r1["eval"]["model"]  # round 2's baseline is round 1's model
+    # selection.json: counts, pass rates and histograms; round 2's SFT set carries round 1's rows over.
+    sel = json.loads((tmp_path / "e2e" / "round-2" / "selection.json").read_text())
+    assert set(sel["histograms"]) == {"rm_score", "norm_score", "pair_margin", "pair_norm_margin"}
+    assert sel["pass_rate_by_capability"]["chat"] is None
+    r1_sft = pq.read_table(tmp_path / "e2e" / "round-1" / "sft.parquet").num_rows
+    assert sel["sft"]["carried_over"] == r1_sft and sel["sft"]["carried_by_round"] == {"1": r1_sft}
+    assert r2["stages"]["reward_model"]["metrics"]["heldout_accuracy"] is not None
     # Round 2's RM trained on round 1's verifier pairs too.
     assert "round-1" in r2["stages"]["reward_model"]["metrics"]["pair_sources"]
 
@@ -138,7 +149,7 @@ def test_round_with_the_transformers_backend_and_a_teacher(tmp_path):
     assert manifest["generation"]["backend"] == "transformers" and manifest["generation"]["teacher"] is True
     assert manifest["generation"]["sampling"] == {"temperature": 0.7, "top_p": 0.95, "max_new_tokens": 56}
     cands = pq.read_table(rd / "candidates.parquet").to_pylist()
-    assert len(cands) == 24
+    assert len(cands) == 24 + 2 * manifest["stages"]["generate"]["metrics"]["resampled_prompts"]
     assert {c["backend"] for c in cands} == {"transformers"}
     assert {c["generator"] for c in cands} == {str(ROOT / ".cache" / "models" / "SmolLM2-135M-Instruct")}
     prompts = {p["prompt_id"]: p for p in pq.read_table(rd / "prompts.parquet").to_pylist()}

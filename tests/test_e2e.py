@@ -109,7 +109,8 @@ def test_two_real_rounds_on_the_embedded_model(tmp_path):
     assert set(sel["histograms"]) == {"rm_score", "norm_score", "pair_margin", "pair_norm_margin"}
     assert sel["pass_rate_by_capability"]["chat"] is None
     r1_sft = pq.read_table(tmp_path / "e2e" / "round-1" / "sft.parquet").num_rows
-    assert sel["sft"]["carried_over"] == r1_sft and sel["sft"]["carried_by_round"] == {"1": r1_sft}
+    # (a round-1 row whose prompt and answer round 2 selected again is not carried twice)
+    assert 1 <= sel["sft"]["carried_over"] <= r1_sft and set(sel["sft"]["carried_by_round"]) == {"1"}
     assert r2["stages"]["reward_model"]["metrics"]["heldout_accuracy"] is not None
     # Round 2's RM trained on round 1's verifier pairs too.
     assert "round-1" in r2["stages"]["reward_model"]["metrics"]["pair_sources"]

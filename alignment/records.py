@@ -37,6 +37,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+MESSAGES_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+"""Arrow type of a chat (``messages``: a list of {role, content}) in every parquet file."""
+
+
 def write_parquet(rows: list[dict], path: str | Path, schema: pa.Schema | None = None) -> None:
     """Write rows to parquet atomically. An empty list needs ``schema``."""
     table = pa.Table.from_pylist(rows, schema=schema)

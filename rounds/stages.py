@@ -16,7 +16,7 @@ import pyarrow as pa
 import yaml
 
 from alignment.config import config_to_dict
-from alignment.records import read_json, read_parquet, write_json, write_parquet
+from alignment.records import MESSAGES_TYPE, read_json, read_parquet, write_json, write_parquet
 from reward.verifiers import verify as verify_response
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ PAIR_SCHEMA = pa.schema(
     [
         ("pair_id", pa.string()),
         ("capability", pa.string()),
-        ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+        ("messages", MESSAGES_TYPE),
         ("chosen", pa.string()),
         ("rejected", pa.string()),
         ("source", pa.string()),
@@ -257,7 +257,7 @@ SFT_SCHEMA = pa.schema(
         ("prompt_id", pa.string()),
         ("candidate_id", pa.string()),
         ("capability", pa.string()),
-        ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+        ("messages", MESSAGES_TYPE),
         ("score", pa.float64()),
         ("rm_score", pa.float64()),
         ("carried_from", pa.int64()),

@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from alignment.config import PromptsConfig, PromptSource
-from alignment.records import write_parquet
-from synth_data.suite_format import SuiteFormatError, load_suite, validate_item, validate_messages
+from alignment.records import MESSAGES_TYPE, write_parquet
+from synth_data.suite_format import SuiteFormatError, iter_jsonl, load_suite, validate_item, validate_messages
 from synth_data.suites import builtin_train_prompts
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ PROMPT_SCHEMA = pa.schema(
     [
         ("prompt_id", pa.string()),
         ("capability", pa.string()),
-        ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+        ("messages", MESSAGES_TYPE),
         ("answer", pa.string()),
         ("constraints", pa.string()),
         ("source", pa.string()),
@@ -162,18 +162,11 @@ def _read_jsonl_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
     """(column names in order of first appearance, [(line number, object)]) of a JSONL file, blank lines skipped."""
     rows: list[tuple[int, dict]] = []
     columns: dict[str, None] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SuiteFormatError(path, lineno, f"invalid JSON ({e.msg})") from e
-            if not isinstance(obj, dict):
-                raise SuiteFormatError(path, lineno, f"record is not a JSON object but {type(obj).__name__}")
-            columns.update(dict.fromkeys(obj))
-            rows.append((lineno, obj))
+    for lineno, obj in iter_jsonl(path):
+        if not isinstance(obj, dict):
+            raise SuiteFormatError(path, lineno, f"record is not a JSON object but {type(obj).__name__}")
+        columns.update(dict.fromkeys(obj))
+        rows.append((lineno, obj))
     return list(columns), rows
 
 

@@ -8,7 +8,7 @@ capability ``chat`` may have neither: open-ended requests that no verifier check
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,18 @@ def validate_item(item: Any) -> None:
                 raise ValueError(f"constraint {i}: {e}") from e
 
 
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) for every non-blank line; invalid JSON raises SuiteFormatError (path:line)."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SuiteFormatError(path, lineno, f"invalid JSON ({e.msg})") from e
+
+
 def load_jsonl_records(
     path: str | Path, validate: Callable[[Any], None], id_key: str, noun: str = "items"
 ) -> list[dict]:
@@ -78,23 +90,16 @@ def load_jsonl_records(
     records: list[dict] = []
     seen: dict[str, int] = {}
     lineno = 0
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SuiteFormatError(path, lineno, f"invalid JSON ({e.msg})") from e
-            try:
-                validate(record)
-            except ValueError as e:
-                raise SuiteFormatError(path, lineno, str(e)) from e
-            rid = record[id_key]
-            if rid in seen:
-                raise SuiteFormatError(path, lineno, f"duplicate {id_key} {rid!r} (first on line {seen[rid]})")
-            seen[rid] = lineno
-            records.append(record)
+    for lineno, record in iter_jsonl(path):
+        try:
+            validate(record)
+        except ValueError as e:
+            raise SuiteFormatError(path, lineno, str(e)) from e
+        rid = record[id_key]
+        if rid in seen:
+            raise SuiteFormatError(path, lineno, f"duplicate {id_key} {rid!r} (first on line {seen[rid]})")
+        seen[rid] = lineno
+        records.append(record)
     if not records:
         raise SuiteFormatError(path, max(lineno, 1), f"no {noun}")
     return records

@@ -1,6 +1,7 @@
 """The ``alignment`` command line.
 
-alignment round N [--config configs/default.yaml] [key.path=value ...]   run (or finish) round N
+alignment round N [--config configs/default.yaml] [--force STAGE] [key.path=value ...]   run (or finish) round N
+alignment status [--output-dir runs]                                     runs, rounds, stage states, models
 alignment eval --model PATH --suite FILE.jsonl [--suite ...] --out FILE.json
 alignment prepare-model                                                  convert the embedded model once
 """
@@ -20,9 +21,15 @@ def _round(args: argparse.Namespace) -> None:
     from rounds.runner import run_round
 
     cfg = load_config(args.config, args.overrides)
-    manifest = run_round(cfg, args.round)
+    manifest = run_round(cfg, args.round, force=args.force)
     print(f"round {args.round} finished: model {manifest['model']}")
     print(f"eval: {manifest['eval']['model']} (start: {manifest['eval']['start']})")
+
+
+def _status(args: argparse.Namespace) -> None:
+    from rounds.runner import format_status, status
+
+    print(format_status(status(args.output_dir)))
 
 
 def _prepare(args: argparse.Namespace) -> None:
@@ -46,7 +53,18 @@ def main(argv: list[str] | None = None) -> None:
         metavar="key.path=value",
         help="dotted overrides, e.g. generation.num_candidates=8 (anywhere on the line)",
     )
+    p.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="redo this stage of round N and every stage after it (repeatable)",
+    )
     p.set_defaults(func=_round)
+
+    p = sub.add_parser("status", help="list runs, rounds, stage states and durations, and exported models")
+    p.add_argument("--output-dir", default="runs")
+    p.set_defaults(func=_status)
 
     p = sub.add_parser("eval", help="score a model on suites in the public JSONL format")
     evaluate.add_arguments(p)

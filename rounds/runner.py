@@ -121,13 +121,31 @@ def run_dir_for(cfg: RoundConfig) -> Path:
     return Path(cfg.output_dir) / cfg.name
 
 
-def run_round(cfg: RoundConfig, index: int) -> dict:
-    """Run (or finish) round ``index``; returns its manifest."""
+def stages_from(force: tuple[str, ...] | list[str]) -> list[str]:
+    """The stages to redo for ``--force``: each named stage and every stage after it (each depends on the one before,
+    directly or through the stages in between). Unknown names are a ValueError listing the stages."""
+    names = [name for name, _, _ in STAGES]
+    unknown = [f for f in force if f not in names]
+    if unknown:
+        raise ValueError(f"--force: unknown stage {', '.join(map(repr, unknown))} (stages: {', '.join(names)})")
+    if not force:
+        return []
+    return names[min(names.index(f) for f in force) :]
+
+
+def run_round(cfg: RoundConfig, index: int, force: tuple[str, ...] | list[str] = ()) -> dict:
+    """Run (or finish) round ``index``; returns its manifest. ``force`` names stages of this round to redo, with
+    every stage after them (earlier rounds built on the way are only finished, never forced)."""
     if index < 1:
         raise ValueError(f"round numbers start at 1, got {index}")
+    redo = stages_from(force)
     start = start_model_for(cfg, index)
     round_dir = run_dir_for(cfg) / f"round-{index}"
     (round_dir / "stages").mkdir(parents=True, exist_ok=True)
+    for name in redo:
+        if (round_dir / "stages" / f"{name}.json").exists():
+            log.info("stage %-12s forced: its marker is removed, it runs again", name)
+            (round_dir / "stages" / f"{name}.json").unlink()
     cfg_path = round_dir / "config.yaml"
     cfg_yaml = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
     if not cfg_path.exists() or cfg_path.read_text() != cfg_yaml:
@@ -193,3 +211,52 @@ def run_round(cfg: RoundConfig, index: int) -> dict:
     write_json(manifest, manifest_path)
     log.info("round %d done: model %s; eval %s", index, manifest["model"], json.dumps(manifest["eval"]["delta"]))
     return manifest
+
+
+def status(output_dir: str | Path = "runs") -> list[dict]:
+    """Every run under ``output_dir``: its rounds, each stage's state (done with its duration, or not done) and the
+    round's exported model. Reads the markers and manifests only; runs nothing."""
+    rows = []
+    root = Path(output_dir)
+    runs = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    for run in runs:
+        rounds = sorted((p for p in run.glob("round-*") if p.name[6:].isdigit()), key=lambda p: int(p.name[6:]))
+        for rd in rounds:
+            stage_states = {}
+            for name, _, _ in STAGES:
+                marker = rd / "stages" / f"{name}.json"
+                stage_states[name] = read_json(marker)["duration_s"] if marker.exists() else None
+            done = all(v is not None for v in stage_states.values())
+            manifest = read_json(rd / "manifest.json") if (rd / "manifest.json").exists() else {}
+            rows.append(
+                {
+                    "run": run.name,
+                    "round": int(rd.name[6:]),
+                    "complete": done,
+                    "stages": stage_states,
+                    "model": str(rd / "model") if done and (rd / "model").exists() else None,
+                    "eval": manifest.get("eval", {}).get("model") if done else None,
+                }
+            )
+    return rows
+
+
+def format_status(rows: list[dict]) -> str:
+    """``alignment status`` as text: one line per round, then one per stage."""
+    if not rows:
+        return "no runs found"
+    lines = []
+    for r in rows:
+        state = "complete" if r["complete"] else "incomplete"
+        lines.append(f"{r['run']}  round {r['round']}  {state}")
+        for name, seconds in r["stages"].items():
+            lines.append(
+                f"    {name:<13}{'done' if seconds is not None else '-':<6}{'' if seconds is None else f'{seconds:.1f}s'}"
+            )
+        if r["model"]:
+            lines.append(f"    model        {r['model']}")
+        if r["eval"]:
+            lines.append(
+                "    eval         " + ", ".join(f"{c} {v['accuracy']:.3f}" for c, v in sorted(r["eval"].items()))
+            )
+    return "\n".join(lines)

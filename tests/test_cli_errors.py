@@ -43,3 +43,11 @@ def test_malformed_prompt_file_names_file_and_line(tmp_path):
     proc = run_cli("round", "2", *common(tmp_path), f"prompts.files=[{bad}]", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert f"{bad}:2" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_forced_stage_is_one_clear_line_and_status_runs(tmp_path):
+    proc = run_cli("round", "1", "--force", "sftt", *common(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2 and "unknown stage 'sftt'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists()
+    proc = run_cli("status", "--output-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == "no runs found"

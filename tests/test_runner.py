@@ -53,6 +53,34 @@ def test_finished_stages_are_skipped_and_changes_rerun_downstream(fake_stages, t
     assert fake_stages == ["generate", "sft", "eval"]  # prompts' key does not depend on generation
 
 
+def test_force_redoes_the_stage_and_everything_after_it(fake_stages, tmp_path):
+    cfg = load_config(None, [f"output_dir={tmp_path}", "name=t"])
+    runner.run_round(cfg, 1)
+    fake_stages.clear()
+    runner.run_round(cfg, 1, force=["generate"])
+    assert fake_stages == ["generate", "sft", "eval"]
+    fake_stages.clear()
+    runner.run_round(cfg, 1, force=["eval", "sft"])
+    assert fake_stages == ["sft", "eval"]
+    with pytest.raises(ValueError, match=r"unknown stage 'sftt' \(stages: prompts, generate, sft, eval\)"):
+        runner.run_round(cfg, 1, force=["sftt"])
+
+
+def test_status_lists_rounds_stage_states_and_models(fake_stages, tmp_path):
+    assert runner.format_status(runner.status(tmp_path / "nothing")) == "no runs found"
+    cfg = load_config(None, [f"output_dir={tmp_path}", "name=t"])
+    runner.run_round(cfg, 1)
+    (tmp_path / "t" / "round-1" / "model").mkdir()
+    (tmp_path / "t" / "round-2" / "stages").mkdir(parents=True)  # a round that never got going
+    rows = runner.status(tmp_path)
+    assert [(r["run"], r["round"], r["complete"]) for r in rows] == [("t", 1, True), ("t", 2, False)]
+    assert rows[0]["model"] == str(tmp_path / "t" / "round-1" / "model") and rows[1]["model"] is None
+    assert set(rows[0]["stages"]) == {"prompts", "generate", "sft", "eval"}
+    assert all(v is None for v in rows[1]["stages"].values())
+    text = runner.format_status(rows)
+    assert "t  round 1  complete" in text and "t  round 2  incomplete" in text
+
+
 def test_a_failing_stage_leaves_no_marker_and_keeps_earlier_outputs(fake_stages, monkeypatch, tmp_path):
     def boom(rnd):
         raise RuntimeError("training crashed")

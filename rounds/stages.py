@@ -54,26 +54,19 @@ def _decontaminator(rnd: Round, *, min_words: int = 1):
 
 
 def prompts(rnd: Round) -> dict:
-    """The round's prompts: the pool (built-in + user sources) minus anything overlapping the evaluation suites,
-    drawn by the configured mix with prompts solved in every earlier round down-weighted."""
-    from alignment.evaluate import load_items
+    """The round's prompts: the pool (built-in + user sources) minus anything overlapping the evaluation suites
+    (a verbatim eval prompt overlaps fully, so it is always removed), drawn by the configured mix with prompts solved
+    in every earlier round down-weighted."""
     from synth_data.prompts import build_prompt_set, write_prompts
-    from synth_data.suites import prompt_text_key
 
-    eval_keys = {prompt_text_key(item) for item in load_items(rnd.cfg.eval.suites)}
     decontaminator = _decontaminator(rnd)
+    reason = f"decontaminated: {rnd.cfg.decontamination.ngram}-gram overlap with an evaluation item"
 
     def exclude(record: dict) -> str | None:
-        if prompt_text_key(record) in eval_keys:
-            return "decontaminated: an evaluation prompt"
         text = "\n".join(m["content"] for m in record["messages"] if m["role"] == "user")
-        if decontaminator.is_contaminated(text):
-            return f"decontaminated: {rnd.cfg.decontamination.ngram}-gram overlap with an evaluation item"
-        return None
+        return reason if decontaminator.is_contaminated(text) else None
 
-    records, stats = build_prompt_set(
-        rnd.cfg.prompts, rnd.index, earlier_rounds=[d for d in rnd.earlier_rounds() if d.exists()], exclude=exclude
-    )
+    records, stats = build_prompt_set(rnd.cfg.prompts, rnd.index, earlier_rounds=rnd.earlier_rounds(), exclude=exclude)
     write_prompts(records, rnd.path("prompts.parquet"))
     return {"prompts": len(records), "by_capability": dict(Counter(r["capability"] for r in records)), **stats}
 

@@ -47,7 +47,10 @@ class Decontaminator:
         two-word text such as a bare number occurs in some eval item by chance, so a caller checking short
         responses may want a few words here."""
         if ngram < 1:
-            raise ValueError(f"ngram must be at least 1, got {ngram}")
+            raise ValueError(f"decontamination.ngram must be at least 1, got {ngram}")
+        if not 0.0 < threshold <= 1.0:
+            # Above 1 nothing would be flagged, not even a verbatim copy of an eval item (overlap 1.0).
+            raise ValueError(f"decontamination.threshold must be in (0, 1], got {threshold}")
         self.ngram = ngram
         self.threshold = threshold
         self.min_words = min_words

@@ -354,3 +354,9 @@ def test_stats_by_reason_and_capability():
     assert json.loads(json.dumps(stats)) == stats
     assert list(stats) == sorted(stats)
     assert by_id(rows)["m1#2"]["drop_detail"] == "of m1#0"
+
+
+def test_decontamination_threshold_above_one_is_rejected():
+    # Above 1 not even a verbatim copy of an eval item (overlap 1.0) would be removed.
+    with pytest.raises(ValueError, match=r"decontamination.threshold must be in \(0, 1\]"):
+        Decontaminator(EVAL_ITEMS, ngram=8, threshold=1.5)

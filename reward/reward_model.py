@@ -27,6 +27,7 @@ from pathlib import Path
 from alignment.config import RewardModelConfig
 from alignment.models import load_chat_tokenizer
 from alignment.train_common import peft_lora, prepare_training, save_merged, training_args, use_cuda
+from reward.select import normalise_text
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,6 @@ FEW_HELDOUT_PAIRS = 10
 
 class RewardModelTooWeak(ValueError):
     """The trained reward model's held-out pairwise accuracy is below ``reward_model.min_heldout_accuracy``."""
-
-
-def _same_text(a: str, b: str) -> bool:
-    return " ".join(a.split()) == " ".join(b.split())
 
 
 def _groups(ranking: Sequence[str | Sequence[str]], what: str) -> list[list[str]]:
@@ -86,7 +83,7 @@ def ranking_to_pairs(
     pairs = []
     for i, (gi, label_i, better) in enumerate(ranked):
         for gj, label_j, worse in ranked[i + 1 :]:
-            if gj == gi or _same_text(better, worse):
+            if gj == gi or normalise_text(better) == normalise_text(worse):
                 continue
             pair = {
                 "pair_id": f"{pair_id_prefix}{label_i}>{label_j}",

@@ -233,9 +233,9 @@ def select(rnd: Round) -> dict:
     pairs, pair_dropped = select_pairs(scored, prompts_by_id, cfg, seed=rnd.cfg.seed + rnd.index)
     carried: list[dict] = []
     if cfg.carry_over:
+        # A row carried into an earlier round appears in several sft.parquet files: carry_over_rows keeps it once,
+        # with the round it was first selected in.
         earlier = [read_parquet(d / "sft.parquet") for d in rnd.earlier_rounds() if (d / "sft.parquet").exists()]
-        # Rows carried into an earlier round are in its sft.parquet too; keep each round's own rows only.
-        earlier = [[r for r in rows if r.get("carried_from") is None] for rows in earlier]
         carried = carry_over_rows(earlier, cfg.carry_over_max, exclude=sft_rows)
     rows = [{**r, "carried_from": None} for r in sft_rows] + carried
     write_parquet([_sft_record(r) for r in rows], rnd.path("sft.parquet"), schema=SFT_SCHEMA)

@@ -316,7 +316,14 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: '{key}' must be a mapping, got {value!r}")
         k_tp, v_tp = typing.get_args(tp)
-        return {_coerce(k, k_tp, key, source): _coerce(v, v_tp, f"{key}.{k}", source) for k, v in value.items()}
+
+        def mapping_key(k: Any) -> Any:
+            # A dotted override (`generation.per_round.2.temperature=0.5`) names an int key as a string.
+            return int(k) if k_tp is int and isinstance(k, str) and k.strip().lstrip("-").isdigit() else k
+
+        return {
+            _coerce(mapping_key(k), k_tp, key, source): _coerce(v, v_tp, f"{key}.{k}", source) for k, v in value.items()
+        }
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
             with contextlib.suppress(ValueError):
@@ -325,8 +332,6 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{source}: '{key}' must be a number, got {value!r}")
         return float(value)
     if tp is int:
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():  # mapping keys from dotted overrides
-            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{source}: '{key}' must be an integer, got {value!r}")
         return value

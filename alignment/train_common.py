@@ -69,9 +69,56 @@ def training_args(cfg: TrainingSection, *, work_dir: Path, seed: int, device: st
         "use_cpu": not use_cuda(device),
         "seed": seed,
         "report_to": [],
-        "save_strategy": "no",
         "logging_steps": logging_steps,
+        "include_num_input_tokens_seen": "non_padding",  # real tokens, for tokens/s
+        **checkpointing_args(getattr(cfg, "save_steps", 0)),
+        "gradient_checkpointing": getattr(cfg, "gradient_checkpointing", False),
     }
+
+
+def checkpointing_args(save_steps: int) -> dict:
+    """Step checkpoints for resuming a killed run: every ``save_steps`` optimizer steps, only the last one kept."""
+    if save_steps < 0:
+        raise ValueError(f"save_steps must be >= 0 (0 disables step checkpoints), got {save_steps}")
+    if save_steps == 0:
+        return {"save_strategy": "no"}
+    return {"save_strategy": "steps", "save_steps": save_steps, "save_total_limit": 1}
+
+
+def last_checkpoint(work_dir: Path) -> str | None:
+    """The newest complete ``checkpoint-<step>`` folder a killed run left in ``work_dir`` (None: start fresh).
+
+    The Trainer writes a checkpoint's ``trainer_state.json`` last, so a folder without it (killed mid-save) is
+    skipped.
+    """
+    steps = []
+    for d in Path(work_dir).glob("checkpoint-*"):
+        suffix = d.name.removeprefix("checkpoint-")
+        if suffix.isdigit() and (d / "trainer_state.json").is_file():
+            steps.append((int(suffix), d))
+    return str(max(steps)[1]) if steps else None
+
+
+def resume_point(work_dir: Path, settings: dict) -> str | None:
+    """The checkpoint to resume from, if ``work_dir`` holds one of a run with exactly these ``settings`` (config,
+    starting model, data, seed); a work folder left by other settings is cleared first, so a changed config never
+    continues someone else's optimizer state."""
+    from alignment.config import config_to_dict
+    from alignment.records import json_sha256
+
+    work_dir = Path(work_dir)
+    fingerprint = json_sha256({k: config_to_dict(v) for k, v in settings.items()})
+    stamp = work_dir / "settings.sha256"
+    if work_dir.exists() and (not stamp.is_file() or stamp.read_text().strip() != fingerprint):
+        if last_checkpoint(work_dir):
+            log.info("%s: checkpoints of other settings, starting afresh", work_dir)
+        shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint + "\n")
+    return last_checkpoint(work_dir)
+
+
+EXPORT_DTYPES = ("fp32", "bf16")
 
 
 def peft_lora(cfg: LoraConfig, task_type: str):
@@ -97,20 +144,43 @@ def prepare_training(seed: int) -> None:
     from transformers import set_seed
 
     torch.set_num_threads(os.cpu_count() or 1)
+    keep_large_allocations_on_heap()
     set_seed(seed)
 
 
-def save_merged(model, tokenizer, out: Path, extra_files: dict[str, str] | None = None) -> Path:
-    """Merge LoRA adapters (if any) into the weights and save a full HF folder atomically.
+@functools.cache
+def keep_large_allocations_on_heap(threshold: int = 1 << 30) -> bool:
+    """Have glibc serve allocations below ``threshold`` bytes from the heap instead of fresh mmap()s.
+
+    By default glibc maps every large block (the logits, activations and their gradients) anew and unmaps it on
+    free, so each training step pays page faults to zero those pages again. On CPU this halved SFT throughput here
+    (205 -> 295 tokens/s, SmolLM2-135M, batch 8, bf16, ``make bench-train``). Freed blocks then stay with the
+    process for reuse. Returns whether the setting took (False off glibc).
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_mmap_threshold = -3  # <malloc.h>
+        return bool(libc.mallopt(m_mmap_threshold, ctypes.c_int(threshold)))
+    except (OSError, AttributeError):
+        return False
+
+
+def save_merged(model, tokenizer, out: Path, extra_files: dict[str, str] | None = None, *, dtype: str = "fp32") -> Path:
+    """Merge LoRA adapters (if any) into the weights and save a full HF folder atomically, in ``dtype``.
 
     Merging each round's adapters into the exported weights is what lets low-rank updates accumulate into a
     full-rank change over rounds.
     """
     import torch
 
+    if dtype not in EXPORT_DTYPES:
+        raise ValueError(f"model.export_dtype must be one of {EXPORT_DTYPES}, got {dtype!r}")
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    model = model.to(torch.float32)
+    model = model.to(torch.float32 if dtype == "fp32" else torch.bfloat16)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)

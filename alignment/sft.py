@@ -1,8 +1,13 @@
 """The SFT stage: TRL's SFTTrainer on the round's best-of-K rows, loss on the assistant turn only.
 
-Rows are stored as ``messages`` (prompt + chosen assistant turn) and handed to TRL as conversational
-prompt-completion records, so TRL masks the prompt and keeps the completion, end-of-turn token included, in the loss.
-LoRA adapters (default) are merged into the saved folder.
+Rows are stored as ``messages`` (prompt + chosen assistant turn). ``tokenize_sft_rows`` renders each through the
+chat template and marks the completion: the assistant reply, its end-of-turn token and whatever the template writes
+after it; the prompt (system/user turns and the assistant header) carries no loss. Rows are truncated to
+``max_length`` here, so TRL gets ready ``input_ids``/``completion_mask`` records and may run padding-free (the
+batch's rows concatenated into one sequence, position ids restarting per row) without re-truncating.
+
+LoRA adapters (default) are merged into the saved folder; a step checkpoint every ``save_steps`` lets a killed run
+resume where it stopped.
 """
 
 from __future__ import annotations
@@ -13,13 +18,13 @@ from pathlib import Path
 
 from alignment.config import SftConfig
 from alignment.models import load_chat_tokenizer
-from alignment.train_common import peft_lora, prepare_training, save_merged, training_args
+from alignment.train_common import peft_lora, prepare_training, resume_point, save_merged, training_args, use_cuda
 
 log = logging.getLogger(__name__)
 
 
 def to_prompt_completion(rows: list[dict]) -> list[dict]:
-    """SFT rows (``messages`` ending with the assistant turn) as TRL prompt-completion records."""
+    """SFT rows (``messages`` ending with the assistant turn) as conversational prompt-completion records."""
     out = []
     for r in rows:
         msgs = [{"role": m["role"], "content": m["content"]} for m in r["messages"]]
@@ -27,6 +32,62 @@ def to_prompt_completion(rows: list[dict]) -> list[dict]:
             raise ValueError(f"SFT row {r.get('prompt_id')}: messages must end with an assistant turn")
         out.append({"prompt": msgs[:-1], "completion": msgs[-1:]})
     return out
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def tokenize_sft_rows(rows: list[dict], tokenizer, max_length: int | None) -> list[dict]:
+    """Render SFT rows to ``{"input_ids", "completion_mask"}``, truncated to ``max_length`` tokens (keep the start).
+
+    The completion starts where the rendered prompt (with the generation prompt) and the rendered conversation
+    diverge, as in TRL. A row whose prompt alone fills ``max_length`` is an error naming it: it would carry no loss.
+    """
+    out = []
+    for rec, row in zip(to_prompt_completion(rows), rows, strict=True):
+        prompt_ids = tokenizer.apply_chat_template(rec["prompt"], add_generation_prompt=True, return_dict=True)[
+            "input_ids"
+        ]
+        full_ids = tokenizer.apply_chat_template(rec["prompt"] + rec["completion"], return_dict=True)["input_ids"]
+        start = _common_prefix(prompt_ids, full_ids)
+        if max_length is not None and start >= max_length:
+            raise ValueError(
+                f"SFT row {row.get('prompt_id')}: the prompt alone is {start} tokens, at least sft.max_length "
+                f"({max_length}); raise sft.max_length or shorten the prompt"
+            )
+        mask = [0] * start + [1] * (len(full_ids) - start)
+        if max_length is not None:
+            full_ids, mask = full_ids[:max_length], mask[:max_length]
+        out.append({"input_ids": full_ids, "completion_mask": mask})
+    return out
+
+
+START_FROM = ("previous", "base")
+
+
+def sft_trainer_class(fused_lm_head: bool):
+    """TRL's SFTTrainer, or (``fused_lm_head=False``) a subclass computing the loss from the model's full logits
+    with transformers' own causal-LM loss (same value: mean NLL over the label tokens; TRL's entropy and
+    token-accuracy logs are skipped)."""
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    if fused_lm_head:
+        return SFTTrainer
+
+    class LogitsLossSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            return Trainer.compute_loss(
+                self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+
+    return LogitsLossSFTTrainer
 
 
 def train_sft(
@@ -39,40 +100,60 @@ def train_sft(
     device: str,
     work_dir: Path,
     extra_files: dict[str, str] | None = None,
+    export_dtype: str = "fp32",
+    callbacks: list | None = None,
 ) -> dict:
-    """Fine-tune ``model_path`` on ``rows`` and save the merged model to ``out``; returns training metrics."""
+    """Fine-tune ``model_path`` on ``rows`` and save the merged model to ``out``; returns training metrics.
+
+    If ``work_dir`` holds a step checkpoint of an interrupted run with the same settings, training resumes from it.
+    """
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     if not rows:
         raise ValueError("the SFT set is empty: no prompt had a candidate that passed selection")
     prepare_training(seed)
+    resume = resume_point(work_dir, {"config": cfg, "model": model_path, "seed": seed, "data": rows})
     tokenizer = load_chat_tokenizer(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    records = tokenize_sft_rows(rows, tokenizer, cfg.max_length)
     args = SFTConfig(
-        **training_args(cfg, work_dir=work_dir, seed=seed, device=device, logging_steps=1),
+        **{
+            **training_args(cfg, work_dir=work_dir, seed=seed, device=device, logging_steps=1),
+            "max_length": None,  # truncated in tokenize_sft_rows (TRL refuses max_length with padding-free)
+        },
         completion_only_loss=True,
+        padding_free=cfg.padding_free,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length and not cfg.padding_free else "random",
     )
-    trainer = SFTTrainer(
+    fused = cfg.fused_lm_head if cfg.fused_lm_head is not None else use_cuda(device)
+    trainer = sft_trainer_class(fused)(
         model=model,
         args=args,
         processing_class=tokenizer,
-        train_dataset=Dataset.from_list(to_prompt_completion(rows)),
+        train_dataset=Dataset.from_list(records),
         peft_config=peft_lora(cfg.lora, "CAUSAL_LM"),
+        callbacks=callbacks,
     )
-    ntok = sum(len(r["input_ids"]) for r in trainer.train_dataset)
+    ntok = sum(len(r["input_ids"]) for r in records)
+    if resume:
+        log.info("SFT: resuming from %s", resume)
     t0 = time.time()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=resume)
     train_s = time.time() - t0
-    save_merged(trainer.model, tokenizer, out, extra_files)
+    save_merged(trainer.model, tokenizer, out, extra_files, dtype=export_dtype)
     return {
         "rows": len(rows),
+        "tokens": ntok,
         "steps": result.global_step,
         "train_loss": round(result.training_loss, 4),
         "train_s": round(train_s, 1),
-        "tokens_per_s": round(ntok * cfg.epochs / max(train_s, 1e-9), 1) if cfg.max_steps < 0 else None,
+        "tokens_per_s": round(trainer.state.num_input_tokens_seen / max(train_s, 1e-9), 1) if not resume else None,
+        "resumed_from": Path(resume).name if resume else None,
         "bf16": args.bf16,
+        "padding_free": cfg.padding_free,
+        "fused_lm_head": fused,
         "lora": cfg.lora.enabled,
     }

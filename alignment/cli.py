@@ -3,6 +3,7 @@
 alignment round N [--config configs/default.yaml] [--force STAGE] [key.path=value ...]   run (or finish) round N
 alignment status [--output-dir runs]                                     runs, rounds, stage states, models
 alignment eval --model PATH --suite FILE.jsonl [--suite ...] --out FILE.json
+alignment average --models A B [...] --out DIR [--weights W ...]          average checkpoints
 alignment prepare-model                                                  convert the embedded model once
 """
 
@@ -13,7 +14,7 @@ import logging
 import os
 import sys
 
-from alignment import evaluate
+from alignment import average, evaluate
 
 
 def _round(args: argparse.Namespace) -> None:
@@ -69,6 +70,10 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("eval", help="score a model on suites in the public JSONL format")
     evaluate.add_arguments(p)
     p.set_defaults(func=evaluate.run)
+
+    p = sub.add_parser("average", help="uniform or weighted average of checkpoints of the same architecture")
+    average.add_arguments(p)
+    p.set_defaults(func=average.run)
 
     p = sub.add_parser("prepare-model", help="convert the embedded SmolLM2-135M-Instruct GGUF to an HF folder")
     p.add_argument("--cache-dir", default=".cache/models")

@@ -40,8 +40,8 @@ STAGES = [
     ("reward_model", stages.reward_model, ("reward_model", "seed", "device")),
     ("score", stages.score, ("reward_model",)),
     ("select", stages.select, ("selection",)),
-    ("sft", stages.sft, ("sft", "seed", "device")),
-    ("dpo", stages.dpo, ("dpo", "seed", "device")),
+    ("sft", stages.sft, ("sft", "model", "seed", "device")),
+    ("dpo", stages.dpo, ("dpo", "model", "seed", "device", "eval", "generation")),  # eval: to choose variants
     ("eval", stages.evaluate, ("eval", "generation")),
 ]
 
@@ -139,6 +139,7 @@ def run_round(cfg: RoundConfig, index: int, force: tuple[str, ...] | list[str] =
     if index < 1:
         raise ValueError(f"round numbers start at 1, got {index}")
     redo = stages_from(force)
+    stages.check_training_config(cfg)
     start = start_model_for(cfg, index)
     round_dir = run_dir_for(cfg) / f"round-{index}"
     (round_dir / "stages").mkdir(parents=True, exist_ok=True)

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import yaml
 
-from alignment.config import config_to_dict
+from alignment.config import ConfigError, config_to_dict
 from alignment.records import MESSAGES_TYPE, read_json, read_parquet, write_json, write_parquet
 from reward.verifiers import verify as verify_response
 
 if TYPE_CHECKING:
+    from alignment.config import RoundConfig
     from rounds.runner import Round
 
 log = logging.getLogger(__name__)
@@ -271,45 +272,125 @@ def _training_config_file(rnd: Round, stage: str) -> dict[str, str]:
     }
 
 
+def check_training_config(cfg: RoundConfig) -> None:
+    """Fail before any stage runs on training settings that only the SFT/DPO stages would otherwise reject."""
+    from alignment.sft import START_FROM
+    from alignment.train_common import EXPORT_DTYPES
+
+    if cfg.sft.start_from not in START_FROM:
+        raise ConfigError(f"sft.start_from must be one of {', '.join(START_FROM)}, got {cfg.sft.start_from!r}")
+    if cfg.sft.start_from == "base" and not cfg.selection.carry_over:
+        raise ConfigError(
+            "sft.start_from=base trains each round from the base model on the accumulated SFT data: it needs "
+            "selection.carry_over=true (now false), or earlier rounds' rows would be lost"
+        )
+    if cfg.model.export_dtype not in EXPORT_DTYPES:
+        raise ConfigError(
+            f"model.export_dtype must be one of {', '.join(EXPORT_DTYPES)}, got {cfg.model.export_dtype!r}"
+        )
+
+
+def sft_start_model(rnd: Round) -> str:
+    """The SFT starting point: the round's starting checkpoint (``sft.start_from: previous``) or, as in Llama 3,
+    the run's first policy (``base``), trained on the accumulated SFT data (this round's rows + carried ones)."""
+    from alignment.models import resolve_model
+
+    check_training_config(rnd.cfg)
+    if rnd.cfg.sft.start_from == "previous":
+        return rnd.start_model
+    return resolve_model(rnd.cfg.model.policy, rnd.cfg.model.cache_dir)
+
+
 def sft(rnd: Round) -> dict:
     from alignment.sft import train_sft
 
     rows = read_parquet(rnd.path("sft.parquet"))
+    start = sft_start_model(rnd)
     metrics = train_sft(
         rows,
-        rnd.start_model,
+        start,
         rnd.cfg.sft,
         rnd.path("sft"),
         seed=rnd.cfg.seed,
         device=rnd.cfg.device,
         work_dir=rnd.path("work/sft"),
         extra_files=_training_config_file(rnd, "sft"),
+        export_dtype=rnd.cfg.model.export_dtype,
     )
     shutil.rmtree(rnd.path("work/sft"), ignore_errors=True)
-    return metrics
+    return {**metrics, "start_model": start}
 
 
 def dpo(rnd: Round) -> dict:
-    """DPO from the SFT model; the merged result is the round's exported checkpoint ``model/``."""
+    """DPO from the SFT model; the merged result is the round's exported checkpoint ``model/``.
+
+    With ``dpo.variants`` the main run and each variant train into ``variants/<name>/``, their uniform average goes
+    to ``variants/average/``, each is evaluated (``variants/<name>.eval.json``) and the best by mean accuracy over
+    the capabilities is copied to ``model/`` (ties go to the average, then to the earlier run); ``variants.json``
+    records every candidate's metrics and scores.
+    """
+    import dataclasses
+
     from alignment.dpo import train_dpo
 
+    cfg = rnd.cfg
     pairs = read_parquet(rnd.path("dpo.parquet"))
-    metrics = train_dpo(
-        pairs,
-        str(rnd.path("sft")),
-        rnd.cfg.dpo,
-        rnd.path("model"),
-        seed=rnd.cfg.seed,
-        device=rnd.cfg.device,
-        work_dir=rnd.path("work/dpo"),
-        extra_files=_training_config_file(rnd, "dpo"),
-    )
-    shutil.rmtree(rnd.path("work/dpo"), ignore_errors=True)
-    return metrics
+    runs = [("main", cfg.dpo, cfg.seed)]
+    for i, v in enumerate(cfg.dpo.variants, start=1):
+        changes = {k: getattr(v, k) for k in ("learning_rate", "beta") if getattr(v, k) is not None}
+        runs.append((f"v{i}", dataclasses.replace(cfg.dpo, **changes), cfg.seed if v.seed is None else v.seed))
+    metrics = {}
+    for name, dpo_cfg, seed in runs:
+        out = rnd.path("model") if len(runs) == 1 else rnd.path(f"variants/{name}")
+        metrics[name] = train_dpo(
+            pairs,
+            str(rnd.path("sft")),
+            dpo_cfg,
+            out,
+            seed=seed,
+            device=cfg.device,
+            work_dir=rnd.path(f"work/dpo-{name}"),
+            extra_files=_training_config_file(rnd, "dpo"),
+            export_dtype=cfg.model.export_dtype,
+        )
+        shutil.rmtree(rnd.path(f"work/dpo-{name}"), ignore_errors=True)
+    if len(runs) == 1:
+        return metrics["main"]
+    return {"runs": metrics, **_average_and_choose(rnd, [name for name, _, _ in runs])}
 
 
-def _eval_args(rnd: Round, model: str, out: Path) -> list[str]:
+def _average_and_choose(rnd: Round, names: list[str]) -> dict:
+    """Average the variant runs, evaluate every candidate, copy the best to ``model/``."""
+    from alignment.average import average_models
+
+    variants = rnd.path("variants")
+    average_models([variants / n for n in names], variants / "average", dtype=rnd.cfg.model.export_dtype)
+    scores = {}
+    for name in ["average", *names]:  # the average first: it wins ties
+        out = variants / f"{name}.eval.json"
+        rnd.run_module(
+            "alignment.cli", "eval", *_eval_args(rnd, str(variants / name), out, rnd.cfg.dpo.variant_eval_items)
+        )
+        result = read_json(out)
+        scores[name] = {
+            "mean_accuracy": round(sum(r["accuracy"] for r in result.values()) / len(result), 4),
+            **{cap: r["accuracy"] for cap, r in result.items()},
+        }
+    best = max(scores, key=lambda n: scores[n]["mean_accuracy"])  # max keeps the first of equal scores
+    tmp = rnd.path("model.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(variants / best, tmp)
+    shutil.rmtree(rnd.path("model"), ignore_errors=True)
+    tmp.rename(rnd.path("model"))
+    record = {"chosen": best, "scores": scores, "eval_items_per_suite": rnd.cfg.dpo.variant_eval_items}
+    write_json(record, rnd.path("variants.json"))
+    log.info("DPO variants: %s chosen (%s)", best, {n: s["mean_accuracy"] for n, s in scores.items()})
+    return record
+
+
+def _eval_args(rnd: Round, model: str, out: Path, max_items: int | None = None) -> list[str]:
     cfg = rnd.cfg.eval
+    max_items = min((n for n in (max_items, cfg.max_items) if n), default=None)
     args = [
         "--model",
         model,
@@ -324,8 +405,8 @@ def _eval_args(rnd: Round, model: str, out: Path) -> list[str]:
     ]
     for s in cfg.suites:
         args += ["--suite", s]
-    if cfg.max_items:
-        args += ["--max-items", str(cfg.max_items)]
+    if max_items:
+        args += ["--max-items", str(max_items)]
     return args
 
 

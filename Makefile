@@ -49,3 +49,7 @@ bench: setup
 .PHONY: bench-gen
 bench-gen: setup
 	$(BIN)/python benchmarks/bench_gen.py $(ARGS)
+
+.PHONY: bench-train
+bench-train: setup
+	$(BIN)/python benchmarks/bench_train.py $(ARGS)

@@ -21,7 +21,14 @@ from pathlib import Path
 
 from alignment.config import DpoConfig
 from alignment.models import end_of_turn_ids, load_chat_tokenizer
-from alignment.train_common import peft_lora, prepare_training, resume_point, save_merged, training_args
+from alignment.train_common import (
+    large_allocations_on_heap,
+    peft_lora,
+    prepare_training,
+    resume_point,
+    save_merged,
+    training_args,
+)
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +197,8 @@ def train_dpo(
     if resume:
         log.info("DPO: resuming from %s", resume)
     t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=resume)
+    with large_allocations_on_heap():
+        result = trainer.train(resume_from_checkpoint=resume)
     train_s = time.time() - t0
     save_merged(trainer.model, tokenizer, out, extra_files, dtype=export_dtype)
     history = trainer.state.log_history

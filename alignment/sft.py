@@ -18,7 +18,15 @@ from pathlib import Path
 
 from alignment.config import SftConfig
 from alignment.models import load_chat_tokenizer
-from alignment.train_common import peft_lora, prepare_training, resume_point, save_merged, training_args, use_cuda
+from alignment.train_common import (
+    large_allocations_on_heap,
+    peft_lora,
+    prepare_training,
+    resume_point,
+    save_merged,
+    training_args,
+    use_cuda,
+)
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +149,8 @@ def train_sft(
     if resume:
         log.info("SFT: resuming from %s", resume)
     t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=resume)
+    with large_allocations_on_heap():
+        result = trainer.train(resume_from_checkpoint=resume)
     train_s = time.time() - t0
     save_merged(trainer.model, tokenizer, out, extra_files, dtype=export_dtype)
     return {

@@ -26,7 +26,14 @@ from pathlib import Path
 
 from alignment.config import RewardModelConfig
 from alignment.models import load_chat_tokenizer
-from alignment.train_common import peft_lora, prepare_training, save_merged, training_args, use_cuda
+from alignment.train_common import (
+    large_allocations_on_heap,
+    peft_lora,
+    prepare_training,
+    save_merged,
+    training_args,
+    use_cuda,
+)
 from reward.select import normalise_text
 
 log = logging.getLogger(__name__)
@@ -251,7 +258,8 @@ def train_reward_model(
         peft_config=peft_lora(cfg.lora, "SEQ_CLS"),
     )
     t0 = time.time()
-    result = trainer.train()
+    with large_allocations_on_heap():
+        result = trainer.train()
     train_s = time.time() - t0
     ntok = sum(len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in trainer.train_dataset)
     save_merged(trainer.model, tokenizer, out)

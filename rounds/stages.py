@@ -380,6 +380,7 @@ def _average_and_choose(rnd: Round, names: list[str]) -> dict:
     tmp = rnd.path("model.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(variants / best, tmp)
+    write_json({"chosen": best, "scores": scores[best]}, tmp / "variant.json")  # the export says which run it is
     shutil.rmtree(rnd.path("model"), ignore_errors=True)
     tmp.rename(rnd.path("model"))
     record = {"chosen": best, "scores": scores, "eval_items_per_suite": rnd.cfg.dpo.variant_eval_items}

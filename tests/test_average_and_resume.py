@@ -201,6 +201,7 @@ def test_dpo_variants_are_trained_averaged_evaluated_and_the_best_exported(tiny_
     exported = load_file(tmp_path / "model" / "model.safetensors")
     chosen = load_file(tmp_path / "variants" / record["chosen"] / "model.safetensors")
     assert all(torch.equal(exported[k], chosen[k]) for k in chosen)
+    assert json.loads((tmp_path / "model" / "variant.json").read_text())["chosen"] == record["chosen"]
     avg = load_file(tmp_path / "variants" / "average" / "model.safetensors")
     runs = [load_file(tmp_path / "variants" / n / "model.safetensors") for n in ("main", "v1", "v2")]
     k = "model.layers.0.self_attn.q_proj.weight"

@@ -42,28 +42,21 @@ def to_prompt_completion(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def tokenize_sft_rows(rows: list[dict], tokenizer, max_length: int | None) -> list[dict]:
     """Render SFT rows to ``{"input_ids", "completion_mask"}``, truncated to ``max_length`` tokens (keep the start).
 
     The completion starts where the rendered prompt (with the generation prompt) and the rendered conversation
     diverge, as in TRL. A row whose prompt alone fills ``max_length`` is an error naming it: it would carry no loss.
     """
+    from trl.data_utils import common_prefix_length
+
     out = []
     for rec, row in zip(to_prompt_completion(rows), rows, strict=True):
         prompt_ids = tokenizer.apply_chat_template(rec["prompt"], add_generation_prompt=True, return_dict=True)[
             "input_ids"
         ]
         full_ids = tokenizer.apply_chat_template(rec["prompt"] + rec["completion"], return_dict=True)["input_ids"]
-        start = _common_prefix(prompt_ids, full_ids)
+        start = common_prefix_length(prompt_ids, full_ids)
         if max_length is not None and start >= max_length:
             raise ValueError(
                 f"SFT row {row.get('prompt_id')}: the prompt alone is {start} tokens, at least sft.max_length "

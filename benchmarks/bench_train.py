@@ -136,29 +136,12 @@ def run_variant(variant: str, rows: int, dpo_rows: int, batch_size: int, epochs:
     busy0, own0 = _busy_cpu_s()
     with tempfile.TemporaryDirectory() as tmp:
         if variant.startswith("sft"):
-            cfg = SftConfig(**common, **SFT_VARIANTS[variant])
-            metrics = train_sft(
-                sft_rows,
-                model,
-                cfg,
-                Path(tmp) / "out",
-                seed=0,
-                device="cpu",
-                work_dir=Path(tmp) / "w",
-                callbacks=[clock],
-            )
+            train, data, cfg = train_sft, sft_rows, SftConfig(**common, **SFT_VARIANTS[variant])
         else:
-            cfg = DpoConfig(**common, precompute_ref_logps="precompute" in variant)
-            metrics = train_dpo(
-                pairs[:dpo_rows],
-                model,
-                cfg,
-                Path(tmp) / "out",
-                seed=0,
-                device="cpu",
-                work_dir=Path(tmp) / "w",
-                callbacks=[clock],
-            )
+            precompute = "precompute" in variant
+            train, data, cfg = train_dpo, pairs[:dpo_rows], DpoConfig(**common, precompute_ref_logps=precompute)
+        out, work = Path(tmp) / "out", Path(tmp) / "w"
+        metrics = train(data, model, cfg, out, seed=0, device="cpu", work_dir=work, callbacks=[clock])
     busy1, own1 = _busy_cpu_s()
     n_rows = rows if variant.startswith("sft") else min(rows, dpo_rows)
     (t0, tok0), (t1, tok1) = clock.marks[WARMUP_STEPS - 1], clock.marks[-1]

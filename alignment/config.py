@@ -246,8 +246,8 @@ class SftConfig:
     fused_lm_head: bool | None = None
     """TRL's chunked LM head (log-probs of the completion tokens without materialising the logits). null: on GPU
     only. Without Triton it runs as Python-level tile loops; on this CPU full logits with transformers' own
-    causal-LM loss measured 1.6x faster (253.6 -> 408.5 tokens/s, ``make bench-train``), at the cost of TRL's
-    entropy and token-accuracy logs."""
+    causal-LM loss measured 1.2x faster (281 -> 340 tokens/s, benchmarks/results/train-2026-11-22.json), at the
+    cost of TRL's entropy and token-accuracy logs."""
     group_by_length: bool = True
     """Padded batches: draw rows of similar length together (transformers' LengthGroupedSampler, seeded), so little
     compute goes to padding."""
@@ -291,8 +291,8 @@ class DpoConfig:
     Both responses end in the same tokens, so their log-probs only add noise and conflicting gradients to DPO."""
     precompute_ref_logps: bool = True
     """Compute the reference model's log-probs in one no-grad pass before training instead of on every step: one
-    reference forward per pair in all instead of one per pair per epoch. Even at one epoch it measured faster here
-    (184 s vs 231 s for 160 pairs, bf16, ``make bench-train``)."""
+    reference forward per pair in all instead of one per pair per epoch. Even at one epoch it was not slower here
+    (64 pairs, bf16: 72.0 s vs 74.8 s end to end, benchmarks/results/train-2026-11-22.json)."""
     gradient_checkpointing: bool = False
     save_steps: int = 20
     """As sft.save_steps."""

@@ -170,8 +170,8 @@ def large_allocations_on_heap(threshold: int = 1 << 30):
     """While training, have glibc serve allocations below ``threshold`` bytes from the heap, not fresh mmap()s.
 
     By default glibc maps large blocks (logits, activations, their gradients) anew and unmaps them on free, so every
-    training step pays page faults to zero those pages again. On this CPU that cost about a third of SFT throughput
-    (SmolLM2-135M, batch 8, bf16: 205 -> 255-295 tokens/s over runs). The heap keeps freed blocks, so afterwards the
+    training step pays page faults to zero those pages again. On this CPU that cost about a quarter of SFT
+    throughput (SmolLM2-135M, batch 8, bf16, ad-hoc A/B runs: 205 -> 255-295 tokens/s with the heap setting). The heap keeps freed blocks, so afterwards the
     default threshold is restored and free heap memory is returned to the OS (``malloc_trim``): stages that follow
     in the same process do not inherit a training step's peak. A no-op off glibc.
     """

@@ -2,9 +2,55 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# The end-to-end rounds' scale: every stage real (vLLM, TRL), on the embedded model, in a few minutes on 2 cores.
+E2E_TINY = [
+    "prompts.builtin={math: 8, instruction: 8, chat: 4}",
+    "prompts.mix={math: 3, instruction: 3, chat: 2}",
+    "generation.num_candidates=3",
+    "generation.max_new_tokens=64",
+    "generation.adaptive_k=2",
+    "reward_model.max_pairs=48",
+    "sft.max_steps=2",
+    "dpo.max_steps=2",
+    "eval.max_items=4",
+    "eval.max_new_tokens=48",
+    "selection.min_margin=0.0",
+    "reward_model.min_heldout_accuracy=null",  # a handful of held-out pairs at this scale
+]
+
+
+def e2e_args(out: Path, name: str) -> list[str]:
+    """`alignment round` arguments for a tiny real run named ``name`` under ``out``."""
+    return [
+        "--config",
+        str(ROOT / "configs" / "default.yaml"),
+        f"output_dir={out}",
+        f"name={name}",
+        f"model.cache_dir={ROOT / '.cache' / 'models'}",
+        *E2E_TINY,
+    ]
+
+
+def alignment(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run the `alignment` CLI as a user would; fail the test with its output when it fails."""
+    proc = subprocess.run([sys.executable, "-m", "alignment.cli", *args], cwd=cwd, capture_output=True, text=True)
+    assert proc.returncode == 0, f"alignment {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def e2e_run(tmp_path_factory) -> Path:
+    """Rounds 1 and 2 of the tiny real run (built once per test session): returns the run folder ``.../e2e``."""
+    out = tmp_path_factory.mktemp("e2e-runs")
+    alignment("round", "2", *e2e_args(out, "e2e"), cwd=out)  # builds round 1 first
+    return out / "e2e"
 
 
 @pytest.fixture(scope="session")

@@ -8,52 +8,18 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-TINY = [
-    "prompts.builtin={math: 8, instruction: 8, chat: 4}",
-    "prompts.mix={math: 3, instruction: 3, chat: 2}",
-    "generation.num_candidates=3",
-    "generation.max_new_tokens=64",
-    "generation.adaptive_k=2",
-    "reward_model.max_pairs=48",
-    "sft.max_steps=2",
-    "dpo.max_steps=2",
-    "eval.max_items=4",
-    "eval.max_new_tokens=48",
-    "selection.min_margin=0.0",
-    "reward_model.min_heldout_accuracy=null",  # a handful of held-out pairs at this scale
-]
-
-
-def _common(tmp_path: Path, name: str) -> list[str]:
-    return [
-        "--config",
-        str(ROOT / "configs" / "default.yaml"),
-        f"output_dir={tmp_path}",
-        f"name={name}",
-        f"model.cache_dir={ROOT / '.cache' / 'models'}",
-        *TINY,
-    ]
-
-
-def alignment(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "alignment.cli", *args], cwd=cwd, capture_output=True, text=True)
-    assert proc.returncode == 0, f"alignment {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return proc
+from conftest import ROOT, alignment, e2e_args
 
 
 @pytest.mark.e2e
-def test_two_real_rounds_on_the_embedded_model(tmp_path):
-    common = _common(tmp_path, "e2e")
-    alignment("round", "2", *common, cwd=tmp_path)  # builds round 1 first
+def test_two_real_rounds_on_the_embedded_model(e2e_run, tmp_path):
+    common = e2e_args(e2e_run.parent, "e2e")
 
     for n in (1, 2):
-        rd = tmp_path / "e2e" / f"round-{n}"
+        rd = e2e_run / f"round-{n}"
         for name in (
             "prompts.parquet",
             "candidates.parquet",
@@ -101,14 +67,14 @@ def test_two_real_rounds_on_the_embedded_model(tmp_path):
         cands = pq.read_table(rd / "candidates.parquet").to_pylist()
         assert len(cands) == n and {c["finish_reason"] for c in cands} <= {"stop", "length"}
 
-    r1, r2 = (json.loads((tmp_path / "e2e" / f"round-{n}" / "manifest.json").read_text()) for n in (1, 2))
-    assert r2["start_model"] == str((tmp_path / "e2e" / "round-1" / "model").resolve())
+    r1, r2 = (json.loads((e2e_run / f"round-{n}" / "manifest.json").read_text()) for n in (1, 2))
+    assert r2["start_model"] == str((e2e_run / "round-1" / "model").resolve())
     assert r2["eval"]["start"] == r1["eval"]["model"]  # round 2's baseline is round 1's model
     # selection.json: counts, pass rates and histograms; round 2's SFT set carries round 1's rows over.
-    sel = json.loads((tmp_path / "e2e" / "round-2" / "selection.json").read_text())
+    sel = json.loads((e2e_run / "round-2" / "selection.json").read_text())
     assert set(sel["histograms"]) == {"rm_score", "norm_score", "pair_margin", "pair_norm_margin"}
     assert sel["pass_rate_by_capability"]["chat"] is None
-    r1_sft = pq.read_table(tmp_path / "e2e" / "round-1" / "sft.parquet").num_rows
+    r1_sft = pq.read_table(e2e_run / "round-1" / "sft.parquet").num_rows
     # (a round-1 row whose prompt and answer round 2 selected again is not carried twice)
     assert 1 <= sel["sft"]["carried_over"] <= r1_sft and set(sel["sft"]["carried_by_round"]) == {"1"}
     assert r2["stages"]["reward_model"]["metrics"]["heldout_accuracy"] is not None
@@ -116,7 +82,7 @@ def test_two_real_rounds_on_the_embedded_model(tmp_path):
     assert "round-1" in r2["stages"]["reward_model"]["metrics"]["pair_sources"]
 
     # Same config and seed, same backend: the same candidates.
-    rd1 = tmp_path / "e2e" / "round-1"
+    rd1 = e2e_run / "round-1"
     again_out = tmp_path / "again.parquet"
     args = ["--config", str(rd1 / "config.yaml"), "--round", "1", "--model", r1["start_model"]]
     args += ["--prompts", str(rd1 / "prompts.parquet"), "--out", str(again_out)]
@@ -127,7 +93,7 @@ def test_two_real_rounds_on_the_embedded_model(tmp_path):
     t0 = time.time()
     alignment("round", "2", *common, cwd=tmp_path)
     assert time.time() - t0 < 60
-    again = json.loads((tmp_path / "e2e" / "round-2" / "manifest.json").read_text())
+    again = json.loads((e2e_run / "round-2" / "manifest.json").read_text())
     assert all(s["skipped"] for s in again["stages"].values())
 
 
@@ -138,7 +104,7 @@ def test_round_with_the_transformers_backend_and_a_teacher(tmp_path):
     alignment(
         "round",
         "1",
-        *_common(tmp_path, "hf"),
+        *e2e_args(tmp_path, "hf"),
         "generation.backend=transformers",
         "generation.teacher=embedded",
         "generation.system_prompts={math: 'Solve it step by step.'}",

@@ -25,6 +25,12 @@ def _round(args: argparse.Namespace) -> None:
     manifest = run_round(cfg, args.round, force=args.force)
     print(f"round {args.round} finished: model {manifest['model']}")
     print(f"eval: {manifest['eval']['model']} (start: {manifest['eval']['start']})")
+    decision = manifest["promotion"]
+    if decision["promoted"]:
+        print(f"promoted: round {args.round + 1} starts from this model")
+    else:
+        print(f"NOT promoted: {'; '.join(decision['reasons'])}")
+        print(f"round {args.round + 1} starts from {decision['next_start']}")
 
 
 def _status(args: argparse.Namespace) -> None:

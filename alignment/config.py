@@ -317,6 +317,24 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class GateConfig:
+    """Promotion: round N's model becomes the next round's starting point only if no capability of its eval dropped
+    too far below its starting model's (round N-1's, or the last promoted one's). Otherwise the round is marked not
+    promoted, the reason is printed, and the next round starts from the last promoted checkpoint."""
+
+    enabled: bool = True
+    """false: every round is promoted."""
+    tolerance: float = 0.05
+    """A drop in accuracy larger than this (absolute, 0.05 = 5 points) blocks promotion ..."""
+    tolerances: dict[str, float] = field(default_factory=dict)
+    """... or this capability's own tolerance, e.g. {math: 0.02}."""
+    confidence: float | None = 0.95
+    """... when the drop is also significant: the upper end of this confidence interval of the paired per-item
+    difference (new minus old, the same items) is below zero. With 60 items a suite's accuracy moves by about
+    +-0.08 from noise alone. null: the point drop alone decides."""
+
+
+@dataclass(frozen=True)
 class RoundConfig:
     name: str = "default"
     """Run name: outputs go to <output_dir>/<name>/round-<N>/."""
@@ -334,6 +352,11 @@ class RoundConfig:
     sft: SftConfig = field(default_factory=SftConfig)
     dpo: DpoConfig = field(default_factory=DpoConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    report_to: tuple[str, ...] = ("tensorboard",)
+    """Where the reward model, SFT and DPO trainers log their metrics: tensorboard (local, under
+    <round>/tensorboard/<stage>/), and any other integration transformers knows (wandb, mlflow, ...), passed to
+    TrainingArguments.report_to as is; [] for none."""
 
 
 # --- loading ---------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from alignment.config import DpoConfig
@@ -27,6 +28,7 @@ from alignment.train_common import (
     prepare_training,
     resume_point,
     save_merged,
+    tensorboard_callbacks,
     training_args,
 )
 
@@ -154,10 +156,13 @@ def train_dpo(
     extra_files: dict[str, str] | None = None,
     export_dtype: str = "fp32",
     callbacks: list | None = None,
+    report_to: Sequence[str] = (),
+    log_dir: Path | None = None,
 ) -> dict:
     """DPO on ``pairs`` from ``sft_path``; saves the merged policy to ``out`` and returns training metrics.
 
     If ``work_dir`` holds a step checkpoint of an interrupted run with the same settings, training resumes from it.
+    Metrics go to ``report_to`` (TensorBoard event files in ``log_dir``).
     """
     import torch
     from datasets import Dataset
@@ -174,7 +179,7 @@ def train_dpo(
     if cfg.nll_weight > 0:
         loss_type, loss_weights = ["sigmoid", "sft"], [1.0, cfg.nll_weight]
     args = DPOConfig(
-        **training_args(cfg, work_dir=work_dir, seed=seed, device=device, logging_steps=1),
+        **training_args(cfg, work_dir=work_dir, seed=seed, device=device, logging_steps=1, report_to=report_to),
         beta=cfg.beta,
         loss_type=loss_type,
         loss_weights=loss_weights,
@@ -190,7 +195,7 @@ def train_dpo(
         processing_class=tokenizer,
         train_dataset=Dataset.from_list(to_preference_records(pairs)),
         peft_config=peft_lora(cfg.lora, "CAUSAL_LM"),
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), *tensorboard_callbacks(report_to, log_dir)],
         **extra,
     )
     precompute_s = time.time() - t0  # includes tokenisation; with precompute, the reference pass over all pairs

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from alignment.config import SftConfig
@@ -24,6 +25,7 @@ from alignment.train_common import (
     prepare_training,
     resume_point,
     save_merged,
+    tensorboard_callbacks,
     training_args,
     use_cuda,
 )
@@ -103,10 +105,13 @@ def train_sft(
     extra_files: dict[str, str] | None = None,
     export_dtype: str = "fp32",
     callbacks: list | None = None,
+    report_to: Sequence[str] = (),
+    log_dir: Path | None = None,
 ) -> dict:
     """Fine-tune ``model_path`` on ``rows`` and save the merged model to ``out``; returns training metrics.
 
     If ``work_dir`` holds a step checkpoint of an interrupted run with the same settings, training resumes from it.
+    Metrics go to ``report_to`` (TensorBoard event files in ``log_dir``).
     """
     import torch
     from datasets import Dataset
@@ -122,7 +127,7 @@ def train_sft(
     records = tokenize_sft_rows(rows, tokenizer, cfg.max_length)
     args = SFTConfig(
         **{
-            **training_args(cfg, work_dir=work_dir, seed=seed, device=device, logging_steps=1),
+            **training_args(cfg, work_dir=work_dir, seed=seed, device=device, logging_steps=1, report_to=report_to),
             "max_length": None,  # truncated in tokenize_sft_rows (TRL refuses max_length with padding-free)
         },
         completion_only_loss=True,
@@ -136,7 +141,7 @@ def train_sft(
         processing_class=tokenizer,
         train_dataset=Dataset.from_list(records),
         peft_config=peft_lora(cfg.lora, "CAUSAL_LM"),
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), *tensorboard_callbacks(report_to, log_dir)],
     )
     ntok = sum(len(r["input_ids"]) for r in records)
     if resume:

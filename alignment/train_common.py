@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from alignment.config import DpoConfig, LoraConfig, RewardModelConfig, SftConfig
@@ -51,10 +52,19 @@ def use_bf16(precision: str, device: str) -> bool:
     return supported
 
 
-def training_args(cfg: TrainingSection, *, work_dir: Path, seed: int, device: str, logging_steps: int) -> dict:
+def training_args(
+    cfg: TrainingSection,
+    *,
+    work_dir: Path,
+    seed: int,
+    device: str,
+    logging_steps: int,
+    report_to: Sequence[str] = (),
+) -> dict:
     """The TrainingArguments the three trainers (reward model, SFT, DPO) share, from their config section.
 
     Each trainer adds its own (loss settings, completion masking) and builds its TRL config class from this dict.
+    ``report_to`` passes through, except ``tensorboard``: see :func:`tensorboard_callbacks`.
     """
     return {
         "output_dir": str(work_dir),
@@ -69,12 +79,28 @@ def training_args(cfg: TrainingSection, *, work_dir: Path, seed: int, device: st
         "bf16": use_bf16(cfg.precision, device),
         "use_cpu": not use_cuda(device),
         "seed": seed,
-        "report_to": [],
+        "report_to": [r for r in report_to if r != "tensorboard"] or "none",
         "logging_steps": logging_steps,
         "include_num_input_tokens_seen": "non_padding",  # real tokens, for tokens/s
         **checkpointing_args(getattr(cfg, "save_steps", 0)),
         "gradient_checkpointing": getattr(cfg, "gradient_checkpointing", False),
     }
+
+
+def tensorboard_callbacks(report_to: Sequence[str], log_dir: Path | None) -> list:
+    """A TensorBoard callback writing to ``log_dir`` when ``report_to`` names tensorboard (else none).
+
+    transformers would log under the trainer's output_dir, which here is the work folder a stage removes once it
+    finishes, so the stage's log folder is given explicitly. A resumed run appends a new event file to it.
+    """
+    if "tensorboard" not in report_to:
+        return []
+    if log_dir is None:
+        raise ValueError("report_to names tensorboard but no log folder was given")
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return [TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(log_dir)))]
 
 
 def checkpointing_args(save_steps: int) -> dict:

@@ -31,6 +31,7 @@ from alignment.train_common import (
     peft_lora,
     prepare_training,
     save_merged,
+    tensorboard_callbacks,
     training_args,
     use_cuda,
 )
@@ -218,13 +219,22 @@ def check_heldout_accuracy(metrics: dict, floor: float | None) -> None:
 
 
 def train_reward_model(
-    pairs: list[dict], base: str, cfg: RewardModelConfig, out: Path, *, seed: int, device: str, work_dir: Path
+    pairs: list[dict],
+    base: str,
+    cfg: RewardModelConfig,
+    out: Path,
+    *,
+    seed: int,
+    device: str,
+    work_dir: Path,
+    report_to: Sequence[str] = (),
+    log_dir: Path | None = None,
 ) -> dict:
     """Train a 1-logit sequence-classification RM on ``pairs`` (Bradley-Terry loss) and save it to ``out``.
 
     With ``cfg.use_margin`` the loss has a margin term per pair (:func:`pair_margin`); without it, no margin column
     reaches the trainer. Returns metrics: pair counts, held-out pairwise accuracy (None without held-out pairs),
-    training loss, throughput and ``use_margin``. The caller applies the accuracy floor with
+    training loss, throughput and ``use_margin``. Metrics go to ``report_to`` (TensorBoard: ``log_dir``). The caller applies the accuracy floor with
     :func:`check_heldout_accuracy`.
     """
     import torch
@@ -247,7 +257,7 @@ def train_reward_model(
 
     dataset = Dataset.from_list(_to_trainer_rows(train, cfg.use_margin))
     args = RewardConfig(
-        **training_args(cfg, work_dir=work_dir, seed=seed, device=device, logging_steps=5),
+        **training_args(cfg, work_dir=work_dir, seed=seed, device=device, logging_steps=5, report_to=report_to),
         disable_tqdm=False,
     )
     trainer = RewardTrainer(
@@ -256,6 +266,7 @@ def train_reward_model(
         processing_class=tokenizer,
         train_dataset=dataset,
         peft_config=peft_lora(cfg.lora, "SEQ_CLS"),
+        callbacks=tensorboard_callbacks(report_to, log_dir),
     )
     t0 = time.time()
     with large_allocations_on_heap():

@@ -43,6 +43,8 @@ STAGES = [
     ("sft", stages.sft, ("sft", "model", "seed", "device")),
     ("dpo", stages.dpo, ("dpo", "model", "seed", "device", "eval", "generation")),  # eval: to choose variants
     ("eval", stages.evaluate, ("eval", "generation")),
+    ("gate", stages.gate, ("gate",)),
+    ("report", stages.report, ()),
 ]
 
 
@@ -77,6 +79,8 @@ class Round:
     dir: Path
     start_model: str
     run_dir: Path
+    start_round: int | None = None
+    """The round whose model ``start_model`` is (None: the configured policy)."""
     metrics: dict = field(default_factory=dict)
 
     def path(self, name: str) -> Path:
@@ -99,13 +103,25 @@ def _stage_key(cfg: RoundConfig, name: str, sections: tuple[str, ...], upstream:
     return json_sha256({"stage": name, "config": conf, "upstream": upstream, "start": start, "code": code})[:16]
 
 
-def start_model_for(cfg: RoundConfig, index: int) -> str:
-    """Round 1 starts from the configured policy; round N from round N-1's exported model (built first if missing)."""
-    if index == 1:
-        return resolve_model(cfg.model.policy, cfg.model.cache_dir)
-    previous = run_dir_for(cfg) / f"round-{index - 1}" / "model"
-    run_round(cfg, index - 1)  # skips every finished stage, so this is quick when round N-1 is complete
-    return str(previous.resolve())
+def last_promoted(run_dir: Path, before: int) -> int | None:
+    """The latest round before ``before`` whose gate promoted its model (None: none did, start from the policy)."""
+    for k in range(before - 1, 0, -1):
+        decision = run_dir / f"round-{k}" / "promotion.json"
+        if decision.exists() and read_json(decision)["promoted"]:
+            return k
+    return None
+
+
+def start_model_for(cfg: RoundConfig, index: int) -> tuple[str, int | None]:
+    """Where round ``index`` starts, and from which round: round 1 from the configured policy; round N from the last
+    promoted round's exported model (round N-1's when its gate passed), or the policy if no round was promoted.
+    Round N-1 is built first if it is missing (finishing a round skips its finished stages, so this is quick)."""
+    if index > 1:
+        run_round(cfg, index - 1)
+        parent = last_promoted(run_dir_for(cfg), index)
+        if parent is not None:
+            return str((run_dir_for(cfg) / f"round-{parent}" / "model").resolve()), parent
+    return resolve_model(cfg.model.policy, cfg.model.cache_dir), None
 
 
 def check_models(cfg: RoundConfig, start: str) -> None:
@@ -140,7 +156,7 @@ def run_round(cfg: RoundConfig, index: int, force: tuple[str, ...] | list[str] =
         raise ValueError(f"round numbers start at 1, got {index}")
     redo = stages_from(force)
     stages.check_training_config(cfg)
-    start = start_model_for(cfg, index)
+    start, parent = start_model_for(cfg, index)
     round_dir = run_dir_for(cfg) / f"round-{index}"
     (round_dir / "stages").mkdir(parents=True, exist_ok=True)
     for name in redo:
@@ -154,14 +170,16 @@ def run_round(cfg: RoundConfig, index: int, force: tuple[str, ...] | list[str] =
             tmp.write_text(cfg_yaml)
 
     check_models(cfg, start)
-    rnd = Round(cfg=cfg, index=index, dir=round_dir, start_model=start, run_dir=run_dir_for(cfg))
+    rnd = Round(cfg=cfg, index=index, dir=round_dir, start_model=start, run_dir=run_dir_for(cfg), start_round=parent)
     code = code_version()
-    start_id = start if index == 1 else read_json(Path(start).parent / "stages" / "dpo.json")["key"]
+    # the starting checkpoint's identity in the stage keys: its path, or the parent round's model hash
+    start_id = start if parent is None else read_json(Path(start).parent / "manifest.json")["outputs"]["model_sha256"]
     manifest_path = round_dir / "manifest.json"
     manifest = {
         "round": index,
         "run": cfg.name,
         "start_model": start,
+        "parent_round": parent,
         "config": config_to_dict(cfg),
         "code_version": code,
         "libraries": library_versions(),
@@ -201,6 +219,11 @@ def run_round(cfg: RoundConfig, index: int, force: tuple[str, ...] | list[str] =
         "prompts_sha256": tree_sha256(round_dir / "prompts.parquet"),
         "candidates_sha256": tree_sha256(round_dir / "candidates.parquet"),
     }
+    manifest["outputs"] = {
+        "model_sha256": tree_sha256(round_dir / "model"),
+        "sft_data_sha256": tree_sha256(round_dir / "sft.parquet"),
+        "dpo_data_sha256": tree_sha256(round_dir / "dpo.parquet"),
+    }
     generated = rnd.metrics.get("generate", {})
     manifest["generation"] = {k: generated.get(k) for k in ("backend", "generator", "teacher", "sampling")}
     manifest["counts"] = {k: rnd.metrics[k] for k in ("prompts", "filter", "verify", "select") if k in rnd.metrics}
@@ -208,15 +231,62 @@ def run_round(cfg: RoundConfig, index: int, force: tuple[str, ...] | list[str] =
     manifest["stages_total_s"] = round(sum(manifest["timings_s"].values()), 1)  # compute that built the round
     manifest["invocation_s"] = round(time.time() - t_round, 1)  # this invocation (seconds when all were skipped)
     manifest["eval"] = read_json(round_dir / "eval.json")
+    manifest["promotion"] = read_json(round_dir / "promotion.json")
     manifest["model"] = str((round_dir / "model").resolve())
     write_json(manifest, manifest_path)
+    write_lineage(run_dir_for(cfg))
     log.info("round %d done: model %s; eval %s", index, manifest["model"], json.dumps(manifest["eval"]["delta"]))
+    if not manifest["promotion"]["promoted"]:
+        log.warning(
+            "round %d NOT promoted (%s): round %d will start from %s",
+            index,
+            "; ".join(manifest["promotion"]["reasons"]),
+            index + 1,
+            manifest["promotion"]["next_start"],
+        )
     return manifest
 
 
+def write_lineage(run_dir: Path) -> dict:
+    """``<run>/lineage.json``: for every finished round, its parent (the round its model started from, or the base
+    policy), checkpoint and data hashes, eval results and promotion decision, from the rounds' manifests."""
+    rounds = []
+    for rd in sorted(run_dir.glob("round-*"), key=lambda p: int(p.name[6:]) if p.name[6:].isdigit() else -1):
+        manifest_path = rd / "manifest.json"
+        if not rd.name[6:].isdigit() or not manifest_path.exists():
+            continue
+        m = read_json(manifest_path)
+        if "promotion" not in m:  # a round still running (or killed): its manifest has no outcome yet
+            continue
+        parent = m.get("parent_round")
+        rounds.append(
+            {
+                "round": m["round"],
+                "parent": "base" if parent is None else f"round-{parent}",
+                "start_model": m["start_model"],
+                "start_model_sha256": m["inputs"]["start_model_sha256"],
+                "model": m["model"],
+                "model_sha256": m["outputs"]["model_sha256"],
+                "data_sha256": {
+                    "prompts": m["inputs"]["prompts_sha256"],
+                    "candidates": m["inputs"]["candidates_sha256"],
+                    "sft": m["outputs"]["sft_data_sha256"],
+                    "dpo": m["outputs"]["dpo_data_sha256"],
+                },
+                "code_version": m["code_version"],
+                "eval": {"model": m["eval"]["model"], "start": m["eval"]["start"], "delta": m["eval"]["delta"]},
+                "promotion": {k: m["promotion"][k] for k in ("promoted", "reasons", "compared_to")},
+            }
+        )
+    promoted = [r["round"] for r in rounds if r["promotion"]["promoted"]]
+    lineage = {"run": run_dir.name, "rounds": rounds, "last_promoted": promoted[-1] if promoted else None}
+    write_json(lineage, run_dir / "lineage.json")
+    return lineage
+
+
 def status(output_dir: str | Path = "runs") -> list[dict]:
-    """Every run under ``output_dir``: its rounds, each stage's state (done with its duration, or not done) and the
-    round's exported model. Reads the markers and manifests only; runs nothing."""
+    """Every run under ``output_dir``: its rounds, each stage's state (done with its duration, or not done), the
+    round's exported model, its eval and whether its gate promoted it. Reads markers and manifests only."""
     rows = []
     root = Path(output_dir)
     runs = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
@@ -229,6 +299,7 @@ def status(output_dir: str | Path = "runs") -> list[dict]:
                 stage_states[name] = read_json(marker)["duration_s"] if marker.exists() else None
             done = all(v is not None for v in stage_states.values())
             manifest = read_json(rd / "manifest.json") if (rd / "manifest.json").exists() else {}
+            decision = read_json(rd / "promotion.json") if done and (rd / "promotion.json").exists() else None
             rows.append(
                 {
                     "run": run.name,
@@ -237,6 +308,8 @@ def status(output_dir: str | Path = "runs") -> list[dict]:
                     "stages": stage_states,
                     "model": str(rd / "model") if done and (rd / "model").exists() else None,
                     "eval": manifest.get("eval", {}).get("model") if done else None,
+                    "promoted": None if decision is None else decision["promoted"],
+                    "gate": None if decision is None else "; ".join(decision["reasons"]),
                 }
             )
     return rows
@@ -260,4 +333,6 @@ def format_status(rows: list[dict]) -> str:
             lines.append(
                 "    eval         " + ", ".join(f"{c} {v['accuracy']:.3f}" for c, v in sorted(r["eval"].items()))
             )
+        if r["promoted"] is not None:
+            lines.append(f"    promoted     {'yes' if r['promoted'] else 'NO'} ({r['gate']})")
     return "\n".join(lines)

@@ -183,7 +183,15 @@ def reward_model(rnd: Round) -> dict:
     pairs, sources = _preference_pairs(rnd)
     base = resolve_model(cfg.base, rnd.cfg.model.cache_dir)
     metrics = train_reward_model(
-        pairs, base, cfg, rnd.path("rm"), seed=rnd.cfg.seed, device=rnd.cfg.device, work_dir=rnd.path("work/rm")
+        pairs,
+        base,
+        cfg,
+        rnd.path("rm"),
+        seed=rnd.cfg.seed,
+        device=rnd.cfg.device,
+        work_dir=rnd.path("work/rm"),
+        report_to=rnd.cfg.report_to,
+        log_dir=rnd.path("tensorboard/reward_model"),
     )
     shutil.rmtree(rnd.path("work/rm"), ignore_errors=True)
     log.info(
@@ -273,7 +281,7 @@ def _training_config_file(rnd: Round, stage: str) -> dict[str, str]:
 
 
 def check_training_config(cfg: RoundConfig) -> None:
-    """Fail before any stage runs on training settings that only the SFT/DPO stages would otherwise reject."""
+    """Fail before any stage runs on settings that only a late stage (SFT, DPO, gate) would otherwise reject."""
     from alignment.sft import START_FROM
     from alignment.train_common import EXPORT_DTYPES
 
@@ -288,6 +296,13 @@ def check_training_config(cfg: RoundConfig) -> None:
         raise ConfigError(
             f"model.export_dtype must be one of {', '.join(EXPORT_DTYPES)}, got {cfg.model.export_dtype!r}"
         )
+    for key, value in [("gate.tolerance", cfg.gate.tolerance)] + [
+        (f"gate.tolerances.{cap}", v) for cap, v in cfg.gate.tolerances.items()
+    ]:
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{key} is an accuracy difference between 0 and 1, got {value}")
+    if cfg.gate.confidence is not None and not 0.0 < cfg.gate.confidence < 1.0:
+        raise ConfigError(f"gate.confidence must be between 0 and 1 (exclusive) or null, got {cfg.gate.confidence}")
 
 
 def sft_start_model(rnd: Round) -> str:
@@ -316,6 +331,8 @@ def sft(rnd: Round) -> dict:
         work_dir=rnd.path("work/sft"),
         extra_files=_training_config_file(rnd, "sft"),
         export_dtype=rnd.cfg.model.export_dtype,
+        report_to=rnd.cfg.report_to,
+        log_dir=rnd.path("tensorboard/sft"),
     )
     shutil.rmtree(rnd.path("work/sft"), ignore_errors=True)
     return {**metrics, "start_model": start}
@@ -352,6 +369,8 @@ def dpo(rnd: Round) -> dict:
             work_dir=rnd.path(f"work/dpo-{name}"),
             extra_files=_training_config_file(rnd, "dpo"),
             export_dtype=cfg.model.export_dtype,
+            report_to=cfg.report_to,
+            log_dir=rnd.path(f"tensorboard/dpo-{name}"),
         )
         shutil.rmtree(rnd.path(f"work/dpo-{name}"), ignore_errors=True)
     if len(runs) == 1:
@@ -411,22 +430,94 @@ def _eval_args(rnd: Round, model: str, out: Path, max_items: int | None = None) 
     return args
 
 
+def _earlier_eval_of(rnd: Round, model: str) -> Path | None:
+    """An earlier round's eval of ``model`` with this round's eval settings (its exported model, or its starting
+    model), to reuse instead of recomputing; None when there is none."""
+    eval_settings = config_to_dict(rnd.cfg.eval)
+    for k in range(rnd.index - 1, 0, -1):
+        rd = rnd.run_dir / f"round-{k}"
+        if not (rd / "eval.json").exists() or not (rd / "config.yaml").exists():
+            continue
+        if (yaml.safe_load((rd / "config.yaml").read_text()) or {}).get("eval") != eval_settings:
+            continue
+        if (rd / "model").resolve() == Path(model).resolve() and (rd / "eval_model.json").exists():
+            return rd / "eval_model.json"
+        if read_json(rd / "eval.json")["start_model"] == model and (rd / "eval_start.json").exists():
+            return rd / "eval_start.json"
+    return None
+
+
 def evaluate(rnd: Round) -> dict:
     """Evaluate the new checkpoint and the round's starting one on the held-out suites; write eval.json.
 
-    The starting checkpoint of round N is round N-1's model, whose results round N-1 already has with the same
-    suites and settings (same run, same eval config), so they are reused rather than recomputed.
+    The starting checkpoint was usually evaluated by an earlier round of the run with the same suites and settings
+    (as that round's model, or as its start); those results are reused rather than recomputed.
     """
     new_out = rnd.path("eval_model.json")
     rnd.run_module("alignment.cli", "eval", *_eval_args(rnd, str(rnd.path("model")), new_out))
-    previous = rnd.run_dir / f"round-{rnd.index - 1}" / "eval_model.json"
-    if rnd.index > 1 and previous.exists():
-        start_out = previous
-    else:
+    start_out = _earlier_eval_of(rnd, rnd.start_model)
+    if start_out is None:
         start_out = rnd.path("eval_start.json")
         rnd.run_module("alignment.cli", "eval", *_eval_args(rnd, rnd.start_model, start_out))
     new, start = read_json(new_out), read_json(start_out)
     delta = {cap: round(new[cap]["accuracy"] - start[cap]["accuracy"], 4) for cap in new if cap in start}
-    result = {"model": new, "start": start, "start_model": rnd.start_model, "delta": delta}
+    result = {
+        "model": new,
+        "start": start,
+        "start_model": rnd.start_model,
+        "delta": delta,
+        # relative to the run folder: the items behind each side, for the gate and for tracing regressions
+        "model_eval_file": str(new_out.relative_to(rnd.run_dir)),
+        "start_eval_file": str(start_out.relative_to(rnd.run_dir)),
+    }
     write_json(result, rnd.path("eval.json"))
     return result
+
+
+def gate(rnd: Round) -> dict:
+    """Promote the round's model or not: no capability may drop more than its tolerance (and significantly, with
+    ``gate.confidence``) below the round's starting model, on the same eval items. Writes ``promotion.json``;
+    ``next_start`` is what round N+1 starts from (this model if promoted, else this round's own start)."""
+    from alignment.compare import compare, describe
+
+    cfg = rnd.cfg.gate
+    ev = read_json(rnd.path("eval.json"))
+    if cfg.enabled:
+        result = compare(
+            rnd.run_dir / ev["model_eval_file"],
+            rnd.run_dir / ev["start_eval_file"],
+            tolerance=cfg.tolerance,
+            tolerances=cfg.tolerances,
+            confidence=cfg.confidence,
+        )
+        promoted = not result["regressed"]
+        reasons = [describe(cap, result["capabilities"][cap]) for cap in result["regressed"]]
+    else:
+        result, promoted, reasons = {"capabilities": {}}, True, ["gate disabled (gate.enabled=false)"]
+    decision = {
+        "promoted": promoted,
+        "reasons": reasons or ["no capability dropped more than its tolerance"],
+        "compared_to": rnd.start_model,
+        "compared_to_round": rnd.start_round,
+        "next_start": str(rnd.path("model").resolve()) if promoted else rnd.start_model,
+        "tolerance": cfg.tolerance,
+        "tolerances": dict(cfg.tolerances),
+        "confidence": cfg.confidence,
+        "capabilities": result["capabilities"],
+    }
+    write_json(decision, rnd.path("promotion.json"))
+    log.log(
+        logging.INFO if promoted else logging.WARNING,
+        "gate: round %d %s (%s)",
+        rnd.index,
+        "promoted" if promoted else "NOT promoted",
+        "; ".join(decision["reasons"]),
+    )
+    return {"promoted": promoted, "regressed": [] if promoted else list(result["regressed"])}
+
+
+def report(rnd: Round) -> dict:
+    """``report.html``: the round's data and eval at a glance (plots embedded), next to the earlier rounds'."""
+    from rounds.report import write_report
+
+    return {"report": str(write_report(rnd.dir))}

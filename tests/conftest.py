@@ -18,6 +18,7 @@ E2E_TINY = [
     "generation.adaptive_k=2",
     "reward_model.max_pairs=48",
     "sft.max_steps=2",
+    "sft.save_steps=1",  # a step checkpoint after every step: the kill test resumes from one
     "dpo.max_steps=2",
     "eval.max_items=4",
     "eval.max_new_tokens=48",

@@ -68,8 +68,20 @@ def test_two_real_rounds_on_the_embedded_model(e2e_run, tmp_path):
         assert len(cands) == n and {c["finish_reason"] for c in cands} <= {"stop", "length"}
 
     r1, r2 = (json.loads((e2e_run / f"round-{n}" / "manifest.json").read_text()) for n in (1, 2))
-    assert r2["start_model"] == str((e2e_run / "round-1" / "model").resolve())
-    assert r2["eval"]["start"] == r1["eval"]["model"]  # round 2's baseline is round 1's model
+    # round 2 starts from round 1's model if round 1's gate promoted it, else from the policy; lineage records it
+    promoted = r1["promotion"]["promoted"]
+    assert r2["start_model"] == (str((e2e_run / "round-1" / "model").resolve()) if promoted else r1["start_model"])
+    assert r2["eval"]["start"] == (r1["eval"]["model"] if promoted else r1["eval"]["start"])  # reused, not re-run
+    lineage = json.loads((e2e_run / "lineage.json").read_text())
+    assert [(r["round"], r["parent"]) for r in lineage["rounds"]] == [
+        (1, "base"),
+        (2, "round-1" if promoted else "base"),
+    ]
+    assert lineage["rounds"][0]["model_sha256"] == r1["outputs"]["model_sha256"]
+    # training metrics went to TensorBoard event files, one folder per trainer
+    for trainer in ("reward_model", "sft", "dpo-main"):
+        assert list((e2e_run / "round-1" / "tensorboard" / trainer).glob("events.out.tfevents.*")), trainer
+    assert (e2e_run / "round-2" / "report.html").stat().st_size > 10_000
     # selection.json: counts, pass rates and histograms; round 2's SFT set carries round 1's rows over.
     sel = json.loads((e2e_run / "round-2" / "selection.json").read_text())
     assert set(sel["histograms"]) == {"rm_score", "norm_score", "pair_margin", "pair_norm_margin"}

@@ -9,16 +9,52 @@ from alignment.config import load_config
 from reward.reward_model import verifier_pairs
 from rounds import runner
 
+# Per-item correctness of each model on a fake 20-item suite per capability: the base policy and each round's model.
+# A test changes an entry to inject a regression.
+QUALITY = {"base": {"math": 10, "instruction": 10}}
+
+
+def _fake_eval(rnd, model_key: str, out) -> None:
+    right = QUALITY.get(model_key, QUALITY["base"])
+    items = [
+        {"id": f"{cap}-{i}", "capability": cap, "correct": i < right[cap], "response": "", "reason": ""}
+        for cap in ("math", "instruction")
+        for i in range(20)
+    ]
+    (out.parent / f"{out.stem}.items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in items))
+    out.write_text(json.dumps({cap: {"accuracy": right[cap] / 20, "n": 20} for cap in ("math", "instruction")}))
+
 
 @pytest.fixture
 def fake_stages(monkeypatch, tmp_path):
+    """The runner with fake stages (prompts, generate, sft, eval) and the real gate and lineage."""
+    from rounds import stages as real
+
     calls: list[str] = []
+    QUALITY.clear()
+    QUALITY["base"] = {"math": 10, "instruction": 10}
 
     def make(name):
         def stage(rnd):
             calls.append(name)
+            if name == "sft":
+                (rnd.dir / "model").mkdir(exist_ok=True)
+                (rnd.dir / "model" / "weights").write_text(f"round {rnd.index}")
+                for f in ("sft.parquet", "dpo.parquet"):
+                    (rnd.dir / f).write_text(f"round {rnd.index}")
             if name == "eval":
-                (rnd.dir / "eval.json").write_text(json.dumps({"model": {}, "start": {}, "delta": {}}))
+                start_key = "base" if rnd.start_round is None else f"round-{rnd.start_round}"
+                _fake_eval(rnd, f"round-{rnd.index}", rnd.dir / "eval_model.json")
+                _fake_eval(rnd, start_key, rnd.dir / "eval_start.json")
+                ev = {
+                    "model": json.loads((rnd.dir / "eval_model.json").read_text()),
+                    "start": json.loads((rnd.dir / "eval_start.json").read_text()),
+                    "start_model": rnd.start_model,
+                    "delta": {},
+                    "model_eval_file": f"round-{rnd.index}/eval_model.json",
+                    "start_eval_file": f"round-{rnd.index}/eval_start.json",
+                }
+                (rnd.dir / "eval.json").write_text(json.dumps(ev))
             for f in ("prompts.parquet", "candidates.parquet"):
                 (rnd.dir / f).touch()
             return {"ran": name}
@@ -30,12 +66,14 @@ def fake_stages(monkeypatch, tmp_path):
         ("generate", make("generate"), ("generation",)),
         ("sft", make("sft"), ("sft",)),
         ("eval", make("eval"), ("eval",)),
+        ("gate", real.gate, ("gate",)),
     ]
     monkeypatch.setattr(runner, "STAGES", stages)
     monkeypatch.setattr(runner, "resolve_model", lambda spec, cache_dir: str(tmp_path / "base"))
     monkeypatch.setattr(runner, "check_models", lambda cfg, start: None)
     (tmp_path / "base").mkdir()
     (tmp_path / "base" / "config.json").write_text("{}")
+    (tmp_path / "base" / "stages").mkdir()
     return calls
 
 
@@ -62,7 +100,7 @@ def test_force_redoes_the_stage_and_everything_after_it(fake_stages, tmp_path):
     fake_stages.clear()
     runner.run_round(cfg, 1, force=["eval", "sft"])
     assert fake_stages == ["sft", "eval"]
-    with pytest.raises(ValueError, match=r"unknown stage 'sftt' \(stages: prompts, generate, sft, eval\)"):
+    with pytest.raises(ValueError, match=r"unknown stage 'sftt' \(stages: prompts, generate, sft, eval, gate\)"):
         runner.run_round(cfg, 1, force=["sftt"])
 
 
@@ -70,15 +108,68 @@ def test_status_lists_rounds_stage_states_and_models(fake_stages, tmp_path):
     assert runner.format_status(runner.status(tmp_path / "nothing")) == "no runs found"
     cfg = load_config(None, [f"output_dir={tmp_path}", "name=t"])
     runner.run_round(cfg, 1)
-    (tmp_path / "t" / "round-1" / "model").mkdir()
     (tmp_path / "t" / "round-2" / "stages").mkdir(parents=True)  # a round that never got going
     rows = runner.status(tmp_path)
     assert [(r["run"], r["round"], r["complete"]) for r in rows] == [("t", 1, True), ("t", 2, False)]
     assert rows[0]["model"] == str(tmp_path / "t" / "round-1" / "model") and rows[1]["model"] is None
-    assert set(rows[0]["stages"]) == {"prompts", "generate", "sft", "eval"}
+    assert set(rows[0]["stages"]) == {"prompts", "generate", "sft", "eval", "gate"}
     assert all(v is None for v in rows[1]["stages"].values())
     text = runner.format_status(rows)
     assert "t  round 1  complete" in text and "t  round 2  incomplete" in text
+    assert "promoted     yes (no capability dropped more than its tolerance)" in text
+
+
+def test_gate_blocks_a_regressed_round_and_the_next_round_starts_from_the_last_promoted(fake_stages, tmp_path):
+    cfg = load_config(None, [f"output_dir={tmp_path}", "name=t"])
+    QUALITY["round-1"] = {"math": 14, "instruction": 11}  # better than the base: promoted
+    QUALITY["round-2"] = {"math": 5, "instruction": 12}  # injected regression: math 0.70 -> 0.25 on the same items
+    QUALITY["round-3"] = {"math": 15, "instruction": 12}
+    m3 = runner.run_round(cfg, 3)  # builds rounds 1 and 2 first
+    run = tmp_path / "t"
+    d1, d2, d3 = (json.loads((run / f"round-{n}" / "promotion.json").read_text()) for n in (1, 2, 3))
+    assert d1["promoted"] and d3["promoted"]
+    assert not d2["promoted"] and d2["capabilities"]["math"]["regressed"]
+    assert not d2["capabilities"]["instruction"]["regressed"]
+    assert d2["reasons"][0].startswith("math: 0.700 -> 0.250 (-0.450, CI [")
+    assert d2["capabilities"]["math"]["flipped_to_wrong"] == [f"math-{i}" for i in range(5, 14)]
+    # round 3 starts from round 1's model, the last promoted one, not from round 2's
+    assert d2["next_start"] == str((run / "round-1" / "model").resolve())
+    assert m3["start_model"] == d2["next_start"] and m3["parent_round"] == 1
+    lineage = json.loads((run / "lineage.json").read_text())
+    assert [(r["round"], r["parent"], r["promotion"]["promoted"]) for r in lineage["rounds"]] == [
+        (1, "base", True),
+        (2, "round-1", False),
+        (3, "round-1", True),
+    ]
+    assert lineage["last_promoted"] == 3
+    assert lineage["rounds"][2]["start_model_sha256"] == lineage["rounds"][0]["model_sha256"]
+    assert set(lineage["rounds"][0]["data_sha256"]) == {"prompts", "candidates", "sft", "dpo"}
+    round2_status = runner.format_status(runner.status(tmp_path)).split("round 2")[1].split("round 3")[0]
+    assert "promoted     NO (math: 0.700 -> 0.250" in round2_status
+
+
+def test_a_small_drop_within_noise_or_tolerance_is_promoted(fake_stages, tmp_path):
+    QUALITY["round-1"] = {"math": 8, "instruction": 10}  # -0.10, but 2 of 20 items: not significant
+    cfg = load_config(None, [f"output_dir={tmp_path}", "name=t"])
+    assert runner.run_round(cfg, 1)["promotion"]["promoted"]
+    # with the point estimate alone, the same drop blocks promotion; a capability's own tolerance lets it pass
+    strict = load_config(None, [f"output_dir={tmp_path}", "name=t", "gate.confidence=null"])
+    assert not runner.run_round(strict, 1)["promotion"]["promoted"]
+    lenient = load_config(
+        None, [f"output_dir={tmp_path}", "name=t", "gate.confidence=null", "gate.tolerances={math: 0.1}"]
+    )
+    assert runner.run_round(lenient, 1)["promotion"]["promoted"]
+    off = load_config(None, [f"output_dir={tmp_path}", "name=t", "gate.confidence=null", "gate.enabled=false"])
+    assert runner.run_round(off, 1)["promotion"]["reasons"] == ["gate disabled (gate.enabled=false)"]
+
+
+def test_gate_settings_are_checked_before_any_stage(fake_stages, tmp_path):
+    from alignment.config import ConfigError
+
+    for bad, msg in [("gate.tolerance=5", "gate.tolerance"), ("gate.confidence=1.5", "gate.confidence")]:
+        with pytest.raises(ConfigError, match=msg):
+            runner.run_round(load_config(None, [f"output_dir={tmp_path}", "name=t", bad]), 1)
+    assert fake_stages == []
 
 
 def test_a_failing_stage_leaves_no_marker_and_keeps_earlier_outputs(fake_stages, monkeypatch, tmp_path):

@@ -1,0 +1,149 @@
+"""Compare two evaluations of the same suites, capability by capability, item by item.
+
+Both sides are ``alignment eval`` outputs: ``X.json`` (``{capability: {"accuracy", "n"}}``) with its per-item records
+``X.items.jsonl`` beside it. Items are matched by id, so the difference in accuracy gets a paired confidence interval
+(the same items answered by both models vary far less than two independent samples would), and the items that
+flipped are listed. Without item files (or with no shared ids) the interval is the unpaired one of two proportions.
+
+A capability *regresses* when its accuracy dropped by more than its tolerance and, with a ``confidence``, the drop is
+significant: the upper end of the interval of new minus old is below zero.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from statistics import NormalDist
+
+from alignment.records import read_json
+
+
+def items_path(eval_json: Path) -> Path:
+    """Where ``alignment eval --out X.json`` wrote the per-item records."""
+    eval_json = Path(eval_json)
+    return eval_json.with_name(f"{eval_json.stem}.items.jsonl")
+
+
+def load_items(eval_json: Path) -> dict[str, dict]:
+    """Per-item records of an eval by id ({} when the file is absent). A malformed line names the file and line."""
+    path = items_path(eval_json)
+    if not path.is_file():
+        return {}
+    items = {}
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            items[rec["id"]] = {"capability": rec["capability"], "correct": bool(rec["correct"])}
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}:{lineno}: not an eval item record ({e})") from e
+    return items
+
+
+def _z(confidence: float) -> float:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
+def difference_interval(
+    new: list[bool], old: list[bool], *, paired: bool, confidence: float
+) -> tuple[float, float, float]:
+    """Accuracy difference new - old and its normal-approximation confidence interval.
+
+    Paired (``new[i]`` and ``old[i]`` are the same item): the mean of the per-item differences with its standard
+    error. Unpaired: the difference of two proportions with the standard error of both.
+    """
+    z = _z(confidence)
+    if paired:
+        n = len(new)
+        diffs = [int(a) - int(b) for a, b in zip(new, old, strict=True)]
+        mean = sum(diffs) / n
+        var = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else 0.0
+        se = math.sqrt(var / n)
+    else:
+        p1, p2 = sum(new) / len(new), sum(old) / len(old)
+        mean = p1 - p2
+        se = math.sqrt(p1 * (1 - p1) / len(new) + p2 * (1 - p2) / len(old))
+    return mean, mean - z * se, mean + z * se
+
+
+def compare(
+    new_eval: Path,
+    old_eval: Path,
+    *,
+    tolerance: float,
+    tolerances: dict[str, float] | None = None,
+    confidence: float | None = 0.95,
+) -> dict:
+    """Compare ``new_eval`` with ``old_eval`` (paths of eval JSON files); see the module docstring.
+
+    Returns ``{"regressed": [capability, ...], "capabilities": {capability: {...}}}`` where each capability has the
+    two accuracies and sizes, ``diff`` (new - old), its interval (``ci_low``, ``ci_high``, ``paired``), its
+    ``tolerance``, ``regressed`` and the ids that ``flipped_to_wrong`` / ``flipped_to_right``. A capability the
+    old eval has and the new one lacks is a regression too (it can no longer be checked).
+    """
+    tolerances = tolerances or {}
+    new_summary, old_summary = read_json(Path(new_eval)), read_json(Path(old_eval))
+    new_items, old_items = load_items(new_eval), load_items(old_eval)
+    level = confidence if confidence is not None else 0.95  # the interval is reported either way
+    out: dict = {"regressed": [], "capabilities": {}, "confidence": confidence}
+    for cap in sorted(set(new_summary) | set(old_summary)):
+        tol = tolerances.get(cap, tolerance)
+        if cap not in new_summary or cap not in old_summary:
+            missing = "new" if cap not in new_summary else "old"
+            out["capabilities"][cap] = {"tolerance": tol, "regressed": missing == "new", "missing_in": missing}
+            if missing == "new":
+                out["regressed"].append(cap)
+            continue
+        shared = [  # in the new eval's item order
+            i for i, r in new_items.items() if r["capability"] == cap and old_items.get(i, {}).get("capability") == cap
+        ]
+        if shared:
+            new_ok = [new_items[i]["correct"] for i in shared]
+            old_ok = [old_items[i]["correct"] for i in shared]
+            diff, low, high = difference_interval(new_ok, old_ok, paired=True, confidence=level)
+            to_wrong = [i for i in shared if old_items[i]["correct"] and not new_items[i]["correct"]]
+            to_right = [i for i in shared if new_items[i]["correct"] and not old_items[i]["correct"]]
+        else:
+            n1, n2 = new_summary[cap]["n"], old_summary[cap]["n"]
+            k1 = round(new_summary[cap]["accuracy"] * n1)
+            k2 = round(old_summary[cap]["accuracy"] * n2)
+            new_ok = [True] * k1 + [False] * (n1 - k1)
+            old_ok = [True] * k2 + [False] * (n2 - k2)
+            diff, low, high = difference_interval(new_ok, old_ok, paired=False, confidence=level)
+            to_wrong = to_right = []
+        dropped_too_far = -diff > tol + 1e-12
+        significant = confidence is None or high < 0
+        regressed = dropped_too_far and significant
+        out["capabilities"][cap] = {
+            "new": new_summary[cap]["accuracy"],
+            "old": old_summary[cap]["accuracy"],
+            "n_new": new_summary[cap]["n"],
+            "n_old": old_summary[cap]["n"],
+            "diff": round(diff, 4),
+            "ci_low": round(low, 4),
+            "ci_high": round(high, 4),
+            "paired": bool(shared),
+            "n_paired": len(shared),
+            "tolerance": tol,
+            "regressed": regressed,
+            "flipped_to_wrong": to_wrong,
+            "flipped_to_right": to_right,
+        }
+        if regressed:
+            out["regressed"].append(cap)
+    return out
+
+
+def describe(cap: str, row: dict) -> str:
+    """One line for a capability of :func:`compare`'s result, e.g. for a gate's reason or a regression table."""
+    if "missing_in" in row:
+        return f"{cap}: missing from the {row['missing_in']} eval"
+    return (
+        f"{cap}: {row['old']:.3f} -> {row['new']:.3f} ({row['diff']:+.3f}, CI [{row['ci_low']:+.3f}, "
+        f"{row['ci_high']:+.3f}], tolerance {row['tolerance']:.3f}; {len(row['flipped_to_wrong'])} items right -> "
+        f"wrong, {len(row['flipped_to_right'])} wrong -> right)"
+    )

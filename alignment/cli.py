@@ -39,6 +39,14 @@ def _status(args: argparse.Namespace) -> None:
     print(format_status(status(args.output_dir)))
 
 
+def _report(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from rounds.report import write_report
+
+    print(write_report(Path(args.round_dir)))
+
+
 def _prepare(args: argparse.Namespace) -> None:
     from alignment.models import resolve_model
 
@@ -72,6 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("status", help="list runs, rounds, stage states and durations, and exported models")
     p.add_argument("--output-dir", default="runs")
     p.set_defaults(func=_status)
+
+    p = sub.add_parser("report", help="write ROUND_DIR/report.html: plots, pass rates, drops, eval, examples")
+    p.add_argument("round_dir", metavar="ROUND_DIR", help="a round folder, e.g. runs/default/round-2")
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("eval", help="score a model on suites in the public JSONL format")
     evaluate.add_arguments(p)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import html
 import io
 import json
@@ -396,50 +397,87 @@ def promotion_decision(promotion: dict | None) -> str:
     return "promoted" if promotion["promoted"] else "not promoted"
 
 
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def gate_check(check: Any) -> str | None:
+    """One capability of promotion.json's ``capabilities`` as text: the accuracy difference with its confidence
+    interval and tolerance ("regressed" when the gate counted it as a regression), or a ``drop``, or what is
+    missing; None when there is nothing readable."""
+    if not isinstance(check, dict):
+        return None
+    if check.get("missing_in"):
+        return f"missing from the {check['missing_in']} eval"
+    parts = []
+    diff, low, high, tol = (_num(check.get(k)) for k in ("diff", "ci_low", "ci_high", "tolerance"))
+    drop = _num(check.get("drop"))
+    if diff is not None:
+        parts.append(
+            f"{diff:+.3f}" + (f" CI [{low:+.3f}, {high:+.3f}]" if low is not None and high is not None else "")
+        )
+    elif drop is not None:
+        parts.append(f"drop {drop:.3f}")
+    if tol is not None:
+        parts.append(f"tolerance {tol:.3f}")
+    if check.get("regressed") is True:
+        parts.append("regressed")
+    return ", ".join(parts) or None
+
+
+def _model_name(path: Any, run_dir: Path) -> str | None:
+    """A model path shortened for display: relative to the run folder when inside it (``round-1/model``)."""
+    if not isinstance(path, str) or not path:
+        return None
+    with contextlib.suppress(ValueError, OSError):
+        return str(Path(path).resolve().relative_to(run_dir.resolve()))
+    return path
+
+
+EVAL_COLUMNS = [
+    "round",
+    "start model",
+    "capability",
+    "n",
+    "start accuracy",
+    "accuracy",
+    "change",
+    "gate check",
+    "promotion",
+    "reasons",
+]
+
+
 def eval_table(data: RoundData) -> pd.DataFrame:
-    """Held-out accuracy per round and capability: the round's starting model, its new model, the change, n, and
-    the promotion decision (with its reasons and per-capability drop) where the round has promotion.json."""
+    """Held-out accuracy per round of the run (up to this one) and capability: the round's starting model and its
+    accuracy, the new model's accuracy, the change, n, and, where the round has promotion.json, the gate's check
+    per capability, the decision and its reasons ("—" for a round without one)."""
     rows = []
     for r in eval_rounds(data):
-        ev, promo = r["eval"], r["promotion"]
-        model, start = ev.get("model", {}), ev.get("start", {})
-        caps = sorted(set(model if isinstance(model, dict) else {}) | set(start if isinstance(start, dict) else {}))
-        promo_caps = (promo or {}).get("capabilities") if isinstance(promo, dict) else None
-        reasons = (promo or {}).get("reasons") if isinstance(promo, dict) else None
-        for cap in caps:
+        ev, promo = r["eval"], r["promotion"] if isinstance(r["promotion"], dict) else {}
+        model, start = ev.get("model"), ev.get("start")
+        model, start = model if isinstance(model, dict) else {}, start if isinstance(start, dict) else {}
+        checks = promo.get("capabilities") if isinstance(promo.get("capabilities"), dict) else {}
+        reasons = promo.get("reasons")
+        start_name = _model_name(ev.get("start_model") or promo.get("compared_to"), data.dir.parent)
+        for cap in sorted(set(model) | set(start)):
             new, n = _accuracy(model, cap)
             old, n_start = _accuracy(start, cap)
-            check = promo_caps.get(cap) if isinstance(promo_caps, dict) else None
-            drop = check.get("drop") if isinstance(check, dict) else None
             rows.append(
                 {
                     "round": r["round"],
+                    "start model": start_name,
                     "capability": cap,
                     "n": n if n is not None else n_start,
-                    "start model": old,
-                    "model": new,
+                    "start accuracy": old,
+                    "accuracy": new,
                     "change": None if new is None or old is None else round(new - old, 4),
-                    "promotion": promotion_decision(promo),
-                    "drop vs compared model": drop if isinstance(drop, (int, float)) else None,
+                    "gate check": gate_check(checks.get(cap)),
+                    "promotion": promotion_decision(r["promotion"]),
                     "reasons": "; ".join(map(str, reasons)) if isinstance(reasons, list) else None,
-                    "compared to": (promo or {}).get("compared_to") if isinstance(promo, dict) else None,
                 }
             )
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "round",
-            "capability",
-            "n",
-            "start model",
-            "model",
-            "change",
-            "promotion",
-            "drop vs compared model",
-            "reasons",
-            "compared to",
-        ],
-    )
+    return pd.DataFrame(rows, columns=EVAL_COLUMNS)
 
 
 def examples(data: RoundData, k: int = 2) -> pd.DataFrame:
@@ -644,25 +682,28 @@ def plot_eval(data: RoundData) -> Figure | None:
     fig = Figure(figsize=(6.5, 3.0), layout="constrained")
     ax = fig.subplots()
     rounds = list(dict.fromkeys(table["round"]))
+    first = table[table["round"] == rounds[0]]
+    start_name = first["start model"].iloc[0]
+    start_label = f"start\n({Path(start_name).name})" if isinstance(start_name, str) else "start"
+    rejected = False
     for cap, sub in table.groupby("capability"):
-        sub = sub.set_index("round")
-        xs, ys = [], []
-        first = rounds[0]
-        if (
-            first in sub.index
-            and sub.loc[first, "start model"] is not None
-            and not pd.isna(sub.loc[first, "start model"])
-        ):
-            xs.append("start")
-            ys.append(sub.loc[first, "start model"])
-        for r in rounds:
-            if r in sub.index and sub.loc[r, "model"] is not None and not pd.isna(sub.loc[r, "model"]):
-                xs.append(r)
-                ys.append(sub.loc[r, "model"])
-        ax.plot(xs, ys, marker="o", label=cap)
+        by_round = {r["round"]: r for r in sub.to_dict("records")}
+        points = []
+        if rounds[0] in by_round and _num(by_round[rounds[0]]["start accuracy"]) is not None:
+            points.append((start_label, by_round[rounds[0]]["start accuracy"], False))
+        for rnd in rounds:
+            if rnd in by_round and _num(by_round[rnd]["accuracy"]) is not None:
+                points.append((rnd, by_round[rnd]["accuracy"], by_round[rnd]["promotion"] == "not promoted"))
+        line = ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=cap)[0]
+        bad = [p for p in points if p[2]]
+        if bad:
+            rejected = True
+            ax.scatter([p[0] for p in bad], [p[1] for p in bad], marker="X", s=90, color=line.get_color(), zorder=3)
+    if rejected:
+        ax.scatter([], [], marker="X", color="black", label="not promoted")
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="best")
     ax.set_title("Held-out accuracy across rounds")
     return fig
 
@@ -688,6 +729,7 @@ p.note { color: #616161; font-size: 0.9em; margin-top: 0.2em; }
 table { border-collapse: collapse; margin: 8px 0 16px; font-size: 0.9em; }
 th, td { border: 1px solid #e0e0e0; padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #f5f5f5; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.promotion { max-width: 420px; } .nowrap { white-space: nowrap; }
 img { max-width: 100%; display: block; margin: 8px 0; }
 .pass { color: #2e7d32; font-weight: 600; } .fail { color: #c62828; font-weight: 600; }
 .na { color: #757575; font-weight: 600; }
@@ -788,7 +830,7 @@ def _examples_html(data: RoundData, k: int) -> str:
         for r in sub.itertuples(index=False):
             rows.append(
                 "<tr>"
-                f"<td>{_esc(r.which)}<br><small>{_esc(r.candidate_id)}</small></td>"
+                f'<td class="nowrap">{_esc(r.which)}<br><small>{_esc(r.candidate_id)}</small></td>'
                 f'<td><pre class="text">{_esc(_clip(r.prompt))}</pre></td>'
                 f'<td><pre class="text">{_esc(_clip(r.response))}</pre></td>'
                 f'<td class="num">{_esc(_fmt(r.rm_score))}</td>'
@@ -808,35 +850,32 @@ def _eval_html(data: RoundData) -> str:
     table = eval_table(data)
     if table.empty:
         return '<p class="note">no round of this run has eval.json yet</p>'
-    head = (
-        "<tr><th>round</th><th>capability</th><th>n</th><th>start model</th><th>model</th><th>change</th>"
-        "<th>drop vs compared model</th><th>promotion</th></tr>"
-    )
+    head = "".join(f"<th>{_esc(c)}</th>" for c in EVAL_COLUMNS if c != "reasons")
     body = []
     for rnd, sub in table.groupby("round", sort=False):
         first = sub.iloc[0]
         decision = first["promotion"]
         cls = {"promoted": "promoted", "not promoted": "not-promoted"}.get(decision, "")
         promo = f'<span class="{cls}">{_esc(decision)}</span>'
-        if first["compared to"] is not None and not pd.isna(first["compared to"]):
-            promo += f"<br><small>compared to {_esc(first['compared to'])}</small>"
-        if first["reasons"]:
+        if isinstance(first["reasons"], str) and first["reasons"]:
             promo += "<br><small>" + _esc(first["reasons"]) + "</small>"
+        span = f' rowspan="{len(sub)}"'
         for i, r in enumerate(sub.to_dict("records")):
-            change = r["change"]
-            sign = "" if change is None or pd.isna(change) else ("+" if change > 0 else "")
+            change = _num(r["change"])
             cells = [
-                f'<td rowspan="{len(sub)}">{_esc(rnd)}</td>' if i == 0 else "",
+                f'<td{span} class="nowrap">{_esc(rnd)}</td><td{span}>{_esc(_fmt(r["start model"]))}</td>'
+                if i == 0
+                else "",
                 f"<td>{_esc(r['capability'])}</td>",
                 f'<td class="num">{_esc(_fmt(r["n"]))}</td>',
-                f'<td class="num">{_esc(_fmt(r["start model"]))}</td>',
-                f'<td class="num">{_esc(_fmt(r["model"]))}</td>',
-                f'<td class="num">{sign}{_esc(_fmt(change))}</td>',
-                f'<td class="num">{_esc(_fmt(r["drop vs compared model"]))}</td>',
-                f'<td rowspan="{len(sub)}">{promo}</td>' if i == 0 else "",
+                f'<td class="num">{_esc(_fmt(r["start accuracy"]))}</td>',
+                f'<td class="num">{_esc(_fmt(r["accuracy"]))}</td>',
+                f'<td class="num">{_esc(NO_VALUE if change is None else f"{change:+.4g}" if change else "0")}</td>',
+                f"<td>{_esc(_fmt(r['gate check']))}</td>",
+                f'<td{span} class="promotion">{promo}</td>' if i == 0 else "",
             ]
             body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def render_report(round_dir: Path | str, examples_per_capability: int = 2) -> str:
@@ -866,8 +905,8 @@ def render_report(round_dir: Path | str, examples_per_capability: int = 2) -> st
         + _table(length_table(data, previous)),
         "eval": _img(plot_eval(data), "eval accuracy across rounds")
         + _eval_html(data)
-        + "<p class=\"note\">Start model: the round's starting checkpoint (round N-1's model). Promotion: from the "
-        "round's promotion.json (— when absent).</p>",
+        + '<p class="note">Start model: the checkpoint the round started from and was compared with (the last '
+        "promoted model). Gate check and promotion: from the round's promotion.json (— when it has none).</p>",
         "examples": f'<p class="note">Per capability the {examples_per_capability} highest and lowest scored '
         "candidates (combined score).</p>" + _examples_html(data, examples_per_capability),
     }

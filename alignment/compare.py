@@ -36,7 +36,9 @@ def load_items(eval_json: Path) -> dict[str, dict]:
             continue
         try:
             rec = json.loads(line)
-            items[rec["id"]] = {"capability": rec["capability"], "correct": bool(rec["correct"])}
+            # greedy evals record `correct`; sampled ones their pass rate `score`
+            score = float(rec["score"]) if "score" in rec else float(bool(rec["correct"]))
+            items[rec["id"]] = {"capability": rec["capability"], "correct": score}
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise ValueError(f"{path}:{lineno}: not an eval item record ({e})") from e
     return items
@@ -49,7 +51,7 @@ def _z(confidence: float) -> float:
 
 
 def difference_interval(
-    new: list[bool], old: list[bool], *, paired: bool, confidence: float
+    new: list[float], old: list[float], *, paired: bool, confidence: float
 ) -> tuple[float, float, float]:
     """Accuracy difference new - old and its normal-approximation confidence interval.
 
@@ -59,7 +61,7 @@ def difference_interval(
     z = _z(confidence)
     if paired:
         n = len(new)
-        diffs = [int(a) - int(b) for a, b in zip(new, old, strict=True)]
+        diffs = [float(a) - float(b) for a, b in zip(new, old, strict=True)]
         mean = sum(diffs) / n
         var = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else 0.0
         se = math.sqrt(var / n)
@@ -81,7 +83,7 @@ def compare(
     """Compare ``new_eval`` with ``old_eval`` (paths of eval JSON files); see the module docstring.
 
     Returns ``{"regressed": [capability, ...], "capabilities": {capability: {...}}}`` where each capability has the
-    two accuracies and sizes, ``diff`` (new - old), its interval (``ci_low``, ``ci_high``, ``paired``), its
+    two accuracies (on the shared items when paired) and the suite sizes, ``diff`` (new - old), its interval (``ci_low``, ``ci_high``, ``paired``), its
     ``tolerance``, ``regressed`` and the ids that ``flipped_to_wrong`` / ``flipped_to_right``. A capability the
     old eval has and the new one lacks is a regression too (it can no longer be checked).
     """
@@ -105,8 +107,10 @@ def compare(
             new_ok = [new_items[i]["correct"] for i in shared]
             old_ok = [old_items[i]["correct"] for i in shared]
             diff, low, high = difference_interval(new_ok, old_ok, paired=True, confidence=level)
-            to_wrong = [i for i in shared if old_items[i]["correct"] and not new_items[i]["correct"]]
-            to_right = [i for i in shared if new_items[i]["correct"] and not old_items[i]["correct"]]
+            new_acc, old_acc = sum(new_ok) / len(shared), sum(old_ok) / len(shared)  # on the shared items
+            # an item flips when it crosses 0.5 (right/wrong, or a sampled pass rate)
+            to_wrong = [i for i in shared if old_items[i]["correct"] >= 0.5 > new_items[i]["correct"]]
+            to_right = [i for i in shared if new_items[i]["correct"] >= 0.5 > old_items[i]["correct"]]
         else:
             n1, n2 = new_summary[cap]["n"], old_summary[cap]["n"]
             k1 = round(new_summary[cap]["accuracy"] * n1)
@@ -114,13 +118,14 @@ def compare(
             new_ok = [True] * k1 + [False] * (n1 - k1)
             old_ok = [True] * k2 + [False] * (n2 - k2)
             diff, low, high = difference_interval(new_ok, old_ok, paired=False, confidence=level)
+            new_acc, old_acc = new_summary[cap]["accuracy"], old_summary[cap]["accuracy"]
             to_wrong = to_right = []
         dropped_too_far = -diff > tol + 1e-12
         significant = confidence is None or high < 0
         regressed = dropped_too_far and significant
         out["capabilities"][cap] = {
-            "new": new_summary[cap]["accuracy"],
-            "old": old_summary[cap]["accuracy"],
+            "new": round(new_acc, 4),
+            "old": round(old_acc, 4),
             "n_new": new_summary[cap]["n"],
             "n_old": old_summary[cap]["n"],
             "diff": round(diff, 4),

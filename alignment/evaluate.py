@@ -1,10 +1,12 @@
-"""Evaluation: greedy decoding (vLLM, or transformers where vLLM is absent) on suites in the public JSONL format, accuracy per capability.
+"""Evaluation on suites in the public JSONL format, accuracy per capability: greedy by default, sampling with pass@k
+optional; vLLM, or transformers where vLLM is absent.
 
-    alignment eval --model PATH --suite FILE.jsonl [--suite FILE.jsonl ...] --out FILE.json
+    alignment eval --model PATH --suite FILE.jsonl [--suite FILE.jsonl ...] --out FILE.json [--samples 8]
     python -m alignment.evaluate --model PATH --suite builtin --out eval.json      # the same, as a module
 
-Writes ``{"<capability>": {"accuracy": float, "n": int}}`` to ``--out`` and every item's response and verdict to
-``<out stem>.items.jsonl`` so a regression can be traced to items.
+Writes ``{"<capability>": {"accuracy": float, "n": int}}`` to ``--out`` (with ``--samples`` > 1 also ``pass@k``),
+every item's response(s) and verdict to ``<out stem>.items.jsonl`` so a regression can be traced to items, and the
+settings that produced them to ``<out stem>.settings.json``. A reply cut off at the token limit fails its item.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -49,48 +52,99 @@ def load_items(suites: list[str] | tuple[str, ...], max_items: int | None = None
     return items
 
 
-def score_responses(items: list[dict], responses: list[str]) -> tuple[dict, list[dict]]:
-    """Per-capability accuracy and per-item records for ``responses`` (one per item, same order)."""
-    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from ``n`` samples of which ``c`` passed (Chen et al., 2021): 1 - C(n-c, k) / C(n, k)."""
+    if k > n:
+        raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def k_values(samples: int) -> list[int]:
+    """The k of pass@k reported for ``samples`` samples per item: 1, powers of two below it, and itself."""
+    return sorted({1, samples, *(2**i for i in range(1, samples.bit_length()) if 2**i < samples)})
+
+
+def score_responses(
+    items: list[dict], responses: list[list[str]] | list[str], finish_reasons: list[list[str | None]] | None = None
+) -> tuple[dict, list[dict]]:
+    """Per-capability accuracy and per-item records for ``responses``: one per item (greedy), or a list of samples
+    per item. ``finish_reasons`` (same shape) lets the verifier fail a reply cut off at the token limit.
+
+    With one sample per item, ``accuracy`` is the share of items answered correctly and each record has the
+    response, ``correct`` and the verdict's ``reason``. With s > 1 samples, ``accuracy`` is the mean pass@1 over
+    items, ``pass@k`` is added for k in :func:`k_values`, and each record has ``score`` (its samples' pass rate),
+    ``correct`` (score >= 0.5) and every sample.
+    """
+    per_item = [r if isinstance(r, list) else [r] for r in responses]
+    reasons = finish_reasons or [[None] * len(r) for r in per_item]
+    samples = len(per_item[0]) if per_item else 1
+    by_cap: dict[str, list[int]] = defaultdict(list)  # passing samples per item
     records = []
-    for item, response in zip(items, responses, strict=True):
-        verdict = verify(response, item)
-        correct = bool(verdict.passed)
-        totals[item["capability"]][0] += int(correct)
-        totals[item["capability"]][1] += 1
-        records.append(
-            {
-                "id": item["id"],
-                "capability": item["capability"],
-                "response": response,
-                "correct": correct,
-                "reason": verdict.reason,
+    for item, texts, finished in zip(items, per_item, reasons, strict=True):
+        if len(texts) != samples:
+            raise ValueError(f"item {item['id']}: {len(texts)} samples, expected {samples}")
+        verdicts = [verify(t, item, fr) for t, fr in zip(texts, finished, strict=True)]
+        passed = [bool(v.passed) for v in verdicts]
+        by_cap[item["capability"]].append(sum(passed))
+        rec = {"id": item["id"], "capability": item["capability"]}
+        if samples == 1:
+            rec |= {"response": texts[0], "correct": passed[0], "reason": verdicts[0].reason}
+            rec["finish_reason"] = finished[0]
+        else:
+            score = sum(passed) / samples
+            rec |= {"score": round(score, 4), "correct": score >= 0.5}
+            rec["samples"] = [
+                {"response": t, "correct": p, "reason": v.reason, "finish_reason": fr}
+                for t, p, v, fr in zip(texts, passed, verdicts, finished, strict=True)
+            ]
+        records.append(rec)
+    summary = {}
+    for cap, counts in sorted(by_cap.items()):
+        entry: dict = {"accuracy": round(sum(c / samples for c in counts) / len(counts), 4), "n": len(counts)}
+        if samples > 1:
+            entry["samples"] = samples
+            entry["pass@k"] = {
+                str(k): round(sum(pass_at_k(samples, c, k) for c in counts) / len(counts), 4) for k in k_values(samples)
             }
-        )
-    summary = {cap: {"accuracy": round(c / n, 4), "n": n} for cap, (c, n) in sorted(totals.items())}
+        summary[cap] = entry
     return summary, records
 
 
 def evaluate(
-    model: str, items: list[dict], *, max_new_tokens: int, gen_cfg: GenerationConfig, seed: int = 0
+    model: str,
+    items: list[dict],
+    *,
+    max_new_tokens: int,
+    gen_cfg: GenerationConfig,
+    seed: int = 0,
+    samples: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
 ) -> tuple[dict, list[dict], float, str]:
-    """Greedy responses of ``model`` to ``items`` with the backend ``gen_cfg.backend`` names (its vLLM /
-    transformers settings too); returns (summary, per-item records, seconds, backend that ran)."""
+    """Responses of ``model`` to ``items`` with the backend ``gen_cfg.backend`` names (its vLLM / transformers
+    settings too): greedy by default, or ``samples`` samples per item at ``temperature`` for pass@k. Returns
+    (summary, per-item records, seconds, backend that ran)."""
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    if samples > 1 and temperature <= 0:
+        raise ValueError("several samples per item need a sampling temperature > 0 (greedy samples are identical)")
     tokenizer = load_chat_tokenizer(model)
     backend = open_backend(gen_cfg.backend, model, gen_cfg, seed=seed)
     t0 = time.time()
     outs = backend.chat(
         [it["messages"] for it in items],
-        n=1,
-        temperature=0.0,
-        top_p=1.0,
+        n=samples,
+        temperature=temperature,
+        top_p=top_p if temperature > 0 else 1.0,
         max_tokens=max_new_tokens,
         stop_ids=end_of_turn_ids(tokenizer, model),
     )
     seconds = time.time() - t0
-    summary, records = score_responses(items, [o[0].text for o in outs])
-    for rec, o in zip(records, outs, strict=True):
-        rec["finish_reason"] = o[0].finish_reason
+    summary, records = score_responses(
+        items, [[c.text for c in o] for o in outs], [[c.finish_reason for c in o] for o in outs]
+    )
     return summary, records, seconds, backend.name
 
 
@@ -113,6 +167,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=BACKENDS, default=None, help="override generation.backend")
     parser.add_argument("--max-model-len", type=int, default=None, help="override generation.vllm.max_model_len")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--samples", type=int, default=1, help="samples per item (default 1: greedy); > 1 reports pass@k too"
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=None, help="sampling temperature (default 0, or 0.8 with --samples > 1)"
+    )
+    parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling when sampling (default 0.95)")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -123,12 +184,34 @@ def run(args: argparse.Namespace) -> dict:
         gen_cfg = dataclasses.replace(gen_cfg, vllm=dataclasses.replace(gen_cfg.vllm, max_model_len=args.max_model_len))
     if args.backend:
         gen_cfg = dataclasses.replace(gen_cfg, backend=args.backend)
+    temperature = args.temperature if args.temperature is not None else (0.8 if args.samples > 1 else 0.0)
     summary, records, seconds, backend = evaluate(
-        model, items, max_new_tokens=args.max_new_tokens, gen_cfg=gen_cfg, seed=args.seed
+        model,
+        items,
+        max_new_tokens=args.max_new_tokens,
+        gen_cfg=gen_cfg,
+        seed=args.seed,
+        samples=args.samples,
+        temperature=temperature,
+        top_p=args.top_p,
     )
     out = Path(args.out)
     write_json(summary, out)
     write_jsonl(records, out.with_name(out.stem + ".items.jsonl"))
+    settings = {
+        "model": args.model,
+        "suites": list(args.suite),
+        "max_items": args.max_items,
+        "max_new_tokens": args.max_new_tokens,
+        "backend": backend,
+        "samples": args.samples,
+        "temperature": temperature,
+        "top_p": args.top_p if temperature > 0 else 1.0,
+        "seed": args.seed,
+        "seconds": round(seconds, 1),
+        "items": len(items),
+    }
+    write_json(settings, out.with_name(out.stem + ".settings.json"))  # what `alignment regress` re-runs
     log.info("evaluated %s on %d items in %.1fs with %s: %s", model, len(items), seconds, backend, summary)
     return summary
 

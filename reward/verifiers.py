@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-# Constraint type -> kind of value it takes ("int", "str", "list[str]") or None when it takes no value.
+# Constraint type -> kind of value it takes ("int", "str", "list[str]", "fraction": a number in [0, 1]) or None when
+# it takes no value. ends_cleanly: the reply ends a sentence, a list item or a code block rather than stopping
+# mid-sentence; max_repetition: at most this share of the reply's word 4-grams repeat an earlier one (runaway loops).
 CONSTRAINT_TYPES: dict[str, str | None] = {
     "max_words": "int",
     "min_words": "int",
@@ -32,6 +34,8 @@ CONSTRAINT_TYPES: dict[str, str | None] = {
     "num_bullets": "int",
     "no_commas": None,
     "json": None,
+    "ends_cleanly": None,
+    "max_repetition": "fraction",
 }
 
 _NUMBER_RE = re.compile(r"(?:(?<![\w.])-)?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
@@ -42,6 +46,9 @@ _ANSWER_PHRASE_RE = re.compile(r"(?:\banswer\s+is\b|\banswer\s*:)[\s:*]*", re.IG
 _SENTENCE_END_RE = re.compile(r"\n|[.!?;](?=\s|$)")
 _FRAC_RE = re.compile(r"\\d?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
 _FENCE_RE = re.compile(r"^```[\w+-]*[ \t]*\n?(.*?)\n?[ \t]*```$", re.DOTALL)
+_LIST_ITEM_RE = re.compile(r"^(?:[-*\u2022]|\d+[.)])\s+\S")
+_CLEAN_END_RE = re.compile(r"[.!?][\"')\]\u201d\u2019*]*$")
+REPETITION_NGRAM = 4  # as the degenerate-repetition filter
 MATH_TOLERANCE = Fraction(1, 10**6)
 TRUNCATED = "truncated (no end-of-turn)"
 """Verdict reason of a response that hit the token limit instead of ending its turn."""
@@ -73,6 +80,9 @@ def validate_constraint(c: Mapping[str, Any]) -> None:
     elif kind == "int":
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"constraint {ctype!r} needs a non-negative int value, got {value!r}")
+    elif kind == "fraction":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError(f"constraint {ctype!r} needs a number between 0 and 1, got {value!r}")
     elif kind == "str":
         if not isinstance(value, str) or not value:
             raise ValueError(f"constraint {ctype!r} needs a non-empty str value, got {value!r}")
@@ -116,7 +126,25 @@ def check_constraint(response: str, c: Mapping[str, Any]) -> bool:
         return sum(line.lstrip().startswith(("- ", "* ")) for line in response.splitlines()) == value
     if ctype == "no_commas":
         return "," not in response
+    if ctype == "ends_cleanly":
+        return ends_cleanly(response)
+    if ctype == "max_repetition":
+        from synth_data.filters import repetition_ratio
+
+        return repetition_ratio(response, REPETITION_NGRAM) <= value
     return _is_json(response)  # "json", the only type left
+
+
+def ends_cleanly(response: str) -> bool:
+    """The reply's last line ends a sentence (. ! ? or a closing quote / bracket after one), is a list item, or
+    closes a code block: not a reply that stops mid-sentence."""
+    text = response.rstrip()
+    if not text:
+        return False
+    last_line = text.splitlines()[-1].strip()
+    if _LIST_ITEM_RE.match(last_line) or text.endswith("```"):
+        return True
+    return bool(_CLEAN_END_RE.search(text))
 
 
 def extract_last_number(text: str) -> str | None:

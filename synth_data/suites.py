@@ -7,7 +7,8 @@ chat comparison: its pair of topics); a stable hash of the key / topic assigns i
 ones. Identical texts have identical keys, so no text can appear on both sides.
 
 Chat prompts have no verifier (no ``answer``, no ``constraints``): the reward model alone scores them. No chat eval
-suite is shipped. ``python -m synth_data.suites`` regenerates the shipped eval suites under ``synth_data/suites/``.
+suite is shipped; the format suite (eval only) checks that short replies end properly: within the token budget, on a
+finished sentence or list item, without runaway repetition. ``python -m synth_data.suites`` regenerates the shipped eval suites under ``synth_data/suites/``.
 """
 
 from __future__ import annotations
@@ -270,11 +271,15 @@ def _compatible(types: list[str], forbidden: frozenset[str]) -> bool:
     return not (chosen & forbidden) and not any(pair <= chosen for pair in INCOMPATIBLE)
 
 
+# Every constraint type but the format suite's (a clean ending and no repetition are asked of every reply there).
+INSTRUCTION_CONSTRAINT_TYPES = [t for t in CONSTRAINT_TYPES if t not in ("ends_cleanly", "max_repetition")]
+
+
 def make_instruction_items_with_topic(n: int, seed: int, split: str) -> list[tuple[dict, str]]:
     """Instruction items paired with their topic; see :func:`make_instruction_items`."""
     _check_split(split, n)
     rng = random.Random(f"{split}:{seed}:instruction")
-    order = list(CONSTRAINT_TYPES)
+    order = list(INSTRUCTION_CONSTRAINT_TYPES)
     rng.shuffle(order)
 
     def make(i: int) -> tuple[str, str, tuple[dict, str]] | None:
@@ -419,6 +424,52 @@ def chat_prompt_count(split: str) -> int:
     return len(texts)
 
 
+# -------------------------------------------------------------------------------------- format / termination
+
+# Short requests whose replies should end properly: within the token budget (the verifier's termination check), on
+# a finished sentence, list item or code block, and without runaway repetition. Subjects are the chat subjects, with
+# the chat split's keys, so a format eval item never shares its subject with a training chat prompt.
+FORMAT_TEMPLATES: list[tuple[str, str]] = [
+    ("Give a one-sentence definition of {x}.", "idea"),
+    ("In two sentences, explain why {x} matters.", "idea"),
+    ("List three facts about {x}, one per line.", "mechanism"),
+    ("In one short paragraph, describe how {x} works.", "mechanism"),
+    ("Give two quick tips to {x}.", "activity"),
+    ("Name three things {x} does on a typical day, as a short list.", "profession"),
+    ("In three sentences, tell a tiny story about {x}.", "story"),
+    ("Write one encouraging sentence for someone who is {x}.", "situation"),
+    ("What is the most common mistake people make when {x}? Answer in two sentences.", "situation"),
+    ("Give a one-line summary of {x}.", "idea"),
+    ("What is one surprising thing about {x}? Answer briefly.", "mechanism"),
+    ("List the first three steps to {x}.", "activity"),
+    ("In one sentence, what does {x} need most at work?", "profession"),
+    ("Suggest a title for a story about {x}, then explain it in one sentence.", "story"),
+    ("Describe {x} to a child in two short sentences.", "idea"),
+    ("Why might someone want to {x}? Give two reasons as a short list.", "activity"),
+]
+FORMAT_CONSTRAINTS = [{"type": "ends_cleanly"}, {"type": "max_repetition", "value": 0.2}]
+
+
+def make_format_items(n: int, seed: int, split: str) -> list[dict]:
+    """``n`` distinct short requests checked for termination, a clean ending and no runaway repetition."""
+    _check_split(split, n)
+    rng = random.Random(f"{split}:{seed}:format")
+
+    def make(i: int) -> tuple[str, str, dict]:
+        template, kind = rng.choice(FORMAT_TEMPLATES)
+        x = rng.choice(CHAT_SUBJECTS[kind])
+        text = template.format(x=x)
+        item = {
+            "id": f"format-{split}-{seed}-{i}",
+            "capability": "format",
+            "messages": [{"role": "user", "content": text}],
+            "constraints": [dict(c) for c in FORMAT_CONSTRAINTS],
+        }
+        return f"chat:{x}", text, item
+
+    return _fill(n, split, make)
+
+
 # ---------------------------------------------------------------------------------------- entry points
 
 GENERATORS: dict[str, Callable[[int, int, str], list[dict]]] = {
@@ -438,15 +489,22 @@ def builtin_train_prompts(counts: Mapping[str, int], seed: int) -> list[dict]:
 
 def builtin_eval_suite_paths() -> list[Path]:
     """Paths of the shipped eval suites (JSONL, public format)."""
-    return [SUITES_DIR / "math_eval.jsonl", SUITES_DIR / "instruction_eval.jsonl"]
+    return [SUITES_DIR / f"{cap}_eval.jsonl" for cap in EVAL_GENERATORS]
+
+
+# Capability -> generator of its held-out suite (format is eval-only: no training prompts are drawn from it).
+EVAL_GENERATORS: dict[str, Callable[[int, int, str], list[dict]]] = {
+    "math": make_math_items,
+    "instruction": make_instruction_items,
+    "format": make_format_items,
+}
 
 
 def make_builtin_eval_suites() -> dict[Path, list[dict]]:
     """The shipped eval suites as regenerated from the generators (seed 0, split "eval")."""
-    math_path, instruction_path = builtin_eval_suite_paths()
     return {
-        math_path: make_math_items(EVAL_SIZE, EVAL_SEED, "eval"),
-        instruction_path: make_instruction_items(EVAL_SIZE, EVAL_SEED, "eval"),
+        path: make(EVAL_SIZE, EVAL_SEED, "eval")
+        for path, make in zip(builtin_eval_suite_paths(), EVAL_GENERATORS.values(), strict=True)
     }
 
 

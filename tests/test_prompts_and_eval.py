@@ -151,3 +151,25 @@ def test_end_of_turn_ids_come_from_tokenizer_and_generation_config(tiny_model_di
     assert end_of_turn_ids(tok, folder) == [tok.eos_token_id]
     GenerationConfig(eos_token_id=[tok.eos_token_id, 7]).save_pretrained(folder)  # a second terminator
     assert end_of_turn_ids(tok, folder) == [tok.eos_token_id, 7]
+
+
+def test_pass_at_k_and_sampled_scoring():
+    from alignment.evaluate import k_values, pass_at_k
+
+    assert pass_at_k(4, 0, 1) == 0.0 and pass_at_k(4, 4, 1) == 1.0
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25) and pass_at_k(4, 1, 2) == pytest.approx(0.5)
+    assert pass_at_k(4, 3, 2) == 1.0  # any 2 of 4 samples include a pass
+    assert k_values(1) == [1] and k_values(8) == [1, 2, 4, 8] and k_values(5) == [1, 2, 4, 5]
+    items = [
+        {"id": "a", "capability": "math", "messages": [{"role": "user", "content": "6*7?"}], "answer": "42"},
+        {"id": "b", "capability": "math", "messages": [{"role": "user", "content": "2+2?"}], "answer": "4"},
+    ]
+    summary, records = score_responses(
+        items,
+        [["It is 42.", "41", "It is 42.", "40"], ["5", "3", "4 is the answer.", "6"]],
+        [["stop", "stop", "length", "stop"], ["stop"] * 4],  # a cut-off reply fails even with the right number
+    )
+    assert summary["math"]["accuracy"] == pytest.approx((1 / 4 + 1 / 4) / 2)
+    assert summary["math"]["pass@k"] == {"1": 0.25, "2": 0.5, "4": 1.0}
+    assert records[0]["score"] == 0.25 and records[0]["correct"] is False
+    assert [s["correct"] for s in records[0]["samples"]] == [True, False, False, False]

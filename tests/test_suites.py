@@ -8,9 +8,13 @@ import pytest
 from reward.verifiers import CONSTRAINT_TYPES, verify
 from synth_data.suite_format import SuiteFormatError, load_suite, write_suite
 from synth_data.suites import (
+    INSTRUCTION_CONSTRAINT_TYPES,
     builtin_eval_suite_paths,
     builtin_train_prompts,
+    chat_prompt_count,
     make_builtin_eval_suites,
+    make_chat_items,
+    make_format_items,
     make_instruction_items,
     make_math_items,
     prompt_text_key,
@@ -120,7 +124,8 @@ def test_generated_items_are_valid(tmp_path: Path) -> None:
 def test_every_constraint_type_appears() -> None:
     for seed in range(5):
         items = make_instruction_items(30, seed, "train")
-        assert {c["type"] for i in items for c in i["constraints"]} == set(CONSTRAINT_TYPES)
+        assert {c["type"] for i in items for c in i["constraints"]} == set(INSTRUCTION_CONSTRAINT_TYPES)
+    assert set(CONSTRAINT_TYPES) - set(INSTRUCTION_CONSTRAINT_TYPES) == {"ends_cleanly", "max_repetition"}
 
 
 def test_no_contradictory_constraints() -> None:
@@ -150,13 +155,23 @@ def test_prompt_text_key_normalises() -> None:
 
 def test_shipped_eval_suites_match_regeneration() -> None:
     paths = builtin_eval_suite_paths()
-    assert [p.name for p in paths] == ["math_eval.jsonl", "instruction_eval.jsonl"]
+    assert [p.name for p in paths] == ["math_eval.jsonl", "instruction_eval.jsonl", "format_eval.jsonl"]
     regenerated = make_builtin_eval_suites()
     for path in paths:
         items = load_suite(path)
         assert len(items) == 60
         assert items == regenerated[path]
         assert all(i["id"].split("-")[1] == "eval" for i in items)
+
+
+def test_format_suite_asks_for_a_clean_ending_on_eval_side_subjects() -> None:
+    items = make_format_items(60, 0, "eval")
+    assert {tuple(c["type"] for c in i["constraints"]) for i in items} == {("ends_cleanly", "max_repetition")}
+    chat_train = {prompt_text_key(i) for i in make_chat_items(chat_prompt_count("train"), 0, "train")}
+    assert not {prompt_text_key(i) for i in items} & chat_train
+    good = "Tea is a drink made from leaves. People enjoy it hot."
+    assert verify(good, items[0], "stop").passed and not verify(good, items[0], "length").passed
+    assert not verify("Tea is a drink made from", items[0], "stop").passed
 
 
 def test_builtin_train_prompts() -> None:

@@ -29,11 +29,29 @@ CASES = [
     ({"type": "num_bullets", "value": 2}, "Intro\n- a\n  * b\n-c", "- a\n- b\n- c"),
     ({"type": "no_commas"}, "No commas here.", "One, two."),
     ({"type": "json"}, '{"a": [1, 2]}', '{"a": 1,}'),
+    ({"type": "ends_cleanly"}, "Two items:\n- tea\n- coffee", "It works because the"),
+    ({"type": "max_repetition", "value": 0.2}, "A short, varied reply.", "go on and on " * 6),
 ]
 
 
 def test_cases_cover_every_type() -> None:
     assert sorted(c["type"] for c, _, _ in CASES) == sorted(CONSTRAINT_TYPES)
+
+
+@pytest.mark.parametrize(
+    ("text", "clean"),
+    [("Done.", True), ('He said "hi."', True), ("**Done.**", True), ("1. first", True), ("```\nx\n```", True)]
+    + [("and then the", False), ("", False), ("Hello", False)],
+)
+def test_ends_cleanly(text: str, clean: bool) -> None:
+    from reward.verifiers import ends_cleanly
+
+    assert ends_cleanly(text) is clean
+
+
+def test_fraction_values_are_checked() -> None:
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        validate_constraint({"type": "max_repetition", "value": 2})
 
 
 @pytest.mark.parametrize(("constraint", "good", "bad"), CASES, ids=[c["type"] for c, _, _ in CASES])

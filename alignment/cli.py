@@ -3,6 +3,7 @@
 alignment round N [--config configs/default.yaml] [--force STAGE] [key.path=value ...]   run (or finish) round N
 alignment status [--output-dir runs]                                     runs, rounds, stage states, models
 alignment eval --model PATH --suite FILE.jsonl [--suite ...] --out FILE.json
+alignment regress --model PATH --baseline FILE.json [--tolerance 0.05]         fail (exit 1) on a regression
 alignment average --models A B [...] --out DIR [--weights W ...]          average checkpoints
 alignment prepare-model                                                  convert the embedded model once
 """
@@ -14,7 +15,7 @@ import logging
 import os
 import sys
 
-from alignment import average, evaluate
+from alignment import average, evaluate, regress
 
 
 def _round(args: argparse.Namespace) -> None:
@@ -88,6 +89,10 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("eval", help="score a model on suites in the public JSONL format")
     evaluate.add_arguments(p)
     p.set_defaults(func=evaluate.run)
+
+    p = sub.add_parser("regress", help="evaluate a model with a baseline's settings; exit 1 if a capability regressed")
+    regress.add_arguments(p)
+    p.set_defaults(func=regress.run)
 
     p = sub.add_parser("average", help="uniform or weighted average of checkpoints of the same architecture")
     average.add_arguments(p)

@@ -176,44 +176,81 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling when sampling (default 0.95)")
 
 
-def run(args: argparse.Namespace) -> dict:
-    items = load_items(args.suite, args.max_items)
-    model = resolve_model(args.model)
-    gen_cfg = load_config(args.config).generation if args.config else GenerationConfig()
-    if args.max_model_len:
-        gen_cfg = dataclasses.replace(gen_cfg, vllm=dataclasses.replace(gen_cfg.vllm, max_model_len=args.max_model_len))
-    if args.backend:
-        gen_cfg = dataclasses.replace(gen_cfg, backend=args.backend)
-    temperature = args.temperature if args.temperature is not None else (0.8 if args.samples > 1 else 0.0)
-    summary, records, seconds, backend = evaluate(
+def run_eval(
+    model_spec: str,
+    suites: list[str] | tuple[str, ...],
+    out: Path,
+    *,
+    max_items: int | None = None,
+    max_new_tokens: int = 256,
+    config: str | None = None,
+    backend: str | None = None,
+    max_model_len: int | None = None,
+    seed: int = 0,
+    samples: int = 1,
+    temperature: float | None = None,
+    top_p: float = 0.95,
+) -> dict:
+    """Evaluate ``model_spec`` on ``suites``; write the summary to ``out``, the items and the settings beside it.
+
+    ``temperature`` None means greedy for one sample and 0.8 for several. Returns the summary.
+    """
+    items = load_items(suites, max_items)
+    model = resolve_model(model_spec)
+    gen_cfg = load_config(config).generation if config else GenerationConfig()
+    if max_model_len:
+        gen_cfg = dataclasses.replace(gen_cfg, vllm=dataclasses.replace(gen_cfg.vllm, max_model_len=max_model_len))
+    if backend:
+        gen_cfg = dataclasses.replace(gen_cfg, backend=backend)
+    if temperature is None:
+        temperature = 0.8 if samples > 1 else 0.0
+    summary, records, seconds, ran = evaluate(
         model,
         items,
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=max_new_tokens,
         gen_cfg=gen_cfg,
-        seed=args.seed,
-        samples=args.samples,
+        seed=seed,
+        samples=samples,
         temperature=temperature,
-        top_p=args.top_p,
+        top_p=top_p,
     )
-    out = Path(args.out)
+    out = Path(out)
     write_json(summary, out)
     write_jsonl(records, out.with_name(out.stem + ".items.jsonl"))
     settings = {
-        "model": args.model,
-        "suites": list(args.suite),
-        "max_items": args.max_items,
-        "max_new_tokens": args.max_new_tokens,
-        "backend": backend,
-        "samples": args.samples,
+        "model": model_spec,
+        "suites": list(suites),
+        "max_items": max_items,
+        "max_new_tokens": max_new_tokens,
+        "backend": ran,
+        "samples": samples,
         "temperature": temperature,
-        "top_p": args.top_p if temperature > 0 else 1.0,
-        "seed": args.seed,
+        "top_p": top_p if temperature > 0 else 1.0,
+        "seed": seed,
         "seconds": round(seconds, 1),
         "items": len(items),
     }
     write_json(settings, out.with_name(out.stem + ".settings.json"))  # what `alignment regress` re-runs
-    log.info("evaluated %s on %d items in %.1fs with %s: %s", model, len(items), seconds, backend, summary)
+    log.info("evaluated %s on %d items in %.1fs with %s: %s", model, len(items), seconds, ran, summary)
     return summary
+
+
+def run(args: argparse.Namespace) -> dict:
+    """``alignment eval``."""
+    return run_eval(
+        args.model,
+        args.suite,
+        Path(args.out),
+        max_items=args.max_items,
+        max_new_tokens=args.max_new_tokens,
+        config=args.config,
+        backend=args.backend,
+        max_model_len=args.max_model_len,
+        seed=args.seed,
+        samples=args.samples,
+        temperature=args.temperature,
+        top_p=args.top_p,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,6 @@
 """Benchmark a whole round: wall time per stage and peak memory of the whole process tree.
 
-    python benchmarks/bench_round.py [--round 1] [--config configs/default.yaml] [key=value ...]
+    python benchmarks/bench_round.py [--round 1] [--config configs/default.yaml] [--out FILE] [key=value ...]
 
 Runs `alignment round N` into a fresh output folder (so nothing is skipped), samples the summed RSS of the runner
 and every process it starts (vLLM's engine and worker processes included) every 0.2 s from /proc, and writes
@@ -48,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--round", type=int, default=1)
     parser.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
+    parser.add_argument("--out", default=None, help="result JSON (default benchmarks/results/round-<date>.json)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
 
@@ -93,7 +94,7 @@ def main() -> None:
         "eval": manifest["eval"],
         "targets": {"wall_s": 600, "peak_rss_gib": 8},
     }
-    dest = ROOT / "benchmarks" / "results" / f"round-{time.strftime('%Y-%m-%d')}.json"
+    dest = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"round-{time.strftime('%Y-%m-%d')}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("wall_s", "peak_rss_gib", "stage_s")}, indent=2))

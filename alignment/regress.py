@@ -1,0 +1,169 @@
+"""Regression check of a model against a stored baseline eval: the CI job that fails when a checkpoint got worse.
+
+    alignment regress --model PATH --baseline benchmarks/baselines/embedded.json [--tolerance 0.05]
+    make regress MODEL=PATH BASELINE=FILE
+
+The baseline is an ``alignment eval`` output (``X.json`` with ``X.items.jsonl`` and ``X.settings.json`` beside it).
+The model is evaluated with the baseline's settings (suites, items, max new tokens, decoding, backend) and compared
+item by item (:mod:`alignment.compare`). A capability fails when its accuracy dropped by more than its tolerance and
+the drop is significant at ``--confidence`` (the paired interval lies below zero), so a 60-item suite's noise does
+not fail the job. The exit code is 1 when a capability regressed, after a table of what dropped, by how much, and
+which items flipped; 0 otherwise. Bad input (missing baseline, settings file) exits 2 with the file named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from alignment.compare import compare, items_path
+from alignment.evaluate import run_eval
+from alignment.records import read_json, write_json
+
+log = logging.getLogger(__name__)
+SHOW_FLIPS = 8  # flipped items listed per regressed capability
+
+
+def settings_path(eval_json: Path) -> Path:
+    return eval_json.with_name(f"{eval_json.stem}.settings.json")
+
+
+def parse_tolerances(values: list[str]) -> dict[str, float]:
+    """``["math=0.02", "format=0.1"]`` -> ``{"math": 0.02, "format": 0.1}``; a malformed entry is a ValueError."""
+    out = {}
+    for v in values:
+        cap, sep, num = v.partition("=")
+        try:
+            if not sep or not cap:
+                raise ValueError
+            out[cap] = float(num)
+        except ValueError:
+            raise ValueError(f"--tolerance-for expects CAPABILITY=NUMBER, got {v!r}") from None
+    return out
+
+
+def format_table(result: dict, new_items: dict[str, dict]) -> str:
+    """The comparison as a text table, then the flipped items of each regressed capability."""
+    level = result["confidence"] or 0.95
+    cols = ("capability", "baseline", "model", "diff", f"{level:.0%} CI", "tolerance", "right->wrong", "wrong->right")
+    cols = (*cols, "status")
+    rows = []
+    for cap, r in result["capabilities"].items():
+        if "missing_in" in r:
+            status = "REGRESSED" if r["regressed"] else "ok"
+            rows.append((cap, "-", "-", "-", f"missing from the {r['missing_in']} eval", "-", "-", "-", status))
+            continue
+        rows.append(
+            (
+                cap,
+                f"{r['old']:.3f}",
+                f"{r['new']:.3f}",
+                f"{r['diff']:+.3f}",
+                f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]" + ("" if r["paired"] else " unpaired"),
+                f"{r['tolerance']:.3f}",
+                str(len(r["flipped_to_wrong"])),
+                str(len(r["flipped_to_right"])),
+                "REGRESSED" if r["regressed"] else "ok",
+            )
+        )
+    widths = [max(len(str(x)) for x in col) for col in zip(cols, *rows, strict=True)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip() for row in [cols, *rows]]
+    for cap in result["regressed"]:
+        flips = result["capabilities"][cap].get("flipped_to_wrong", [])
+        if flips:
+            lines.append(f"\n{cap}: {len(flips)} items right in the baseline, wrong now:")
+            for item_id in flips[:SHOW_FLIPS]:
+                rec = new_items.get(item_id, {})
+                text = " ".join(str(rec.get("response", "")).split())
+                lines.append(f"  {item_id}: {rec.get('reason', '')}: {text[:100]!r}")
+            if len(flips) > SHOW_FLIPS:
+                lines.append(f"  ... and {len(flips) - SHOW_FLIPS} more (see the items file)")
+    return "\n".join(lines)
+
+
+def _read_records(path: Path) -> dict[str, dict]:
+    if not path.is_file():
+        return {}
+    return {r["id"]: r for r in map(json.loads, filter(str.strip, path.read_text().splitlines()))}
+
+
+def regress(
+    model: str,
+    baseline: Path,
+    out: Path,
+    *,
+    tolerance: float = 0.05,
+    tolerances: dict[str, float] | None = None,
+    confidence: float | None = 0.95,
+    max_items: int | None = None,
+) -> dict:
+    """Evaluate ``model`` with ``baseline``'s settings into ``out`` and compare; returns :func:`compare`'s result
+    (also written to ``out/regress.json``)."""
+    baseline = Path(baseline)
+    if not baseline.is_file():
+        raise FileNotFoundError(f"baseline {baseline} not found (make one with `alignment eval --out {baseline}`)")
+    if not settings_path(baseline).is_file():
+        raise FileNotFoundError(
+            f"{settings_path(baseline)} not found: the baseline's eval settings (written by `alignment eval` beside "
+            "its output) are needed to evaluate the model the same way"
+        )
+    if not items_path(baseline).is_file():
+        raise FileNotFoundError(f"{items_path(baseline)} not found: the baseline's per-item results are needed")
+    s = read_json(settings_path(baseline))
+    eval_json = Path(out) / "eval.json"
+    run_eval(
+        model,
+        s["suites"],
+        eval_json,
+        max_items=max_items if max_items is not None else s["max_items"],
+        max_new_tokens=s["max_new_tokens"],
+        backend=s["backend"],
+        seed=s["seed"],
+        samples=s["samples"],
+        temperature=s["temperature"],
+        top_p=s["top_p"],
+    )
+    result = compare(eval_json, baseline, tolerance=tolerance, tolerances=tolerances, confidence=confidence)
+    result |= {"model": model, "baseline": str(baseline), "tolerance": tolerance}
+    write_json(result, Path(out) / "regress.json")
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="HF model folder, or 'embedded'")
+    parser.add_argument("--baseline", required=True, help="an `alignment eval` output JSON (items + settings beside)")
+    parser.add_argument("--out", default=None, help="where the model's eval goes (default: runs/regress/<model name>)")
+    parser.add_argument("--tolerance", type=float, default=0.05, help="largest accepted drop in accuracy (0.05)")
+    parser.add_argument(
+        "--tolerance-for", action="append", default=[], metavar="CAP=NUM", help="a capability's own tolerance"
+    )
+    parser.add_argument(
+        "--confidence",
+        type=float,
+        default=0.95,
+        help="a drop must also be significant at this level (paired interval below zero); 0 = the point drop alone",
+    )
+    parser.add_argument("--max-items", type=int, default=None, help="only the first N items of each suite")
+
+
+def run(args: argparse.Namespace) -> None:
+    """``alignment regress``: exits 1 when a capability regressed."""
+    out = Path(args.out) if args.out else Path("runs") / "regress" / Path(args.model).name
+    result = regress(
+        args.model,
+        Path(args.baseline),
+        out,
+        tolerance=args.tolerance,
+        tolerances=parse_tolerances(args.tolerance_for),
+        confidence=args.confidence or None,
+        max_items=args.max_items,
+    )
+    print(f"model {args.model} against baseline {args.baseline} (eval in {out}):")
+    print(format_table(result, _read_records(items_path(out / "eval.json"))))
+    if result["regressed"]:
+        print(f"\nFAILED: {', '.join(result['regressed'])} regressed beyond tolerance", file=sys.stderr)
+        sys.exit(1)
+    print("\nOK: no capability regressed beyond its tolerance")

@@ -46,6 +46,8 @@ def test_two_real_rounds_on_the_embedded_model(e2e_run, tmp_path):
             "sft",
             "dpo",
             "eval",
+            "gate",
+            "report",
         }
         assert manifest["libraries"]["transformers"] and manifest["code_version"]
         assert manifest["counts"]["prompts"]["drawn"] == {"chat": 2, "instruction": 3, "math": 3}

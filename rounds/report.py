@@ -73,8 +73,8 @@ class RoundData:
     def capabilities(self) -> list[str]:
         """Every capability seen in the round's prompts or scored candidates, sorted."""
         caps = set(self.scores["capability"])
-        if self.prompts is not None:
-            caps |= set(self.prompts["capability"])
+        if self.prompts is not None and "capability" in self.prompts.columns:
+            caps |= set(self.prompts["capability"].astype(str))
         return sorted(caps)
 
 
@@ -211,6 +211,14 @@ def summary(data: RoundData) -> pd.DataFrame:
     gen = stages.get("generate", {}).get("metrics", {})
     if gen.get("backend"):
         add("generation", f"{gen['backend']}, {gen.get('tokens_per_s', '?')} tokens/s")
+    if data.eval is not None:
+        ev_model, ev_start = data.eval.get("model"), data.eval.get("start")
+        for cap in sorted(ev_model) if isinstance(ev_model, dict) else []:
+            new, old = _accuracy(ev_model, cap)[0], _accuracy(ev_start, cap)[0]
+            if new is not None:
+                add(f"eval {cap}", f"{new:.3f}" + (f" (start {old:.3f}, {new - old:+.3f})" if old is not None else ""))
+    if data.promotion is not None:
+        add("promotion", promotion_decision(data.promotion))
     add("round wall time (s)", (data.manifest or {}).get("wall_s"))
     return pd.DataFrame(rows, columns=["what", "value"])
 

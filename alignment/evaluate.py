@@ -153,8 +153,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--suite",
         action="append",
-        required=True,
+        default=None,
         help="suite JSONL in the public format ('builtin' = shipped held-out suites); repeatable",
+    )
+    parser.add_argument(
+        "--lm-eval-tasks",
+        default=None,
+        metavar="TASKS",
+        help="instead of --suite: lm-evaluation-harness tasks, e.g. gsm8k,ifeval,builtin (data from the local HF "
+        "datasets cache; nothing is downloaded)",
     )
     parser.add_argument("--out", required=True, help="output JSON: {capability: {accuracy, n}}")
     parser.add_argument("--max-new-tokens", type=int, default=256)
@@ -236,7 +243,25 @@ def run_eval(
 
 
 def run(args: argparse.Namespace) -> dict:
-    """``alignment eval``."""
+    """``alignment eval``: the suites, or lm-eval tasks with ``--lm-eval-tasks``."""
+    if args.lm_eval_tasks:
+        if args.suite:
+            raise ValueError(
+                "give either --suite or --lm-eval-tasks (the built-in suites are the lm-eval task 'builtin')"
+            )
+        from alignment.harness import lm_eval_task_list, run_lm_eval_tasks
+
+        return run_lm_eval_tasks(
+            resolve_model(args.model),
+            lm_eval_task_list(args.lm_eval_tasks),
+            Path(args.out),
+            backend="vllm" if args.backend == "vllm" else "hf",
+            limit=args.max_items,
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed,
+        )
+    if not args.suite:
+        raise ValueError("alignment eval needs --suite FILE (or 'builtin') or --lm-eval-tasks TASKS")
     return run_eval(
         args.model,
         args.suite,

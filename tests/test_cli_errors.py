@@ -51,3 +51,12 @@ def test_unknown_forced_stage_is_one_clear_line_and_status_runs(tmp_path):
     assert not (tmp_path / "runs").exists()
     proc = run_cli("status", "--output-dir", str(tmp_path / "runs"), cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip() == "no runs found"
+
+
+def test_eval_with_lm_eval_tasks_whose_data_is_not_cached_says_what_is_missing(tiny_model_dir, tmp_path):
+    proc = run_cli("eval", "--model", tiny_model_dir, "--lm-eval-tasks", "gsm8k", "--out", "x.json", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "gsm8k: needs HF dataset openai/gsm8k" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x.json").exists()
+    proc = run_cli("eval", "--model", tiny_model_dir, "--out", "x.json", cwd=tmp_path)
+    assert proc.returncode == 2 and "needs --suite FILE (or 'builtin') or --lm-eval-tasks" in proc.stderr

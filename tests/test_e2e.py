@@ -64,7 +64,7 @@ def test_two_real_rounds_on_the_embedded_model(e2e_run, tmp_path):
         }
         ev = json.loads((rd / "eval.json").read_text())
         for side in ("model", "start"):
-            assert set(ev[side]) == {"math", "instruction"}
+            assert set(ev[side]) == {"math", "instruction", "format"}
             assert all(v["n"] == 4 and 0.0 <= v["accuracy"] <= 1.0 for v in ev[side].values())
         cands = pq.read_table(rd / "candidates.parquet").to_pylist()
         assert len(cands) == n and {c["finish_reason"] for c in cands} <= {"stop", "length"}
@@ -137,4 +137,4 @@ def test_round_with_the_transformers_backend_and_a_teacher(tmp_path):
     for c in cands:
         expected = "Solve it step by step." if prompts[c["prompt_id"]]["capability"] == "math" else None
         assert c["system_prompt"] == expected and c["num_tokens"] <= 56
-    assert set(json.loads((rd / "eval.json").read_text())["model"]) == {"math", "instruction"}
+    assert set(json.loads((rd / "eval.json").read_text())["model"]) == {"math", "instruction", "format"}

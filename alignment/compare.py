@@ -2,8 +2,8 @@
 
 Both sides are ``alignment eval`` outputs: ``X.json`` (``{capability: {"accuracy", "n"}}``) with its per-item records
 ``X.items.jsonl`` beside it. Items are matched by id, so the difference in accuracy gets a paired confidence interval
-(the same items answered by both models vary far less than two independent samples would), and the items that
-flipped are listed. Without item files (or with no shared ids) the interval is the unpaired one of two proportions.
+(the same items answered by both models vary far less than two independent samples would; only the items that
+flipped carry information), and the items that flipped are listed. Without item files (or with no shared ids) the interval is the unpaired one of two proportions.
 
 A capability *regresses* when its accuracy dropped by more than its tolerance and, with a ``confidence``, the drop is
 significant: the upper end of the interval of new minus old is below zero.
@@ -53,23 +53,33 @@ def _z(confidence: float) -> float:
 def difference_interval(
     new: list[float], old: list[float], *, paired: bool, confidence: float
 ) -> tuple[float, float, float]:
-    """Accuracy difference new - old and its normal-approximation confidence interval.
+    """Accuracy difference new - old and its confidence interval, clipped to [-1, 1].
 
-    Paired (``new[i]`` and ``old[i]`` are the same item): the mean of the per-item differences with its standard
-    error. Unpaired: the difference of two proportions with the standard error of both.
+    Paired right/wrong items (``new[i]`` and ``old[i]`` are the same item): the Bonett-Price adjusted Wald interval
+    on the discordant items (those that flipped), which keeps a sensible width on small suites and when nothing
+    flipped. Paired pass rates (sampled evals): the mean per-item difference with its standard error. Unpaired: the
+    Agresti-Caffo interval of two proportions (one success and one failure added to each side).
     """
     z = _z(confidence)
-    if paired:
-        n = len(new)
+    n = len(new)
+    if paired and all(v in (0.0, 1.0) for v in [*new, *old]):
+        to_right = sum(1 for a, b in zip(new, old, strict=True) if a > b)
+        to_wrong = sum(1 for a, b in zip(new, old, strict=True) if a < b)
+        diff = (to_right - to_wrong) / n
+        p_right, p_wrong = (to_right + 1) / (n + 2), (to_wrong + 1) / (n + 2)
+        center = p_right - p_wrong
+        se = math.sqrt(max(p_right + p_wrong - center**2, 0.0) / (n + 2))
+    elif paired:
         diffs = [float(a) - float(b) for a, b in zip(new, old, strict=True)]
-        mean = sum(diffs) / n
-        var = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else 0.0
+        diff = center = sum(diffs) / n
+        var = sum((d - diff) ** 2 for d in diffs) / (n - 1) if n > 1 else 0.0
         se = math.sqrt(var / n)
     else:
-        p1, p2 = sum(new) / len(new), sum(old) / len(old)
-        mean = p1 - p2
-        se = math.sqrt(p1 * (1 - p1) / len(new) + p2 * (1 - p2) / len(old))
-    return mean, mean - z * se, mean + z * se
+        diff = sum(new) / len(new) - sum(old) / len(old)
+        p1, p2 = (sum(new) + 1) / (len(new) + 2), (sum(old) + 1) / (len(old) + 2)
+        center = p1 - p2
+        se = math.sqrt(p1 * (1 - p1) / (len(new) + 2) + p2 * (1 - p2) / (len(old) + 2))
+    return diff, max(-1.0, center - z * se), min(1.0, center + z * se)
 
 
 def compare(

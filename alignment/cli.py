@@ -2,8 +2,9 @@
 
 alignment round N [--config configs/default.yaml] [--force STAGE] [key.path=value ...]   run (or finish) round N
 alignment status [--output-dir runs]                                     runs, rounds, stage states, models
-alignment eval --model PATH --suite FILE.jsonl [--suite ...] --out FILE.json
-alignment regress --model PATH --baseline FILE.json [--tolerance 0.05]         fail (exit 1) on a regression
+alignment eval --model PATH --suite FILE.jsonl [--suite ...] --out FILE.json   (or --lm-eval-tasks gsm8k,builtin)
+alignment regress --model PATH --baseline FILE.json [--tolerance 0.05]   fail (exit 1) on a regression
+alignment report ROUND_DIR                                               write ROUND_DIR/report.html
 alignment average --models A B [...] --out DIR [--weights W ...]          average checkpoints
 alignment prepare-model                                                  convert the embedded model once
 """

@@ -25,23 +25,38 @@ def items_path(eval_json: Path) -> Path:
     return eval_json.with_name(f"{eval_json.stem}.items.jsonl")
 
 
-def load_items(eval_json: Path) -> dict[str, dict]:
-    """Per-item records of an eval by id ({} when the file is absent). A malformed line names the file and line."""
+def read_item_records(eval_json: Path) -> dict[str, dict]:
+    """An eval's per-item records by id, as written ({} when the file is absent); a malformed line names the file
+    and line."""
     path = items_path(eval_json)
     if not path.is_file():
         return {}
-    items = {}
+    records = {}
     for lineno, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-            # greedy evals record `correct`; sampled ones their pass rate `score`
-            score = float(rec["score"]) if "score" in rec else float(bool(rec["correct"]))
-            items[rec["id"]] = {"capability": rec["capability"], "correct": score}
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            if not isinstance(rec, dict) or not {"id", "capability"} <= rec.keys():
+                raise KeyError("id and capability")
+            if "score" not in rec and "correct" not in rec:
+                raise KeyError("correct or score")
+        except (json.JSONDecodeError, KeyError) as e:
             raise ValueError(f"{path}:{lineno}: not an eval item record ({e})") from e
-    return items
+        records[rec["id"]] = rec
+    return records
+
+
+def load_items(eval_json: Path) -> dict[str, dict]:
+    """Per item id: its capability and its score in [0, 1] (greedy evals record ``correct``, sampled ones their
+    pass rate ``score``)."""
+    return {
+        i: {
+            "capability": r["capability"],
+            "correct": float(r["score"]) if "score" in r else float(bool(r["correct"])),
+        }
+        for i, r in read_item_records(eval_json).items()
+    }
 
 
 def _z(confidence: float) -> float:

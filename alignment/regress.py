@@ -14,12 +14,11 @@ which items flipped; 0 otherwise. Bad input (missing baseline, settings file) ex
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
-from alignment.compare import compare, items_path
+from alignment.compare import compare, items_path, read_item_records
 from alignment.evaluate import run_eval
 from alignment.records import read_json, write_json
 
@@ -82,12 +81,6 @@ def format_table(result: dict, new_items: dict[str, dict]) -> str:
             if len(flips) > SHOW_FLIPS:
                 lines.append(f"  ... and {len(flips) - SHOW_FLIPS} more (see the items file)")
     return "\n".join(lines)
-
-
-def _read_records(path: Path) -> dict[str, dict]:
-    if not path.is_file():
-        return {}
-    return {r["id"]: r for r in map(json.loads, filter(str.strip, path.read_text().splitlines()))}
 
 
 def regress(
@@ -162,7 +155,7 @@ def run(args: argparse.Namespace) -> None:
         max_items=args.max_items,
     )
     print(f"model {args.model} against baseline {args.baseline} (eval in {out}):")
-    print(format_table(result, _read_records(items_path(out / "eval.json"))))
+    print(format_table(result, read_item_records(out / "eval.json")))
     if result["regressed"]:
         print(f"\nFAILED: {', '.join(result['regressed'])} regressed beyond tolerance", file=sys.stderr)
         sys.exit(1)

@@ -172,8 +172,10 @@ def run_round(cfg: RoundConfig, index: int, force: tuple[str, ...] | list[str] =
     check_models(cfg, start)
     rnd = Round(cfg=cfg, index=index, dir=round_dir, start_model=start, run_dir=run_dir_for(cfg), start_round=parent)
     code = code_version()
-    # the starting checkpoint's identity in the stage keys: its path, or the parent round's model hash
-    start_id = start if parent is None else read_json(Path(start).parent / "manifest.json")["outputs"]["model_sha256"]
+    # the starting checkpoint's identity in the stage keys: its path, or the parent round's model hash (hashed once,
+    # when the parent round finished)
+    parent_hash = None if parent is None else read_json(Path(start).parent / "manifest.json")["outputs"]["model_sha256"]
+    start_id = start if parent_hash is None else parent_hash
     manifest_path = round_dir / "manifest.json"
     manifest = {
         "round": index,
@@ -215,7 +217,7 @@ def run_round(cfg: RoundConfig, index: int, force: tuple[str, ...] | list[str] =
         write_json(manifest, manifest_path)  # after every stage, so a killed run still has a record
 
     manifest["inputs"] = {
-        "start_model_sha256": tree_sha256(start) if Path(start).exists() else start,
+        "start_model_sha256": parent_hash or (tree_sha256(start) if Path(start).exists() else start),
         "prompts_sha256": tree_sha256(round_dir / "prompts.parquet"),
         "candidates_sha256": tree_sha256(round_dir / "candidates.parquet"),
     }

@@ -87,9 +87,10 @@ def main(argv: list[str] | None = None) -> None:
     convs = candidates(args.candidates)
     with tempfile.TemporaryDirectory(prefix="bench-score-") as tmp:
         rm = build_rm(args.num_layers, Path(tmp) / "rm")
-        results = {}
+        results, dtype = {}, None
         for bs in [int(b) for b in args.batch_sizes.split(",")]:
             scorer = RewardScorer(rm, device="cpu", batch_size=bs, max_length=384)
+            dtype = str(scorer.model.dtype).removeprefix("torch.")
             tokens = sum(len(scorer._encode(c)) for c in convs)
             scorer.score(convs[:bs])  # warm-up
             t0 = time.time()
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         "benchmark": "scoring",
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()},
-        "settings": {"candidates": args.candidates, "num_layers": args.num_layers, "dtype": "fp32", "max_length": 384},
+        "settings": {"candidates": args.candidates, "num_layers": args.num_layers, "dtype": dtype, "max_length": 384},
         "variants": results,
     }
     dest = Path(args.out or ROOT / "benchmarks" / "results" / f"score-{datetime.date.today().isoformat()}.json")

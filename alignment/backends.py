@@ -30,6 +30,10 @@ BACKENDS = ("auto", "vllm", "transformers")
 
 class Backend(Protocol):
     name: str
+    device: str
+    """Where the model runs: cpu or cuda."""
+    dtype: str
+    """What the model computes in, as the engine reports it: fp32, bf16 or fp16."""
 
     def chat(
         self,
@@ -41,6 +45,9 @@ class Backend(Protocol):
         max_tokens: int,
         stop_ids: list[int],
     ) -> list[list[Completion]]: ...
+
+    def close(self) -> None:
+        """Free the engine (its weights and KV cache), so another one can start in this process."""
 
 
 def vllm_available() -> bool:
@@ -65,9 +72,21 @@ class VllmBackend:
     name = "vllm"
 
     def __init__(self, model: str, cfg: GenerationConfig, seed: int) -> None:
-        from alignment.vllm_engine import build_engine
+        from alignment.hardware import vllm_device
+        from alignment.vllm_engine import build_engine, engine_dtype
 
         self.llm = build_engine(model, cfg.vllm, seed=seed)
+        self.device = vllm_device()
+        self.dtype = engine_dtype(self.llm)
+
+    def close(self) -> None:
+        import contextlib
+        import gc
+
+        with contextlib.suppress(Exception):  # in-process engines have a core to stop; others end with the object
+            self.llm.llm_engine.engine_core.shutdown()
+        del self.llm
+        gc.collect()
 
     def chat(self, conversations, *, n, temperature, top_p, max_tokens, stop_ids):
         from alignment.vllm_engine import chat_generate
@@ -86,22 +105,29 @@ class TransformersBackend:
         import torch
         from transformers import AutoModelForCausalLM
 
+        from alignment.hardware import resolve_device, resolve_dtype, torch_dtype
         from alignment.models import load_chat_tokenizer
-        from alignment.train_common import use_bf16, use_cuda
 
         torch.set_num_threads(os.cpu_count() or 1)
-        self.device = "cuda" if use_cuda(device) else "cpu"
-        self.dtype = torch.bfloat16 if use_bf16(cfg.transformers.dtype, device) else torch.float32
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(cfg.transformers.dtype, self.device, key="generation.transformers.dtype")
         self.tokenizer = load_chat_tokenizer(model)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=self.dtype).to(self.device).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype(self.dtype)).to(self.device).eval()
         self.batch_size = cfg.transformers.batch_size
         self.seed = seed
 
+    def close(self) -> None:
+        import gc
+
+        del self.model
+        gc.collect()
+
     def chat(self, conversations, *, n, temperature, top_p, max_tokens, stop_ids):
         import torch
+        from tqdm.auto import tqdm
 
         tok = self.tokenizer
         prompts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
@@ -110,6 +136,8 @@ class TransformersBackend:
         results: list[list[Completion] | None] = [None] * len(encoded)
         stop = set(stop_ids)
         sample = temperature > 0
+        # Progress in sequences, like vLLM's bar (one update per batch: generate has no per-step hook worth its cost).
+        progress = tqdm(total=len(order) * n, desc="generate (transformers)", unit="seq", dynamic_ncols=True)
         for b, start in enumerate(range(0, len(order), self.batch_size)):
             idx = order[start : start + self.batch_size]
             # Each prompt repeated n times (one row per sample): greedy decoding refuses num_return_sequences > 1.
@@ -130,6 +158,8 @@ class TransformersBackend:
             new = out[:, batch["input_ids"].shape[1] :].tolist()
             for j, i in enumerate(idx):
                 results[i] = [self._completion(ids, stop) for ids in new[j * n : (j + 1) * n]]
+            progress.update(len(idx) * n)
+        progress.close()
         return results
 
     def _completion(self, ids: list[int], stop: set[int]) -> Completion:

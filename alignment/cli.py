@@ -7,6 +7,7 @@ alignment regress --model PATH --baseline FILE.json [--tolerance 0.05]   fail (e
 alignment report ROUND_DIR                                               write ROUND_DIR/report.html
 alignment average --models A B [...] --out DIR [--weights W ...]          average checkpoints
 alignment prepare-model                                                  convert the embedded model once
+alignment env [--config configs/default.yaml] [--json]                   machine, engines' dtypes, versions
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ def _prepare(args: argparse.Namespace) -> None:
     from alignment.models import resolve_model
 
     print(resolve_model("embedded", args.cache_dir))
+
+
+def _env(args: argparse.Namespace) -> None:
+    from alignment.config import load_config
+    from alignment.env import collect_env, format_env, to_json
+
+    env = collect_env(load_config(args.config))
+    print(to_json(env) if args.json else format_env(env))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,6 +111,11 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("prepare-model", help="convert the embedded SmolLM2-135M-Instruct GGUF to an HF folder")
     p.add_argument("--cache-dir", default=".cache/models")
     p.set_defaults(func=_prepare)
+
+    p = sub.add_parser("env", help="what a bug report needs: CPU and flags, GPUs, each engine's dtype, versions")
+    p.add_argument("--config", default="configs/default.yaml", help="the config whose engine settings are shown")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=_env)
 
     args, extra = parser.parse_known_args(argv)
     if extra:

@@ -23,6 +23,8 @@ from pathlib import Path
 from alignment.config import DpoConfig
 from alignment.models import end_of_turn_ids, load_chat_tokenizer
 from alignment.train_common import (
+    LengthSortedSampler,
+    args_dtype,
     large_allocations_on_heap,
     peft_lora,
     prepare_training,
@@ -30,6 +32,7 @@ from alignment.train_common import (
     save_merged,
     tensorboard_callbacks,
     training_args,
+    use_cuda,
 )
 
 log = logging.getLogger(__name__)
@@ -65,40 +68,97 @@ def formatting_mask(input_ids, completion_mask, formatting_ids):
 
 def _make_trainer_class():
     """The DPOTrainer subclass (built lazily: importing TRL takes seconds, and only the DPO stage needs it)."""
+    import contextlib
+
+    import torch
     import torch.nn.functional as F
     from trl import DPOTrainer
+    from trl.trainer.utils import selective_log_softmax
 
-    class FormattingMaskedDPOTrainer(DPOTrainer):
-        """DPOTrainer whose DPO term leaves out formatting tokens; the NLL term keeps every completion token.
+    class AlignmentDPOTrainer(DPOTrainer):
+        """DPOTrainer with Llama 3's formatting-token mask, and two CPU speed-ups that leave the loss unchanged.
+
+        * ``formatting_ids``: the DPO term leaves out formatting tokens; the NLL term keeps every completion token
+          (None: no mask, TRL's loss).
+        * ``fused_lm_head=False``: log-probs from the model's full logits (``selective_log_softmax``) instead of
+          TRL's chunked LM head, whose tiles run as Python loops without Triton.
+        * ``group_by_length``: batches of pairs of similar length (:class:`LengthSortedSampler`, seeded): chosen
+          and rejected are padded to the longest sequence of the batch.
 
         Supports the loss this project uses: ``loss_type`` ``["sigmoid"]`` or ``["sigmoid", "sft"]``.
         """
 
-        def __init__(self, *args, formatting_ids: list[int], **kwargs):
-            self.formatting_ids = list(formatting_ids)
+        def __init__(
+            self, *args, formatting_ids: list[int] | None, fused_lm_head: bool, group_by_length: bool, **kwargs
+        ):
+            self.formatting_ids = None if formatting_ids is None else list(formatting_ids)
+            self.fused_lm_head = fused_lm_head
+            self.group_by_length = group_by_length
             super().__init__(*args, **kwargs)
             unsupported = set(self.loss_types) - {"sigmoid", "sft"}
             if unsupported or self.f_divergence_type != "reverse_kl" or self.ld_alpha is not None:
-                raise ValueError(f"formatting-token masking supports sigmoid (+ sft) DPO only, got {self.loss_types}")
+                raise ValueError(f"this DPO trainer supports sigmoid (+ sft) DPO only, got {self.loss_types}")
+
+        def _get_train_sampler(self, train_dataset=None):
+            if not self.group_by_length:
+                return super()._get_train_sampler(train_dataset)
+            ds = self.train_dataset if train_dataset is None else train_dataset
+            lengths = [
+                len(p) + max(len(c), len(r))
+                for p, c, r in zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"], strict=True)
+            ]
+            return LengthSortedSampler(lengths, self.args.train_batch_size, self.args.seed)
 
         def _dpo_mask(self, inputs):
             completion = inputs["completion_mask"]
+            if self.formatting_ids is None:
+                return completion
             return completion * (1 - formatting_mask(inputs["input_ids"], completion, self.formatting_ids))
 
-        def compute_ref_log_probs(self, model, inputs):
-            # The reference log-probs, precomputed or per step, over the same tokens as the policy's DPO term.
-            return super().compute_ref_log_probs(model, {**inputs, "completion_mask": self._dpo_mask(inputs)})
-
-        def _compute_loss(self, model, inputs, return_outputs):
-            mode = "train" if self.model.training else "eval"
+        def _token_logps(self, model, inputs):
+            """Per-token log-probs of the next token (batch, seq - 1), 0 where the label is not a completion
+            token: from TRL's fused LM head, or from the full logits."""
             non_model = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps"}
             model_kwargs = {k: v for k, v in inputs.items() if k not in non_model}
             model_kwargs["use_cache"] = False
             completion = inputs["completion_mask"]
             labels = inputs["input_ids"].masked_fill(completion == 0, -100)
-            outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
             seq_len = completion.size(1) - 1
-            per_token_logps = outputs.log_probs[:, -seq_len:]  # 0 where the label is -100
+            if self.fused_lm_head:
+                return model(**model_kwargs, labels=labels, fused_lm_head=True).log_probs[:, -seq_len:]
+            logits = model(**model_kwargs).logits[:, -seq_len - 1 : -1]  # position t predicts token t + 1
+            targets = labels[:, 1:]
+            logps = selective_log_softmax(logits.float(), targets.clamp(min=0))
+            return logps * (targets != -100)
+
+        def compute_ref_log_probs(self, model, inputs):
+            # The reference log-probs, precomputed or per step, over the same tokens as the policy's DPO term.
+            # With the fused LM head TRL's own method does it; with full logits, the same steps (adapters off for a
+            # LoRA policy, no grad) through _token_logps.
+            masked = {**inputs, "completion_mask": self._dpo_mask(inputs)}
+            if self.fused_lm_head:
+                return super().compute_ref_log_probs(model, masked)
+            from trl.models.utils import disable_gradient_checkpointing
+            from trl.trainer.utils import use_adapter
+
+            adapter = contextlib.nullcontext()
+            if self.ref_model is None and hasattr(self.accelerator.unwrap_model(self.model), "peft_config"):
+                unwrapped = self.accelerator.unwrap_model(self.model)
+                adapter = use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
+            with (
+                torch.no_grad(),
+                disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
+                adapter,
+                self.accelerator.autocast(),
+            ):
+                per_token = self._token_logps(model, inputs)
+            mask = masked["completion_mask"][:, 1:]
+            return (per_token * mask).sum(dim=1).chunk(2, dim=0)
+
+        def _compute_loss(self, model, inputs, return_outputs):
+            mode = "train" if self.model.training else "eval"
+            completion = inputs["completion_mask"]
+            per_token_logps = self._token_logps(model, inputs)  # 0 where the label is -100
             dpo_mask = self._dpo_mask(inputs)[:, 1:]
             chosen_logps, rejected_logps = (per_token_logps * dpo_mask).sum(dim=1).chunk(2, dim=0)
             if self.precompute_ref_logps:
@@ -131,10 +191,10 @@ def _make_trainer_class():
             if nll is not None:
                 metrics["nll"].append(gather(nll.detach()).mean().item())
             if return_outputs:
-                raise NotImplementedError("return_outputs is not supported with formatting-token masking")
+                raise NotImplementedError("return_outputs is not supported by this DPO trainer")
             return loss
 
-    return FormattingMaskedDPOTrainer
+    return AlignmentDPOTrainer
 
 
 def _logged(history: list[dict], key: str) -> dict | None:
@@ -167,7 +227,7 @@ def train_dpo(
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig
 
     if not pairs:
         raise ValueError("the DPO set is empty: no prompt gave a pair that passed selection")
@@ -185,18 +245,18 @@ def train_dpo(
         loss_weights=loss_weights,
         precompute_ref_log_probs=cfg.precompute_ref_logps,
     )
-    trainer_cls, extra = DPOTrainer, {}
-    if cfg.mask_formatting_tokens:
-        trainer_cls, extra = _make_trainer_class(), {"formatting_ids": formatting_token_ids(tokenizer, sft_path)}
+    fused = cfg.fused_lm_head if cfg.fused_lm_head is not None else use_cuda(device)
     t0 = time.time()
-    trainer = trainer_cls(
+    trainer = _make_trainer_class()(
         model=model,
         args=args,
         processing_class=tokenizer,
         train_dataset=Dataset.from_list(to_preference_records(pairs)),
         peft_config=peft_lora(cfg.lora, "CAUSAL_LM"),
         callbacks=[*(callbacks or []), *tensorboard_callbacks(report_to, log_dir)],
-        **extra,
+        formatting_ids=formatting_token_ids(tokenizer, sft_path) if cfg.mask_formatting_tokens else None,
+        fused_lm_head=fused,
+        group_by_length=cfg.group_by_length,
     )
     precompute_s = time.time() - t0  # includes tokenisation; with precompute, the reference pass over all pairs
     if resume:
@@ -219,9 +279,12 @@ def train_dpo(
         "reward_margin": _logged(history, "rewards/margins"),
         "nll": _logged(history, "nll"),
         "bf16": args.bf16,
+        "dtype": args_dtype(args),
         "lora": cfg.lora.enabled,
         "loss_type": loss_type,
         "loss_weights": loss_weights,
         "mask_formatting_tokens": cfg.mask_formatting_tokens,
         "precompute_ref_logps": cfg.precompute_ref_logps,
+        "fused_lm_head": fused,
+        "group_by_length": cfg.group_by_length,
     }

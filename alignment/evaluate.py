@@ -15,12 +15,15 @@ import argparse
 import dataclasses
 import logging
 import math
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 from alignment.backends import BACKENDS, open_backend
 from alignment.config import GenerationConfig, load_config
+from alignment.hardware import hardware_record
+from alignment.jobs import read_job
 from alignment.models import end_of_turn_ids, load_chat_tokenizer, resolve_model
 from alignment.records import write_json, write_jsonl
 from reward.verifiers import verify
@@ -122,10 +125,10 @@ def evaluate(
     samples: int = 1,
     temperature: float = 0.0,
     top_p: float = 1.0,
-) -> tuple[dict, list[dict], float, str]:
+) -> tuple[dict, list[dict], float, dict]:
     """Responses of ``model`` to ``items`` with the backend ``gen_cfg.backend`` names (its vLLM / transformers
     settings too): greedy by default, or ``samples`` samples per item at ``temperature`` for pass@k. Returns
-    (summary, per-item records, seconds, backend that ran)."""
+    (summary, per-item records, seconds, the engine that ran: backend, device, dtype)."""
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     if samples > 1 and temperature <= 0:
@@ -133,19 +136,22 @@ def evaluate(
     tokenizer = load_chat_tokenizer(model)
     backend = open_backend(gen_cfg.backend, model, gen_cfg, seed=seed)
     t0 = time.time()
-    outs = backend.chat(
-        [it["messages"] for it in items],
-        n=samples,
-        temperature=temperature,
-        top_p=top_p if temperature > 0 else 1.0,
-        max_tokens=max_new_tokens,
-        stop_ids=end_of_turn_ids(tokenizer, model),
-    )
+    try:
+        outs = backend.chat(
+            [it["messages"] for it in items],
+            n=samples,
+            temperature=temperature,
+            top_p=top_p if temperature > 0 else 1.0,
+            max_tokens=max_new_tokens,
+            stop_ids=end_of_turn_ids(tokenizer, model),
+        )
+    finally:
+        backend.close()
     seconds = time.time() - t0
     summary, records = score_responses(
         items, [[c.text for c in o] for o in outs], [[c.finish_reason for c in o] for o in outs]
     )
-    return summary, records, seconds, backend.name
+    return summary, records, seconds, {"backend": backend.name, "device": backend.device, "dtype": backend.dtype}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -183,10 +189,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling when sampling (default 0.95)")
 
 
-def run_eval(
-    model_spec: str,
+def run_evals(
+    runs: list[tuple[str, str | Path]],
     suites: list[str] | tuple[str, ...],
-    out: Path,
     *,
     max_items: int | None = None,
     max_new_tokens: int = 256,
@@ -197,13 +202,15 @@ def run_eval(
     samples: int = 1,
     temperature: float | None = None,
     top_p: float = 0.95,
-) -> dict:
-    """Evaluate ``model_spec`` on ``suites``; write the summary to ``out``, the items and the settings beside it.
+) -> list[dict]:
+    """Evaluate each ``(model spec, out)`` of ``runs`` on ``suites`` with the same settings, one engine after the
+    other in this process (one import of vLLM, not one per model); write each summary to its ``out`` with the items
+    and the settings beside it. Every suite and model is checked before the first engine starts.
 
-    ``temperature`` None means greedy for one sample and 0.8 for several. Returns the summary.
+    ``temperature`` None means greedy for one sample and 0.8 for several. Returns the summaries, in order.
     """
     items = load_items(suites, max_items)
-    model = resolve_model(model_spec)
+    models = [resolve_model(spec) for spec, _ in runs]
     gen_cfg = load_config(config).generation if config else GenerationConfig()
     if max_model_len:
         gen_cfg = dataclasses.replace(gen_cfg, vllm=dataclasses.replace(gen_cfg.vllm, max_model_len=max_model_len))
@@ -211,35 +218,46 @@ def run_eval(
         gen_cfg = dataclasses.replace(gen_cfg, backend=backend)
     if temperature is None:
         temperature = 0.8 if samples > 1 else 0.0
-    summary, records, seconds, ran = evaluate(
-        model,
-        items,
-        max_new_tokens=max_new_tokens,
-        gen_cfg=gen_cfg,
-        seed=seed,
-        samples=samples,
-        temperature=temperature,
-        top_p=top_p,
-    )
-    out = Path(out)
-    write_json(summary, out)
-    write_jsonl(records, out.with_name(out.stem + ".items.jsonl"))
-    settings = {
-        "model": model_spec,
-        "suites": list(suites),
-        "max_items": max_items,
-        "max_new_tokens": max_new_tokens,
-        "backend": ran,
-        "samples": samples,
-        "temperature": temperature,
-        "top_p": top_p if temperature > 0 else 1.0,
-        "seed": seed,
-        "seconds": round(seconds, 1),
-        "items": len(items),
-    }
-    write_json(settings, out.with_name(out.stem + ".settings.json"))  # what `alignment regress` re-runs
-    log.info("evaluated %s on %d items in %.1fs with %s: %s", model, len(items), seconds, ran, summary)
-    return summary
+    summaries = []
+    for (spec, out), model in zip(runs, models, strict=True):
+        summary, records, seconds, ran = evaluate(
+            model,
+            items,
+            max_new_tokens=max_new_tokens,
+            gen_cfg=gen_cfg,
+            seed=seed,
+            samples=samples,
+            temperature=temperature,
+            top_p=top_p,
+        )
+        out = Path(out)
+        write_json(summary, out)
+        write_jsonl(records, out.with_name(out.stem + ".items.jsonl"))
+        settings = {
+            "model": spec,
+            "suites": list(suites),
+            "max_items": max_items,
+            "max_new_tokens": max_new_tokens,
+            "backend": ran["backend"],
+            "device": ran["device"],
+            "dtype": ran["dtype"],
+            "samples": samples,
+            "temperature": temperature,
+            "top_p": top_p if temperature > 0 else 1.0,
+            "seed": seed,
+            "seconds": round(seconds, 1),
+            "items": len(items),
+            "hardware": hardware_record(),
+        }
+        write_json(settings, out.with_name(out.stem + ".settings.json"))  # what `alignment regress` re-runs
+        log.info("evaluated %s on %d items in %.1fs with %s (%s, %s)", model, len(items), seconds, *ran.values())
+        summaries.append(summary)
+    return summaries
+
+
+def run_eval(model_spec: str, suites: list[str] | tuple[str, ...], out: Path, **settings) -> dict:
+    """Evaluate one model (see :func:`run_evals` for the settings); returns its summary."""
+    return run_evals([(model_spec, out)], suites, **settings)[0]
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -279,9 +297,17 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python -m alignment.evaluate --job FILE`` (a round's eval stage, see ``alignment.jobs``), or the same
+    arguments as ``alignment eval``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--job"] and len(argv) == 2:
+        job = read_job(argv[1])
+        runs = [(r["model"], r["out"]) for r in job.pop("runs")]
+        run_evals(runs, job.pop("suites"), **job)
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run(parser.parse_args(argv))
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 from alignment.config import SftConfig
 from alignment.models import load_chat_tokenizer
 from alignment.train_common import (
+    LengthSortedSampler,
+    args_dtype,
     large_allocations_on_heap,
     peft_lora,
     prepare_training,
@@ -74,23 +76,33 @@ def tokenize_sft_rows(rows: list[dict], tokenizer, max_length: int | None) -> li
 START_FROM = ("previous", "base")
 
 
-def sft_trainer_class(fused_lm_head: bool):
-    """TRL's SFTTrainer, or (``fused_lm_head=False``) a subclass computing the loss from the model's full logits
-    with transformers' own causal-LM loss (same value: mean NLL over the label tokens; TRL's entropy and
-    token-accuracy logs are skipped)."""
+def sft_trainer_class(fused_lm_head: bool, group_by_length: bool = False):
+    """TRL's SFTTrainer with two CPU options that leave the loss unchanged: ``fused_lm_head=False`` computes it from
+    the model's full logits with transformers' own causal-LM loss (same value: mean NLL over the label tokens; TRL's
+    entropy and token-accuracy logs are skipped); ``group_by_length`` draws batches of rows of similar length
+    (:class:`LengthSortedSampler`)."""
     from transformers import Trainer
     from trl import SFTTrainer
 
-    if fused_lm_head:
+    if fused_lm_head and not group_by_length:
         return SFTTrainer
 
-    class LogitsLossSFTTrainer(SFTTrainer):
+    class AlignmentSFTTrainer(SFTTrainer):
+        def _get_train_sampler(self, train_dataset=None):
+            if not group_by_length:
+                return super()._get_train_sampler(train_dataset)
+            ds = self.train_dataset if train_dataset is None else train_dataset
+            lengths = [len(ids) for ids in ds["input_ids"]]
+            return LengthSortedSampler(lengths, self.args.train_batch_size, self.args.seed)
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if fused_lm_head:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             return Trainer.compute_loss(
                 self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
             )
 
-    return LogitsLossSFTTrainer
+    return AlignmentSFTTrainer
 
 
 def train_sft(
@@ -132,10 +144,9 @@ def train_sft(
         },
         completion_only_loss=True,
         padding_free=cfg.padding_free,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length and not cfg.padding_free else "random",
     )
     fused = cfg.fused_lm_head if cfg.fused_lm_head is not None else use_cuda(device)
-    trainer = sft_trainer_class(fused)(
+    trainer = sft_trainer_class(fused, cfg.group_by_length and not cfg.padding_free)(
         model=model,
         args=args,
         processing_class=tokenizer,
@@ -160,6 +171,7 @@ def train_sft(
         "tokens_per_s": round(trainer.state.num_input_tokens_seen / max(train_s, 1e-9), 1) if not resume else None,
         "resumed_from": Path(resume).name if resume else None,
         "bf16": args.bf16,
+        "dtype": args_dtype(args),
         "padding_free": cfg.padding_free,
         "fused_lm_head": fused,
         "lora": cfg.lora.enabled,

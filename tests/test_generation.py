@@ -127,6 +127,18 @@ def test_adaptive_k_resamples_only_verifiable_prompts_where_nothing_passed():
     assert [p["prompt_id"] for p in unsolved_prompts(prompts, rows)] == ["m2"]
 
 
+def test_adaptive_k_never_resamples_a_chat_prompt_with_a_truncated_candidate():
+    """A truncated reply fails termination for every capability, but chat has no verifier of its own: its prompts
+    are not resampled, whatever order the finished and truncated candidates come in (in a default round 1, 7 of 8
+    chat prompts were resampled: 56 candidates, 6,910 tokens, 13% of the round's generation)."""
+    from synth_data.generate import unsolved_prompts
+
+    prompts = [{"prompt_id": "c1", "capability": "chat", "messages": [], "answer": None, "constraints": "[]"}]
+    for order in ("stop,length", "length,stop", "length,length"):
+        rows = [{"prompt_id": "c1", "text": "Hello", "finish_reason": f} for f in order.split(",")]
+        assert unsolved_prompts(prompts, rows) == [], order
+
+
 def test_resampled_candidates_continue_the_numbering(backend, tiny_model_dir):
     gen = GenerationConfig(num_candidates=2, max_new_tokens=4)
     prompts = [{"prompt_id": "m1", "capability": "math", "messages": CONVERSATIONS[0]}]

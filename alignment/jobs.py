@@ -1,0 +1,55 @@
+"""How a round runs its vLLM stages (generate, eval) as processes of their own: one calling convention.
+
+    run_job("alignment.evaluate", {"runs": [...], "suites": [...], ...}, round_dir / "jobs" / "eval.json")
+    # runs: <this interpreter> -m alignment.evaluate --job <round_dir>/jobs/eval.json
+
+vLLM spawns workers, so the process that builds ``LLM(...)`` must have its entry point behind
+``if __name__ == "__main__":``, and a process of its own returns the engine's memory before training starts. The
+job file holds the stage's settings as JSON (written atomically, kept beside the outputs as a record of what ran);
+the child reads it with :func:`read_job`. The child runs with the same interpreter and imports this installation of
+the project first, whatever the working directory holds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from alignment.records import write_json
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+"""The folder holding this installation's packages (alignment/, rounds/, reward/, synth_data/)."""
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a stage process: this project's packages first on the import path, unbuffered output."""
+    path = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+
+
+def run_job(module: str, job: dict[str, Any], path: Path) -> None:
+    """Write ``job`` to ``path`` and run ``python -m module --job path``; a failure raises with the command."""
+    write_json(job, path)
+    cmd = [sys.executable, "-m", module, "--job", str(path)]
+    log.info("running %s", " ".join(cmd))
+    proc = subprocess.run(cmd, env=child_env())
+    if proc.returncode != 0:
+        raise RuntimeError(f"{module} failed with exit code {proc.returncode} (command: {' '.join(cmd)})")
+
+
+def read_job(path: str | Path) -> dict[str, Any]:
+    """The job a stage process was given (see :func:`run_job`)."""
+    try:
+        job = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read the job file: {e}") from e
+    if not isinstance(job, dict):
+        raise ValueError(f"{path}: a job file holds a JSON object")
+    return job

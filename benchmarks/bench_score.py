@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import random
 import tempfile
 import time
@@ -82,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
+    from alignment.hardware import hardware_record
     from reward.reward_model import RewardScorer
 
     convs = candidates(args.candidates)
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         results, dtype = {}, None
         for bs in [int(b) for b in args.batch_sizes.split(",")]:
             scorer = RewardScorer(rm, device="cpu", batch_size=bs, max_length=384)
-            dtype = str(scorer.model.dtype).removeprefix("torch.")
+            dtype = scorer.dtype  # the policy's (reward_model.precision: auto): bf16 autocast only where native
             tokens = sum(len(scorer._encode(c)) for c in convs)
             scorer.score(convs[:bs])  # warm-up
             t0 = time.time()
@@ -103,12 +103,13 @@ def main(argv: list[str] | None = None) -> None:
                 "candidates_per_s": round(len(convs) / seconds, 1),
                 "tokens_per_s": round(tokens / seconds, 1),
                 "tokens": tokens,
+                "dtype": dtype,
             }
             print(json.dumps(results[f"batch-{bs}"]))
     result = {
         "benchmark": "scoring",
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "machine": {**hardware_record(), "torch": torch.__version__, "threads": torch.get_num_threads()},
         "settings": {"candidates": args.candidates, "num_layers": args.num_layers, "dtype": dtype, "max_length": 384},
         "variants": results,
     }

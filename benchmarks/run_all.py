@@ -33,23 +33,12 @@ README_BEGIN, README_END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
 def machine() -> dict:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor(),
-    )
-    return {"cpu_count": os.cpu_count(), "cpu_model": cpu, "python": platform.python_version(), "gpu": _gpu()}
+    """The machine the results come from: CPU model, kind and speed flags, cores, memory, GPUs."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from alignment.hardware import hardware_record
 
-
-def _gpu() -> str | None:
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return (out.stdout.strip() or None) if out.returncode == 0 else None
+    return {**hardware_record(), "cpu_count": os.cpu_count(), "python": platform.python_version()}
 
 
 def run(name: str, out: Path) -> dict:
@@ -74,44 +63,46 @@ def table(results: dict) -> str:
             )
         )
     if g := results.get("generation"):
-        v = g["variants"]
-        s = g["settings"]
+        v, s = g["variants"], g["settings"]
+        dtype = (g.get("dtypes") or {}).get("vllm") or "auto"
         rows.append(
             (
                 f"generation, {s['num_prompts']} prompts x K={s['k']}, up to {s['max_tokens']} new tokens: vLLM vs "
-                f"transformers `generate`",
+                f"transformers `generate`, both {dtype}",
                 "`make bench-gen`",
                 f"{v['vllm']['tokens_per_s']:.0f} vs {v['transformers']['tokens_per_s']:.0f} tokens/s: "
                 f"**{g['ratio_vllm_over_transformers']:.1f}x**",
             )
         )
-    if t := results.get("training"):
-        v, s = t["variants"], t["summary"]
-        best = v[s["sft_best_variant"]]
-        rows.append(
-            (
-                "SFT, batch 8, LoRA r16: stock TRL (padded, fp32) vs the CPU default",
-                "`make bench-train`",
-                f"{v['sft-padded-fp32']['tokens_per_s']:.0f} vs {best['tokens_per_s']:.0f} tokens/s: "
-                f"**{s['sft_speedup_over_padded_fp32']:.1f}x**; MFU {s['sft_best_mfu_vs_bf16_peak']:.0%} of the bf16 "
-                "matmul peak",
-            )
-        )
-        dpo = [k for k in ("dpo-fp32", "dpo-bf16", "dpo-bf16-precompute") if k in v]
-        if dpo:
+        if g.get("dtype_ratio"):
+            other = g["dtypes"].get("vllm-other-dtype")
             rows.append(
                 (
-                    "DPO, formatting mask + NLL: " + " / ".join(k.removeprefix("dpo-") for k in dpo),
-                    "`make bench-train`",
-                    " / ".join(f"{v[k]['tokens_per_s']:.0f}" for k in dpo) + " tokens/s",
+                    f"vLLM generation in the policy's dtype ({dtype}) vs {other}",
+                    "`make bench-gen`",
+                    f"{v['vllm']['tokens_per_s']:.0f} vs {v['vllm-other-dtype']['tokens_per_s']:.0f} tokens/s: "
+                    f"**{g['dtype_ratio']:.1f}x**",
                 )
             )
+        if g.get("fast_top_p_speedup"):
+            rows.append(
+                (
+                    "vLLM CPU top-p: partial selection (`alignment.vllm_sampling`) vs vLLM's full sort",
+                    "`make bench-gen`",
+                    f"{v['vllm']['tokens_per_s']:.0f} vs {v['vllm-sort-top-p']['tokens_per_s']:.0f} tokens/s: "
+                    f"**{g['fast_top_p_speedup']:.2f}x**",
+                )
+            )
+    if t := results.get("training"):
+        rows.extend(_training_rows(t))
     if c := results.get("scoring"):
         v = c["variants"]
         parts = [f"batch {x['batch_size']}: {x['candidates_per_s']:.0f} candidates/s" for x in v.values()]
+        dtypes = sorted({x["dtype"] for x in v.values() if x.get("dtype")})
         rows.append(
             (
-                f"reward-model scoring, {c['settings']['candidates']} candidates, {c['settings']['num_layers']}-layer RM",
+                f"reward-model scoring, {c['settings']['candidates']} candidates, {c['settings']['num_layers']}-layer RM"
+                + (f", {'/'.join(dtypes)}" if dtypes else ""),
                 "`make bench-score`",
                 ", ".join(parts),
             )
@@ -120,16 +111,64 @@ def table(results: dict) -> str:
     return head + "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows) + "\n"
 
 
+def _training_rows(t: dict) -> list[tuple[str, str, str]]:
+    v, s = t["variants"], t["summary"]
+    rows = []
+    if s.get("sft_best_variant"):
+        base, best = v["sft-padded-fused"], v[s["sft_best_variant"]]
+        dtype = best["train_metrics"]["dtype"]
+        rows.append(
+            (
+                f"SFT, batch {t['settings']['batch_size']}, LoRA r16, {dtype}: stock TRL (random order, chunked LM "
+                f"head) vs the CPU default ({s['sft_best_variant']})",
+                "`make bench-train`",
+                f"{base['tokens_per_s']:.0f} vs {best['tokens_per_s']:.0f} tokens/s: "
+                f"**{s['sft_speedup_over_stock']:.1f}x**; MFU {s['sft_best_mfu']:.0%} of the {dtype} matmul peak",
+            )
+        )
+    if s.get("dpo_speedup_over_stock"):
+        old, new = v["dpo-fused-random"], v["dpo-logits-grouped"]
+        rows.append(
+            (
+                f"DPO ({t['settings']['dpo_rows']} pairs, formatting mask + NLL, reference precomputed), end to end: "
+                "stock TRL (chunked LM head, random order) vs full logits + length-sorted batches",
+                "`make bench-train`",
+                f"{old['end_to_end_s']:.0f} s vs {new['end_to_end_s']:.0f} s: **{s['dpo_speedup_over_stock']:.2f}x**",
+            )
+        )
+    return rows
+
+
+def section(results: dict, source: Path) -> str:
+    """One CPU kind's block of the README: a heading naming the machine, then its table."""
+    cpu = results["machine"]
+    rel = source.relative_to(ROOT) if source.is_relative_to(ROOT) else source
+    kind = cpu.get("cpu_kind", "unknown")
+    flags = " ".join(cpu.get("cpu_flags", []))
+    head = (
+        f"{KIND_MARK.format(kind)}\n**{kind}**: measured {results['date'][:10]} on {cpu['cpu_count']} cores "
+        f"({cpu['cpu_model']}{', flags: ' + flags if flags else ''}), from `{rel}`:\n\n"
+    )
+    return head + table(results)
+
+
+KIND_MARK = "<!-- bench:kind={} -->"
+
+
 def update_readme(results: dict, source: Path, readme: Path = ROOT / "README.md") -> None:
+    """Replace this CPU kind's block between the README's bench markers, keeping the other kinds' blocks."""
     text = readme.read_text()
     if README_BEGIN not in text or README_END not in text:
         raise ValueError(f"{readme}: no {README_BEGIN} ... {README_END} markers to put the table between")
     head, rest = text.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    rel = source.relative_to(ROOT) if source.is_relative_to(ROOT) else source
-    cpu = results["machine"]
-    intro = f"Measured {results['date'][:10]} on {cpu['cpu_count']} cores ({cpu['cpu_model']}), from `{rel}`:\n\n"
-    readme.write_text(head + README_BEGIN + "\n" + intro + table(results) + README_END + tail)
+    body, tail = rest.split(README_END, 1)
+    blocks: dict[str, str] = {}
+    for part in body.split("<!-- bench:kind=")[1:]:
+        kind, block = part.split(" -->", 1)
+        blocks[kind] = KIND_MARK.format(kind) + block.rstrip("\n") + "\n"
+    blocks[results["machine"].get("cpu_kind", "unknown")] = section(results, source)
+    joined = "\n".join(blocks[k] for k in sorted(blocks))
+    readme.write_text(head + README_BEGIN + "\n" + joined + README_END + tail)
 
 
 def main(argv: list[str] | None = None) -> None:

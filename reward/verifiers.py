@@ -12,6 +12,8 @@ One entry point, :func:`verify` ``(response, item, finish_reason=None) -> Verdic
 
 from __future__ import annotations
 
+import functools
+import logging
 import json
 import re
 from collections.abc import Mapping
@@ -39,6 +41,23 @@ CONSTRAINT_TYPES: dict[str, str | None] = {
 }
 
 _NUMBER_RE = re.compile(r"(?:(?<![\w.])-)?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+_NUM = r"(?:(?<![\w.])-)?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
+_ANSWER_NUMBER_RE = re.compile(_NUM + r"(?:\s*/\s*\d+(?![\d.]))?")  # "1/2" is one number
+# A number right after one of these is denied, not stated ("not 14", "isn't 14", "rather than 14", "instead of 14").
+_NEGATION_RE = re.compile(
+    r"(?:\bnot|n['\u2019]t|\bnever|\brather than|\binstead of)\s+(?:(?:equal to|be|exactly|just|simply)\s+)?$",
+    re.IGNORECASE,
+)
+_HEDGE_RE = re.compile(
+    rf"(?P<a>{_NUM})\s*,?\s+(?:or|and/or)\s+(?:maybe\s+|possibly\s+|perhaps\s+)?(?P<b>{_NUM})"
+    rf"|\bbetween\s+(?P<a2>{_NUM})\s+and\s+(?P<b2>{_NUM})",
+    re.IGNORECASE,
+)
+# Where a response starts checking its answer: what follows is not the answer ("Check: 15 + 6 = 21").
+_CHECK_RE = re.compile(
+    r"(?:^|(?<=[\s.!?]))(?:check|verification|verify|double[- ]check|let['\u2019]s check|to check|to verify)\b",
+    re.IGNORECASE,
+)
 _BOXED_RE = re.compile(r"\\boxed\s*\{")
 # "the answer is 5", "The final answer is: 5", "Answer: 5", "**Answer:** 5"; the last occurrence counts.
 _ANSWER_PHRASE_RE = re.compile(r"(?:\banswer\s+is\b|\banswer\s*:)[\s:*]*", re.IGNORECASE)
@@ -60,10 +79,12 @@ class UnknownConstraintError(ValueError):
 
 @dataclass(frozen=True)
 class Verdict:
-    """Outcome of :func:`verify`; ``passed`` is None when no verifier applies to the item."""
+    """Outcome of :func:`verify`; ``passed`` is None when no verifier applies to the item. ``flags`` qualify a pass
+    (:data:`OFF_TOPIC`): it stays a pass, ranked below unflagged ones."""
 
     passed: bool | None
     reason: str
+    flags: tuple[str, ...] = ()
 
 
 def validate_constraint(c: Mapping[str, Any]) -> None:
@@ -96,10 +117,10 @@ def _is_json(response: str) -> bool:
     if fenced:
         text = fenced.group(1)
     try:
-        json.loads(text)
+        value = json.loads(text)
     except ValueError:
         return False
-    return True
+    return isinstance(value, (dict, list)) and bool(value)  # a bare number or string is not an answer "in JSON"
 
 
 def check_constraint(response: str, c: Mapping[str, Any]) -> bool:
@@ -110,8 +131,8 @@ def check_constraint(response: str, c: Mapping[str, Any]) -> bool:
         return len(response.split()) <= value
     if ctype == "min_words":
         return len(response.split()) >= value
-    if ctype == "include_keywords":
-        return all(w.lower() in response.lower() for w in value)
+    if ctype == "include_keywords":  # whole words, as exclude_keywords: "Smallest." does not include "small"
+        return all(re.search(r"\b" + re.escape(w) + r"\b", response, re.IGNORECASE) for w in value)
     if ctype == "exclude_keywords":
         return not any(re.search(r"\b" + re.escape(w) + r"\b", response, re.IGNORECASE) for w in value)
     if ctype == "lowercase":
@@ -174,24 +195,6 @@ def _boxed_value(content: str) -> str | None:
     return extract_last_number(s) or s or None
 
 
-def extract_answer(text: str) -> str | None:
-    """The final answer of a math response, by priority: the last ``\\boxed{...}``; else the first number after the
-    last "answer is" / "answer:" (case-insensitive) within that sentence (after its last "=", if any); else the last
-    number. Thousands commas are removed. None when there is no number (or only an empty box)."""
-    boxed = _last_boxed(text)
-    if boxed is not None:
-        return _boxed_value(boxed)
-    phrases = list(_ANSWER_PHRASE_RE.finditer(text))
-    if phrases:
-        rest = text[phrases[-1].end() :]
-        end = _SENTENCE_END_RE.search(rest)
-        sentence = rest[: end.start()] if end else rest
-        stated = _NUMBER_RE.search(sentence.rsplit("=", 1)[-1])  # "the answer is 12 + 7 = 19" states 19
-        if stated:
-            return stated.group(0).replace(",", "")
-    return extract_last_number(text)
-
-
 def _to_fraction(s: str) -> Fraction | None:
     try:
         return Fraction(s.strip().replace(",", ""))
@@ -199,16 +202,122 @@ def _to_fraction(s: str) -> Fraction | None:
         return None
 
 
+@dataclass(frozen=True)
+class MathAnswer:
+    """The final answer a math response states: ``value`` (a number string such as "15", "-3.5", "1/2"), or None
+    with ``problem`` saying why there is none ("no number", "hedged: 15 or 16")."""
+
+    value: str | None
+    problem: str | None = None
+
+
+def _numbers(sentence: str) -> list[str]:
+    """The numbers of ``sentence`` that are stated, not denied: "not 14" / "isn't 14" / "rather than 14" skipped;
+    a simple fraction "1/2" is one number."""
+    out = []
+    for m in _ANSWER_NUMBER_RE.finditer(sentence):
+        if _NEGATION_RE.search(sentence[: m.start()]):
+            continue
+        out.append(re.sub(r"\s+", "", m.group(0)).replace(",", ""))
+    return out
+
+
+def _hedge(sentence: str) -> str | None:
+    """ "15 or 16" / "between 15 and 16" with two different values: the hedge as text, else None."""
+    for m in _HEDGE_RE.finditer(sentence):
+        a, b = (re.sub(r"[\s,]", "", m.group(x) or m.group(x + "2")) for x in ("a", "b"))
+        if not _same_value(a, b):
+            return f"{a} or {b}"
+    return None
+
+
+def _same_value(a: str, b: str) -> bool:
+    fa, fb = _to_fraction(a), _to_fraction(b)
+    return fa == fb if fa is not None and fb is not None else a == b
+
+
+def stated_answer(text: str) -> MathAnswer:
+    """The final answer of a math response, by priority:
+
+    1. the last ``\\boxed{...}``;
+    2. else the last "answer is" / "answer:" phrase (case-insensitive): the first stated number of its sentence,
+       after the sentence's last "=" if any ("the answer is 12 + 7 = 19" states 19); a denied number is skipped ("the
+       answer is not 14, it is 15" states 15);
+    3. else the last stated number, leaving out a trailing check ("... = 15. Check: 15 + 6 = 21" states 15).
+
+    Two different numbers offered as the answer ("15 or 16", "between 15 and 16") are a hedge: no answer.
+    """
+    boxed = _last_boxed(text)
+    if boxed is not None:
+        value = _boxed_value(boxed)
+        return MathAnswer(value) if value else MathAnswer(None, "no number")
+    phrases = list(_ANSWER_PHRASE_RE.finditer(text))
+    if phrases:
+        rest = text[phrases[-1].end() :]
+        end = _SENTENCE_END_RE.search(rest)
+        sentence = rest[: end.start()] if end else rest
+        if hedge := _hedge(sentence):
+            return MathAnswer(None, f"hedged: {hedge}")
+        stated = _numbers(sentence.rsplit("=", 1)[-1])
+        if stated:
+            return MathAnswer(stated[0])
+    body = _CHECK_RE.split(text, maxsplit=1)[0] if _CHECK_RE.search(text) else text
+    if not _numbers(body):
+        body = text  # everything stated is in the check: use it rather than nothing
+    sentences = [s for s in _SENTENCE_END_RE.split(body) if _numbers(s)]
+    if not sentences:
+        return MathAnswer(None, "no number")
+    if hedge := _hedge(sentences[-1]):
+        return MathAnswer(None, f"hedged: {hedge}")
+    return MathAnswer(_numbers(sentences[-1])[-1])
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer of a math response (:func:`stated_answer`), or None (no number, or a hedge)."""
+    return stated_answer(text).value
+
+
+class _NoTimeoutNotice(logging.Filter):
+    """math-verify warns once per process that its timeouts are off. They are signal-based (main thread only) and the
+    strings it gets here are short extracted answers, so they are off on purpose; the notice only adds noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Timeout is disabled")
+
+
+for _name in ("math_verify.parser", "math_verify.grader"):
+    logging.getLogger(_name).addFilter(_NoTimeoutNotice())
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(value: str):
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+    config = [LatexExtractionConfig(), ExprExtractionConfig()]  # \frac{1}{2} as well as 1/2 and 0.5
+    return parse(value, extraction_config=config, parsing_timeout=None)
+
+
+def answers_equal(expected: str, got: str) -> bool:
+    """Whether two answers are the same number or expression: Hugging Face's math-verify (the checker of TRL's
+    accuracy reward, open-r1 and lighteval) decides, so "1/2", "\\frac{1}{2}" and "0.5" are equal and "42.0" equals "42"; plain numbers
+    also match within :data:`MATH_TOLERANCE`. Strings math-verify cannot parse must be equal."""
+    expected, got = str(expected).strip().replace(",", ""), got.strip()
+    fe, fg = _to_fraction(expected), _to_fraction(got)
+    if fe is not None and fg is not None and abs(fe - fg) <= MATH_TOLERANCE:
+        return True
+    from math_verify import verify as math_verify
+
+    gold, target = _parsed(expected), _parsed(got)
+    if not gold or not target:
+        return expected == got
+    return bool(math_verify(gold, target, timeout_seconds=None))
+
+
 def verify_math(response: str, answer: str) -> bool:
-    """True when the final answer of ``response`` (:func:`extract_answer`) equals ``answer`` numerically (tolerance
-    1e-6), or as a string when either side is not a number."""
+    """True when the stated final answer of ``response`` (:func:`stated_answer`) equals ``answer``
+    (:func:`answers_equal`); a hedge or a missing number is wrong."""
     got = extract_answer(response)
-    if got is None:
-        return False
-    expected, value = _to_fraction(str(answer)), _to_fraction(got)
-    if expected is None or value is None:
-        return got == str(answer).strip()
-    return abs(expected - value) <= MATH_TOLERANCE
+    return got is not None and answers_equal(str(answer), got)
 
 
 def check_termination(finish_reason: str | None) -> bool:
@@ -225,6 +334,137 @@ def _constraints_of(item: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return constraints
 
 
+MIN_TASK_WORDS = 3
+"""An instruction reply shorter than this many words cannot do a task ("ok." for "write in lowercase")."""
+MIN_NEW_WORDS = 2
+"""An instruction reply needs at least this many distinct content words that are not in the prompt; fewer, and it
+only restates the instruction ("You asked me to include the word 'small'.")."""
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "with",
+        "about",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "i",
+        "you",
+        "he",
+        "she",
+        "we",
+        "they",
+        "me",
+        "him",
+        "her",
+        "us",
+        "them",
+        "my",
+        "your",
+        "our",
+        "their",
+        "do",
+        "does",
+        "did",
+        "not",
+        "no",
+        "so",
+        "than",
+        "then",
+        "there",
+        "here",
+        "what",
+        "which",
+        "who",
+        "how",
+        "when",
+        "where",
+        "why",
+        "all",
+        "any",
+        "each",
+        "some",
+        "such",
+        "can",
+        "could",
+        "will",
+        "would",
+        "should",
+        "may",
+        "might",
+        "must",
+        "just",
+        "also",
+        "very",
+        "into",
+        "from",
+        "up",
+        "out",
+        "over",
+    ]
+)
+
+
+def content_words(text: str) -> list[str]:
+    """Lowercase word tokens of ``text`` without stopwords and bare numbers."""
+    return [w for w in re.findall(r"[a-z][a-z']*", text.lower()) if w not in STOPWORDS]
+
+
+def _stem(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") else word
+
+
+def task_problem(response: str, item: Mapping[str, Any]) -> str | None:
+    """Why an instruction reply does not do the task at all, whatever its constraints say, or None: too short
+    (fewer than :data:`MIN_TASK_WORDS` words), or nothing but the prompt's own words (fewer than
+    :data:`MIN_NEW_WORDS` content words the prompt does not use)."""
+    if len(response.split()) < MIN_TASK_WORDS:
+        return "too short to do the task"
+    prompt = " ".join(m["content"] for m in item.get("messages") or [] if m["role"] == "user")
+    asked = {_stem(w) for w in content_words(prompt)}
+    new = {w for w in content_words(response) if _stem(w) not in asked}
+    if len(new) < MIN_NEW_WORDS:
+        return "restates the prompt"
+    return None
+
+
+def on_topic(response: str, topic: str | None) -> bool:
+    """Whether ``response`` mentions its prompt's ``topic`` (a word of it, plural or singular, as a word or a word's
+    start: "mountain" for "mountains"); True when the prompt names no topic."""
+    words = [_stem(w) for w in content_words(topic or "")]
+    if not words:
+        return True
+    said = content_words(response)
+    return any(w2.startswith(w) for w in words for w2 in said)
+
+
+OFF_TOPIC = "off-topic"
+"""Flag of a verified reply that says nothing about its prompt's topic: ranked below on-topic passes."""
+
+
 def has_verifier(item: Mapping[str, Any]) -> bool:
     """Whether ``item`` has a check of its own (a math answer or constraints) beyond termination."""
     return item.get("answer") is not None or bool(_constraints_of(item))
@@ -237,12 +477,12 @@ def verify(response: str, item: Mapping[str, Any], finish_reason: str | None = N
         return Verdict(False, TRUNCATED)
     if item.get("answer") is not None:
         answer = str(item["answer"])
-        got = extract_answer(response)
-        if got is None:
-            return Verdict(False, "math: no number")
-        if verify_math(response, answer):
+        stated = stated_answer(response)
+        if stated.value is None:
+            return Verdict(False, f"math: {stated.problem}")
+        if answers_equal(answer, stated.value):
             return Verdict(True, f"math: correct ({answer})")
-        return Verdict(False, f"math: expected {answer}, got {got}")
+        return Verdict(False, f"math: expected {answer}, got {stated.value}")
     constraints = _constraints_of(item)
     if not constraints:
         return Verdict(None, "no verifier")
@@ -251,4 +491,7 @@ def verify(response: str, item: Mapping[str, Any], finish_reason: str | None = N
     for c in constraints:
         if not check_constraint(response, c):
             return Verdict(False, f"constraint failed: {c['type']}")
-    return Verdict(True, f"all {len(constraints)} constraints passed")
+    if item.get("capability", "instruction") == "instruction" and (problem := task_problem(response, item)):
+        return Verdict(False, f"instruction: {problem}")  # format items ask for short replies: not checked
+    flags = () if on_topic(response, item.get("topic")) else (OFF_TOPIC,)
+    return Verdict(True, f"all {len(constraints)} constraints passed", flags)

@@ -40,10 +40,11 @@ PROMPT_SCHEMA = pa.schema(
         ("messages", MESSAGES_TYPE),
         ("answer", pa.string()),
         ("constraints", pa.string()),
+        ("topic", pa.string()),
         ("source", pa.string()),
     ]
 )
-SOURCE_FIELDS = ("id", "prompt", "messages", "capability", "answer", "constraints", "system")
+SOURCE_FIELDS = ("id", "prompt", "messages", "capability", "answer", "constraints", "system", "topic")
 """Fields a PromptSource's ``columns`` may map (our field -> the source's column)."""
 
 
@@ -55,6 +56,7 @@ def to_prompt_record(item: dict, source: str) -> dict:
         "messages": [{"role": m["role"], "content": m["content"]} for m in item["messages"]],
         "answer": item.get("answer"),
         "constraints": json.dumps(item.get("constraints") or []),
+        "topic": item.get("topic"),
         "source": source,
     }
 

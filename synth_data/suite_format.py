@@ -54,6 +54,8 @@ def validate_item(item: Any) -> None:
         raise ValueError(
             "item has neither 'answer' nor 'constraints' (only capability 'chat' items may have no verifier)"
         )
+    if item.get("topic") is not None and (not isinstance(item["topic"], str) or not item["topic"].strip()):
+        raise ValueError(f"'topic' must be a non-empty str, got {item['topic']!r}")
     if answer is not None and not isinstance(answer, str):
         raise ValueError(f"'answer' must be a str, got {type(answer).__name__}")
     if constraints is not None:

@@ -299,6 +299,7 @@ def make_instruction_items_with_topic(n: int, seed: int, split: str) -> list[tup
             "capability": "instruction",
             "messages": [{"role": "user", "content": text}],
             "constraints": [c for c, _ in made],
+            "topic": topic,  # a verified reply that never mentions it is flagged off-topic
         }
         return f"topic:{topic}", text, (item, topic)
 

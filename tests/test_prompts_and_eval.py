@@ -100,7 +100,7 @@ def test_eval_scoring_per_capability():
             "constraints": [{"type": "lowercase", "value": None}],
         },
     ]
-    summary, records = score_responses(items, ["It is 42.", "It is 8.", "all lowercase here"])
+    summary, records = score_responses(items, ["It is 42.", "It is 8.", "all of it in small letters"])
     assert summary == {"instruction": {"accuracy": 1.0, "n": 1}, "math": {"accuracy": 0.5, "n": 2}}
     assert [r["correct"] for r in records] == [True, False, True]
 

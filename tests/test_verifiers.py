@@ -20,7 +20,7 @@ from reward.verifiers import (
 CASES = [
     ({"type": "max_words", "value": 3}, "one two three", "one two three four"),
     ({"type": "min_words", "value": 3}, "one  two\nthree", "one two"),
-    ({"type": "include_keywords", "value": ["Blue", "sky"]}, "The BLUE skyline", "The blue sea"),
+    ({"type": "include_keywords", "value": ["Blue", "sky"]}, "The BLUE sky at night", "The blue skyline"),
     ({"type": "exclude_keywords", "value": ["very"]}, "Everything is fine.", "It is Very fine."),
     ({"type": "lowercase"}, "all lower, 123.", "Not lower."),
     ({"type": "uppercase", "value": None}, "ALL UPPER, 123.", "ALL UPPEr."),
@@ -72,8 +72,9 @@ def test_exclude_keywords_is_whole_word() -> None:
     assert not check_constraint("see a.b now", c)
 
 
-def test_include_keywords_is_substring() -> None:
-    assert check_constraint("everything", {"type": "include_keywords", "value": ["VERY"]})
+def test_include_keywords_are_whole_words() -> None:
+    assert not check_constraint("everything", {"type": "include_keywords", "value": ["VERY"]})
+    assert check_constraint("It was VERY calm.", {"type": "include_keywords", "value": ["very"]})
 
 
 def test_json_fences() -> None:
@@ -165,7 +166,7 @@ def test_verify_dispatch() -> None:
     assert verify("A b c d", {"constraints": cons}) == Verdict(False, "constraint failed: lowercase")
     as_json = '[{"type": "no_commas", "value": null}]'
     assert verify("a, b", {"constraints": as_json}) == Verdict(False, "constraint failed: no_commas")
-    assert verify("a b", {"constraints": as_json}).passed is True
+    assert verify("a b c", {"constraints": as_json}).passed is True
 
     assert verify("hello", {"capability": "chat"}) == Verdict(None, "no verifier")
     assert verify("hello", {"answer": None, "constraints": []}).passed is None
@@ -194,7 +195,7 @@ def test_verify_dispatch() -> None:
         # no number in the stated sentence, or "answer" without "is"/":": the last number
         ("The answer is unclear. 7 and 9", "9"),
         ("The answer isn't 5, it is 6", "6"),
-        ("Any answer would be 4 or 5", "5"),
+        ("Any answer would be 4 or 5", None),  # a hedge: two different numbers offered
         ("no number here", None),
     ],
 )
@@ -219,6 +220,70 @@ def test_termination_fails_truncated_responses_of_every_capability() -> None:
     assert TRUNCATED == "truncated (no end-of-turn)"
     items = [{"answer": "12"}, {"constraints": [{"type": "lowercase"}]}, {"capability": "chat"}]
     for item in items:  # responses that would pass (or, for chat, have no verifier) when not truncated
-        assert verify("the answer is 12", item, finish_reason="length") == truncated
-        assert verify("the answer is 12", item, finish_reason="stop").passed is not False
+        assert verify("the answer is 12 apples", item, finish_reason="length") == truncated
+        assert verify("the answer is 12 apples", item, finish_reason="stop").passed is not False
     assert verify("hello", {"capability": "chat"}, finish_reason="stop") == Verdict(None, "no verifier")
+
+
+@pytest.mark.parametrize(
+    ("response", "answer", "ok", "reason"),
+    [
+        # the review's cases (issue: "Math answers are extracted wrongly"); each was wrong before math-verify
+        ("The answer is not 14, it is 15.", "15", True, "math: correct (15)"),
+        ("The answer is not 14, it is 15.", "14", False, "math: expected 14, got 15"),
+        ("The answer is 15 or 16.", "15", False, "math: hedged: 15 or 16"),
+        ("The answer is 15 or 16.", "16", False, "math: hedged: 15 or 16"),
+        ("1/2", "0.5", True, "math: correct (0.5)"),
+        ("1/2", "1", False, "math: expected 1, got 1/2"),
+        ("5 + 10 = 15. Check: 15 + 6 = 21", "15", True, "math: correct (15)"),
+        ("5 + 10 = 15. Check: 15 + 6 = 21", "21", False, "math: expected 21, got 15"),
+        # equivalence through math-verify, not string equality
+        ("The answer is 0.50", "1/2", True, "math: correct (1/2)"),
+        (r"So \boxed{\frac{3}{4}}.", "0.75", True, "math: correct (0.75)"),
+        ("The answer is 0.5.", r"\frac{1}{2}", True, r"math: correct (\frac{1}{2})"),  # a LaTeX gold answer
+        ("It is somewhere between 3 and 4.", "3", False, "math: hedged: 3 or 4"),
+        ("It is 15, or 15.0 if you like decimals.", "15", True, "math: correct (15)"),  # the same value twice
+    ],
+)
+def test_math_answers_are_stated_not_guessed(response: str, answer: str, ok: bool, reason: str) -> None:
+    assert verify(response, {"answer": answer}) == Verdict(ok, reason)
+
+
+SMALL_TOWN = {
+    "capability": "instruction",
+    "messages": [
+        {"role": "user", "content": "Describe a quiet town. Include the word 'small'. Do not use any commas."}
+    ],
+    "constraints": [{"type": "include_keywords", "value": ["small"]}, {"type": "no_commas"}],
+    "topic": "a quiet town",
+}
+
+
+@pytest.mark.parametrize(
+    ("response", "item_changes", "reason"),
+    [
+        # each passed before: restating the instruction satisfies include_keywords + no_commas
+        ("You asked me to include the word 'small'.", {}, "instruction: restates the prompt"),
+        # "small" inside "Smallest" is not the word (exclude_keywords already used word boundaries)
+        ("Smallest.", {}, "constraint failed: include_keywords"),
+        # a bare number is valid JSON but not an answer "in JSON"
+        ("5", {"constraints": [{"type": "json"}]}, "constraint failed: json"),
+        # too short to do any task, though all lowercase
+        ("ok.", {"constraints": [{"type": "lowercase"}]}, "instruction: too short to do the task"),
+    ],
+)
+def test_instruction_verifiers_cannot_be_gamed(response: str, item_changes: dict, reason: str) -> None:
+    assert verify(response, {**SMALL_TOWN, **item_changes}) == Verdict(False, reason)
+
+
+def test_a_real_answer_passes_and_an_off_topic_one_is_flagged() -> None:
+    good = "The small town sleeps under old oak trees and a church bell rings at noon."
+    assert verify(good, SMALL_TOWN) == Verdict(True, "all 2 constraints passed")
+    elsewhere = "The small harbour smells of salt and tar while boats rock at the pier."
+    assert verify(elsewhere, SMALL_TOWN) == Verdict(True, "all 2 constraints passed", ("off-topic",))
+    facts = {"capability": "instruction", "topic": "mountains",
+             "messages": [{"role": "user", "content": "List a few facts about mountains. Answer in valid JSON."}],
+             "constraints": [{"type": "json"}]}  # fmt: skip
+    assert verify('{"max_length": 181}', facts) == Verdict(False, "instruction: too short to do the task")
+    assert verify('{"colour": "blue", "size": "large", "count": 3}', facts).flags == ("off-topic",)
+    assert verify('{"facts": ["A mountain can be older than the oceans."]}', facts).flags == ()

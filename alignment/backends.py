@@ -44,6 +44,7 @@ class Backend(Protocol):
         top_p: float,
         max_tokens: int,
         stop_ids: list[int],
+        logprobs: bool = False,
     ) -> list[list[Completion]]: ...
 
     def close(self) -> None:
@@ -88,11 +89,18 @@ class VllmBackend:
         del self.llm
         gc.collect()
 
-    def chat(self, conversations, *, n, temperature, top_p, max_tokens, stop_ids):
+    def chat(self, conversations, *, n, temperature, top_p, max_tokens, stop_ids, logprobs=False):
         from alignment.vllm_engine import chat_generate
 
         return chat_generate(
-            self.llm, conversations, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop_ids=stop_ids
+            self.llm,
+            conversations,
+            n=n,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            stop_ids=stop_ids,
+            logprobs=logprobs,
         )
 
 
@@ -125,7 +133,7 @@ class TransformersBackend:
         del self.model
         gc.collect()
 
-    def chat(self, conversations, *, n, temperature, top_p, max_tokens, stop_ids):
+    def chat(self, conversations, *, n, temperature, top_p, max_tokens, stop_ids, logprobs=False):
         import torch
         from tqdm.auto import tqdm
 
@@ -155,22 +163,52 @@ class TransformersBackend:
                     eos_token_id=list(stop_ids),
                     pad_token_id=tok.pad_token_id,
                 )
-            new = out[:, batch["input_ids"].shape[1] :].tolist()
+            width = batch["input_ids"].shape[1]
+            new = out[:, width:].tolist()
+            means = self._mean_logprobs(out, batch["attention_mask"], width, stop) if logprobs else [None] * len(new)
             for j, i in enumerate(idx):
-                results[i] = [self._completion(ids, stop) for ids in new[j * n : (j + 1) * n]]
+                rows = range(j * n, (j + 1) * n)
+                results[i] = [self._completion(new[r], stop, means[r]) for r in rows]
             progress.update(len(idx) * n)
         progress.close()
         return results
 
-    def _completion(self, ids: list[int], stop: set[int]) -> Completion:
+    def _mean_logprobs(self, out, prompt_mask, width: int, stop: set[int]) -> list[float | None]:
+        """Mean log-probability of each row's generated tokens (up to and including its end-of-turn token) under
+        the model's untempered distribution: one forward pass over the finished batch."""
+        import torch
+
+        new = out[:, width:]
+        keep = torch.ones_like(new, dtype=torch.bool)
+        for r, row in enumerate(new.tolist()):
+            cut = next((k for k, t in enumerate(row) if t in stop), None)
+            if cut is not None:
+                keep[r, cut + 1 :] = False
+        mask = torch.cat([prompt_mask, keep.long()], dim=1)
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # left padding: positions as generate gave them
+        with torch.inference_mode():
+            logits = self.model(input_ids=out, attention_mask=mask, position_ids=positions).logits
+        logits = logits[:, width - 1 : -1].float()
+        logps = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        counts = keep.sum(dim=1)
+        sums = (logps * keep).sum(dim=1)
+        return [round(float(s / c), 4) if c > 0 else None for s, c in zip(sums, counts, strict=True)]
+
+    def _completion(self, ids: list[int], stop: set[int], mean_logprob: float | None = None) -> Completion:
         cut = next((k for k, t in enumerate(ids) if t in stop), None)
         if cut is None:  # no end-of-turn: ran into max_tokens (the rest of the row is not padding)
             return Completion(
-                text=self.tokenizer.decode(ids, skip_special_tokens=True), token_ids=ids, finish_reason="length"
+                text=self.tokenizer.decode(ids, skip_special_tokens=True),
+                token_ids=ids,
+                finish_reason="length",
+                mean_logprob=mean_logprob,
             )
         kept = ids[: cut + 1]  # the end-of-turn token counts, as in vLLM's token_ids
         return Completion(
-            text=self.tokenizer.decode(ids[:cut], skip_special_tokens=True), token_ids=kept, finish_reason="stop"
+            text=self.tokenizer.decode(ids[:cut], skip_special_tokens=True),
+            token_ids=kept,
+            finish_reason="stop",
+            mean_logprob=mean_logprob,
         )
 
 

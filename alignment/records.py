@@ -37,6 +37,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def candidate_order(candidate_id: str) -> tuple:
+    """Sort key of a candidate id ``<prompt_id>#<n>``: by prompt, then by number (``p#2`` before ``p#10``, which
+    string order puts the other way round). Ids of another shape sort by their text, before numbered ones."""
+    pid, sep, num = candidate_id.rpartition("#")
+    return (pid, int(num), "") if sep and num.isdigit() else (candidate_id, -1, candidate_id)
+
+
 MESSAGES_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 """Arrow type of a chat (``messages``: a list of {role, content}) in every parquet file."""
 

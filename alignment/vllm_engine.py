@@ -107,6 +107,9 @@ class Completion:
     text: str
     token_ids: list[int]
     finish_reason: str  # "stop" (end-of-turn or a stop token) or "length" (hit max tokens)
+    mean_logprob: float | None = None
+    """Mean log-probability per generated token under the generating model's own (untempered) distribution, when
+    asked for: a fluency signal (incoherent replies are made of unlikely tokens)."""
 
 
 def build_engine(model: str, cfg: VllmConfig, seed: int):
@@ -142,11 +145,21 @@ def build_engine(model: str, cfg: VllmConfig, seed: int):
 
 
 def chat_generate(
-    llm, conversations: list[list[dict]], *, n: int, temperature: float, top_p: float, max_tokens: int, stop_ids
+    llm,
+    conversations: list[list[dict]],
+    *,
+    n: int,
+    temperature: float,
+    top_p: float,
+    max_tokens: int,
+    stop_ids,
+    logprobs: bool = False,
 ) -> list[list[Completion]]:
     """Sample ``n`` completions per conversation; returns one list per conversation, in input order.
 
-    ``stop_ids`` are the end-of-turn ids read from the tokenizer and generation config (never hard-coded).
+    ``stop_ids`` are the end-of-turn ids read from the tokenizer and generation config (never hard-coded). With
+    ``logprobs`` each completion carries its ``mean_logprob``: vLLM returns the sampled tokens' log-probabilities
+    from the raw logits (before temperature and top-p), so it is the model's own judgement of the text.
     """
     from vllm import SamplingParams
 
@@ -156,12 +169,25 @@ def chat_generate(
         top_p=top_p if temperature > 0 else 1.0,
         max_tokens=max_tokens,
         stop_token_ids=list(stop_ids),
+        logprobs=0 if logprobs else None,  # 0: only the sampled token's
     )
     outputs = llm.chat(conversations, params, use_tqdm=True)
     return [
         [
-            Completion(text=c.text, token_ids=list(c.token_ids), finish_reason=c.finish_reason or "stop")
+            Completion(
+                text=c.text,
+                token_ids=list(c.token_ids),
+                finish_reason=c.finish_reason or "stop",
+                mean_logprob=_mean_logprob(c) if logprobs else None,
+            )
             for c in o.outputs
         ]
         for o in outputs
     ]
+
+
+def _mean_logprob(output) -> float | None:
+    n = len(output.token_ids)
+    if not n or output.cumulative_logprob is None:
+        return None
+    return round(float(output.cumulative_logprob) / n, 4)

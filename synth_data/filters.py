@@ -8,16 +8,23 @@ empty). The filters run in this order and the first that matches decides the rea
 2. ``"truncated"``: generation stopped at ``max_new_tokens`` (``finish_reason == "length"``).
 3. ``"repetition"``: more than ``cfg.max_repetition`` of the response's word ``cfg.repetition_ngram``-grams repeat an
    earlier n-gram of the same response (degenerate loops).
-4. ``"decontaminated"``: the response overlaps an evaluation item (``synth_data.decontaminate.Decontaminator``).
-5. ``"exact duplicate"`` / ``"near-duplicate"`` (when ``cfg.dedup``): the conversation (user turns + response)
-   equals, after normalisation, or near-duplicates (MinHash LSH estimate of the Jaccard similarity of word shingles
-   at or above ``cfg.dedup_threshold``) a conversation kept earlier in this round or, when
-   ``cfg.dedup_earlier_rounds``, an SFT row of an earlier round. Candidates are visited in ``candidate_id`` order,
-   so the first of a group of duplicates is the one kept whatever the input order; only candidates that survived
-   filters 1-4 and dedup itself enter the index.
-6. ``"style cap"``: candidates with style flags (more than ``cfg.max_emojis`` emojis, more than
+4. ``"incoherent"``: the mean log-probability per token of the response under the model that generated it
+   (``mean_logprob``, untempered) is below ``cfg.min_mean_logprob``: text made of tokens the model itself finds
+   unlikely ("obligate coprolinfusi·ome") is dropped before any ranking. Skipped for rows without the value.
+5. ``"decontaminated"``: the response overlaps an evaluation item (``synth_data.decontaminate.Decontaminator``).
+6. ``"exact duplicate"`` / ``"near-duplicate"`` (when ``cfg.dedup``): the *reply* equals, after normalisation, or
+   near-duplicates (MinHash LSH estimate of the Jaccard similarity of word shingles at or above
+   ``cfg.dedup_threshold``) a reply to the same prompt kept earlier in this round or, when
+   ``cfg.dedup_earlier_rounds``, an earlier round's SFT reply to the same prompt. Replies are compared without the
+   prompt: with short replies a shared prompt dominated the similarity ("The answer is 16." and "The answer is 15."
+   scored 0.93 together with their prompt), and replies to different prompts are never duplicates of each other.
+   Candidates are visited best first by ``rank`` (the stage passes the verifier's: passes, then replies without a
+   verifier, then failures), then by candidate number, so a verified-correct reply is never dropped as the
+   duplicate of a failed one, and the survivor does not depend on input order; only candidates that survived
+   filters 1-5 and dedup itself enter the index.
+7. ``"style cap"``: candidates with style flags (more than ``cfg.max_emojis`` emojis, more than
    ``cfg.max_exclamations`` exclamation marks, an over-apologetic / refusal-boilerplate phrase) may make up at most
-   ``cfg.max_flagged_share`` of the kept data. With U unflagged and F flagged candidates kept after filters 1-5 and
+   ``cfg.max_flagged_share`` of the kept data. With U unflagged and F flagged candidates kept after filters 1-6 and
    share s, at most ``floor(s * U / (1 - s))`` flagged ones are kept (all of them when s >= 1, none when s <= 0), the
    largest number for which flagged / kept <= s. Which ones stay is a seeded order: ascending
    ``sha256(f"{seed}:{candidate_id}")``, so the choice does not depend on the input order.
@@ -29,12 +36,13 @@ import hashlib
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from datasketch import MinHash, MinHashLSH
 
+from alignment.records import candidate_order
 from synth_data.decontaminate import ngrams, tokens
 
 if TYPE_CHECKING:
@@ -71,7 +79,16 @@ APOLOGY_PATTERNS: tuple[str, ...] = (
 
 _APOLOGY_RE = re.compile("|".join(f"(?:{p})" for p in APOLOGY_PATTERNS), re.IGNORECASE)
 
-REASONS = ("empty", "truncated", "repetition", "decontaminated", "exact duplicate", "near-duplicate", "style cap")
+REASONS = (
+    "empty",
+    "truncated",
+    "repetition",
+    "incoherent",
+    "decontaminated",
+    "exact duplicate",
+    "near-duplicate",
+    "style cap",
+)
 """Every ``drop_reason`` category, in the order the filters run."""
 
 
@@ -100,11 +117,6 @@ def style_flags(text: str, cfg: FiltersConfig) -> list[str]:
     if _APOLOGY_RE.search(text):
         flags.append("apologetic")
     return flags
-
-
-def conversation_text(prompt_messages: Iterable[dict], response: str) -> str:
-    """The user turns of a prompt and the response, one per line: what deduplication compares."""
-    return "\n".join([*(m["content"] for m in prompt_messages if m["role"] == "user"), response])
 
 
 def _normalised(text: str) -> str:
@@ -183,11 +195,14 @@ def max_flagged_kept(unflagged: int, share: float) -> int:
     return math.floor(s * unflagged / (1 - s))
 
 
-def _sft_conversation(row: dict) -> str:
+def _incoherent(row: dict, floor: float | None) -> bool:
+    value = row.get("mean_logprob")
+    return floor is not None and value is not None and value < floor
+
+
+def _sft_reply(row: dict) -> str:
     messages = list(row["messages"])
-    if messages and messages[-1]["role"] == "assistant":
-        return conversation_text(messages[:-1], messages[-1]["content"])
-    return conversation_text(messages, "")
+    return messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else ""
 
 
 def apply_filters(
@@ -198,6 +213,7 @@ def apply_filters(
     decontaminator: Decontaminator | None,
     earlier_sft: Iterable[dict] = (),
     seed: int = 0,
+    rank: Callable[[dict], int] | None = None,
 ) -> tuple[list[dict], dict]:
     """Every candidate (input order) with ``drop_reason``, ``drop_detail`` and ``flags`` added, and stats.
 
@@ -218,31 +234,36 @@ def apply_filters(
             drop(row, "truncated", f"no end-of-turn within {row.get('num_tokens')} tokens")
         elif (ratio := repetition_ratio(text, cfg.repetition_ngram)) > cfg.max_repetition:
             drop(row, "repetition", f"{ratio:.2f} of {cfg.repetition_ngram}-grams repeat (max {cfg.max_repetition})")
+        elif _incoherent(row, cfg.min_mean_logprob):
+            drop(row, "incoherent", f"mean log-prob {row['mean_logprob']:.2f} < {cfg.min_mean_logprob}")
         elif decontaminator is not None and (why := decontaminator.is_contaminated(text)):
             drop(row, "decontaminated", why)
 
     if cfg.dedup:
-        index = NearDuplicateIndex.from_config(cfg)
+        indexes: dict[str, NearDuplicateIndex] = defaultdict(lambda: NearDuplicateIndex.from_config(cfg))
         sft_ids: dict[str, str] = {}
         if cfg.dedup_earlier_rounds:
             for i, sft_row in enumerate(earlier_sft):
                 key = f"sft:{i}"
                 sft_ids[key] = str(sft_row.get("candidate_id") or sft_row.get("prompt_id") or i)
-                index.add(key, _sft_conversation(sft_row))
+                indexes[sft_row["prompt_id"]].add(key, _sft_reply(sft_row))
 
         def describe(key: str) -> str:
             return f"of earlier-round SFT row {sft_ids[key]}" if key in sft_ids else f"of {key[len('cand:') :]}"
 
-        for row in sorted(rows, key=lambda r: r["candidate_id"]):
+        def order(r: dict) -> tuple:
+            return (rank(r) if rank else 0, candidate_order(r["candidate_id"]))
+
+        for row in sorted(rows, key=order):
             if row["drop_reason"] is not None:
                 continue
-            text = conversation_text(prompts_by_id[row["prompt_id"]]["messages"], row["text"])
-            if (key := index.seen_exact(text)) is not None:
+            index = indexes[row["prompt_id"]]
+            if (key := index.seen_exact(row["text"])) is not None:
                 drop(row, "exact duplicate", describe(key))
-            elif near := index.query(text):
+            elif near := index.query(row["text"]):
                 drop(row, "near-duplicate", describe(near[0]))
             else:
-                index.add(f"cand:{row['candidate_id']}", text)
+                index.add(f"cand:{row['candidate_id']}", row["text"])
 
     kept = [r for r in rows if r["drop_reason"] is None]
     flagged = sorted((r for r in kept if r["flags"]), key=lambda r: _seeded_rank(seed, r["candidate_id"]))

@@ -51,6 +51,7 @@ CANDIDATE_SCHEMA = pa.schema(
         ("top_p", pa.float64()),
         ("max_tokens", pa.int64()),
         ("resampled", pa.bool_()),
+        ("mean_logprob", pa.float64()),
     ]
 )
 
@@ -98,6 +99,7 @@ def candidate_rows(
                     "top_p": top_p,
                     "max_tokens": max_tokens,
                     "resampled": first_index > 0,
+                    "mean_logprob": c.mean_logprob,
                 }
             )
     return rows
@@ -141,6 +143,7 @@ def generate_candidates(
         top_p=top_p,
         max_tokens=max_tokens,
         stop_ids=stop_ids,
+        logprobs=True,  # mean_logprob: the filters' fluency signal
     )
     seconds = time.time() - t0
     rows = candidate_rows(

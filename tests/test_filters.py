@@ -13,7 +13,6 @@ from synth_data.decontaminate import Decontaminator
 from synth_data.filters import (
     NearDuplicateIndex,
     apply_filters,
-    conversation_text,
     max_flagged_kept,
     repetition_ratio,
     style_flags,
@@ -199,20 +198,46 @@ def test_exact_and_near_duplicates_dropped_different_text_kept():
     assert all(r["drop_reason"] is None for r in rows)
 
 
-def test_dedup_compares_whole_conversations():
-    # the same long response to two prompts is a near-duplicate (the prompts differ in one shingle-worth of words),
-    # while a short response repeated under different prompts is not: there the prompt is much of the conversation
-    short = "Plants and history are both interesting topics to read about."
+def test_dedup_compares_replies_within_a_prompt():
+    # the same reply to two different prompts is not a duplicate (each prompt may need it); within one prompt it is
     batch = [
         cand("i1#0", LONG_A, "i1"),
         cand("i2#0", LONG_A, "i2"),
-        cand("i1#1", short, "i1"),
-        cand("i2#1", short, "i2"),
+        cand("i1#1", LONG_A.replace("glucose", "sugar"), "i1"),
     ]
     rows, _ = apply_filters(batch, PROMPTS, CFG, decontaminator=None)
-    assert [r["drop_reason"] for r in rows] == [None, "near-duplicate", None, None]
-    assert rows[1]["drop_detail"] == "of i1#0"
-    assert conversation_text(PROMPTS["i1"]["messages"], "ok") == "Write about plants.\nok"
+    assert [r["drop_reason"] for r in rows] == [None, None, "near-duplicate"]
+    assert rows[2]["drop_detail"] == "of i1#0"
+
+
+def test_short_correct_answer_is_not_a_near_duplicate_of_a_wrong_one():
+    """The review's case: with the prompt in the comparison, "The answer is 16." and "The answer is 15." scored a
+    Jaccard of 0.93 and the correct 15 was dropped because it came second. Replies alone share 1 of 3 shingles."""
+    prompt = {"capability": "math", "messages": [{"role": "user", "content": "Tom has 9 apples and buys 6 more. "
+              "How many apples does Tom have now? Give the final answer as a number."}], "answer": "15"}  # fmt: skip
+    prompts = {"m9": prompt}
+    batch = [cand("m9#0", "The answer is 16.", "m9"), cand("m9#1", "The answer is 15.", "m9")]
+    rows, stats = apply_filters(batch, prompts, CFG, decontaminator=None)
+    assert [r["drop_reason"] for r in rows] == [None, None] and stats["kept"] == 2
+
+
+def test_dedup_keeps_the_verified_reply_of_a_duplicate_group():
+    """Two near-identical replies, the first failing its verifier: the passing one survives whatever the order."""
+    passing = LONG_A + " The answer is 4."
+    failing = LONG_A + " The answer is 5."
+    ranks = {"m1#0": 2, "m1#1": 0}  # the stage's rank: 0 = passed, 1 = no verifier, 2 = failed
+    batch = [cand("m1#0", failing, "m1"), cand("m1#1", passing, "m1")]
+    for order in (batch, batch[::-1]):
+        rows, _ = apply_filters(order, PROMPTS, CFG, decontaminator=None, rank=lambda r: ranks[r["candidate_id"]])
+        got = by_id(rows)
+        assert got["m1#1"]["drop_reason"] is None
+        assert (got["m1#0"]["drop_reason"], got["m1#0"]["drop_detail"]) == ("near-duplicate", "of m1#1")
+
+
+def test_dedup_visits_candidates_in_numeric_order():
+    # p#2 comes before p#10 (string order had p#10 first), so p#2 is the survivor
+    rows, _ = apply_filters([cand("i1#10", LONG_A), cand("i1#2", LONG_A)], PROMPTS, CFG, decontaminator=None)
+    assert by_id(rows)["i1#2"]["drop_reason"] is None and by_id(rows)["i1#10"]["drop_detail"] == "of i1#2"
 
 
 def test_dedup_against_earlier_round_sft_rows():
@@ -360,3 +385,17 @@ def test_decontamination_threshold_above_one_is_rejected():
     # Above 1 not even a verbatim copy of an eval item (overlap 1.0) would be removed.
     with pytest.raises(ValueError, match=r"decontamination.threshold must be in \(0, 1\]"):
         Decontaminator(EVAL_ITEMS, ngram=8, threshold=1.5)
+
+
+def test_incoherent_candidates_are_dropped_by_their_mean_logprob():
+    cfg = replace(CFG, min_mean_logprob=-3.0)
+    batch = [
+        {**cand("i1#0", LONG_A), "mean_logprob": -1.2},
+        {**cand("i1#1", "Cats and dogs are obligate coprolinfusi ome obligo dox."), "mean_logprob": -4.7},
+        {**cand("i1#2", LONG_C), "mean_logprob": None},  # unknown (e.g. an older candidates file): kept
+    ]
+    rows, stats = apply_filters(batch, PROMPTS, cfg, decontaminator=None)
+    assert [r["drop_reason"] for r in rows] == [None, "incoherent", None]
+    assert rows[1]["drop_detail"] == "mean log-prob -4.70 < -3.0"
+    rows, _ = apply_filters(batch, PROMPTS, replace(CFG, min_mean_logprob=None), decontaminator=None)  # no filter
+    assert all(r["drop_reason"] is None for r in rows)

@@ -147,3 +147,21 @@ def test_resampled_candidates_continue_the_numbering(backend, tiny_model_dir):
         backend, prompts, gen, generator="g", stop_ids=stop, round_index=1, num_candidates=3, first_index=2
     )
     assert [r["candidate_id"] for r in rows] == ["m1#2", "m1#3", "m1#4"] and all(r["resampled"] for r in rows)
+
+
+def test_mean_logprob_is_the_models_own_log_probability_of_the_reply(backend, tiny_model_dir):
+    """The fluency signal: the mean log-probability of each generated token (end-of-turn included) under the model,
+    untempered, recomputed here token by token from unpadded inputs."""
+    import torch
+
+    outs = _chat(backend, tiny_model_dir, logprobs=True, temperature=1.3)
+    tok = backend.tokenizer
+    for conv, o in zip(CONVERSATIONS, outs, strict=True):
+        prompt = tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=True, return_dict=False)
+        for c in o:
+            ids = torch.tensor([prompt + c.token_ids])
+            with torch.no_grad():
+                logits = backend.model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float()
+            expected = torch.log_softmax(logits, -1).gather(-1, ids[0, len(prompt) :, None]).mean().item()
+            assert c.mean_logprob == pytest.approx(expected, abs=2e-3)
+    assert all(c.mean_logprob is None for o in _chat(backend, tiny_model_dir) for c in o)  # only when asked

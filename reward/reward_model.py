@@ -11,8 +11,11 @@ contributes ``-log sigmoid(r_chosen - r_rejected - margin)`` (TRL's RewardTraine
 margin from :func:`pair_margin`: a pair's own numeric ``margin`` field, else ``VERIFIER_MARGIN`` (1.0) for
 verifier-derived pairs (source ``round-N``: pass over fail), else 0.0 (seed pairs: plain Bradley-Terry).
 
-A held-out slice of pairs (stable hash of pair_id) measures pairwise accuracy; :func:`check_heldout_accuracy` stops
-the round when it is below ``reward_model.min_heldout_accuracy``.
+A held-out slice measures pairwise accuracy (:func:`split_heldout`: groups of pairs linked by a prompt or a response
+text go to one side, so held-out pairs share neither with training pairs), reported per source (seed, each round's
+verifier pairs, synthetic negatives); :func:`check_heldout_accuracy` stops the round when the accuracy on the real
+(non-synthetic) held-out pairs is below ``reward_model.min_heldout_accuracy``. Pairs longer than
+``reward_model.max_length`` are left out before training and counted (``dropped_too_long``).
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ import hashlib
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from alignment.config import RewardModelConfig
 from alignment.hardware import torch_dtype
 from alignment.models import load_chat_tokenizer
+from alignment.records import candidate_order, write_jsonl
 from alignment.train_common import (
     LengthSortedSampler,
     args_dtype,
@@ -129,8 +134,9 @@ def verifier_pairs(
         by_prompt.setdefault(c["prompt_id"], []).append(c)
     pairs = []
     for pid in sorted(by_prompt):
-        cands = sorted(by_prompt[pid], key=lambda c: c["candidate_id"])
-        passed = [c for c in cands if c["verified"] is True]
+        cands = sorted(by_prompt[pid], key=lambda c: candidate_order(c["candidate_id"]))
+        # an off-topic pass is neither side: it satisfied the constraints without answering the prompt
+        passed = [c for c in cands if c["verified"] is True and not list(c.get("verifier_flags") or [])]
         failed = [c for c in cands if c["verified"] is False]
         if not passed or not failed:
             continue
@@ -163,10 +169,56 @@ def pair_margin(pair: dict) -> float:
     return VERIFIER_MARGIN if str(pair.get("source", "")).startswith("round-") else 0.0
 
 
-def is_heldout(pair_id: str, fraction: float) -> bool:
-    """Stable train/held-out split by a hash of the pair id (the same pair stays on the same side every round)."""
-    h = int(hashlib.sha256(pair_id.encode()).hexdigest()[:8], 16)
-    return (h % 10_000) < fraction * 10_000
+def _prompt_key(pair: dict) -> str:
+    return normalise_text("\n".join(m["content"] for m in pair["messages"] if m["role"] != "assistant"))
+
+
+def split_heldout(pairs: list[dict], fraction: float) -> tuple[list[dict], list[dict]]:
+    """(train, held-out): whole groups of pairs go to one side, where a group is every pair linked to another by
+    the same prompt or the same response text (chosen or rejected, whitespace-normalised). No held-out pair shares a
+    prompt or a response with a training pair, so held-out accuracy measures preferences the RM did not see: split
+    by pair id, 5 of 23 held-out seed pairs shared a prompt with training pairs and 12 a rejected text.
+
+    The split is stratified by source (:func:`source_kind` of the group's first real, i.e. non-synthetic, pair):
+    of each source's groups, ordered by a stable hash of their smallest prompt, the first ``round(fraction * n)``
+    are held out, at least one where the source has ``1 / fraction`` groups or more. So a round's ~20 verifier
+    prompts still give held-out pairs of their own, and a pair's side depends on its prompt, not on list order."""
+    parent = list(range(len(pairs)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, p in enumerate(pairs):
+        for key in (f"p:{_prompt_key(p)}", f"r:{normalise_text(p['chosen'])}", f"r:{normalise_text(p['rejected'])}"):
+            j = first.setdefault(key, i)
+            parent[find(i)] = find(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(pairs)):
+        groups.setdefault(find(i), []).append(i)
+    by_source: dict[str, list[tuple[str, list[int]]]] = {}
+    for members in groups.values():
+        kinds = sorted({source_kind(pairs[i].get("source")) for i in members} - {"synthetic"}) or ["synthetic"]
+        key = min(_prompt_key(pairs[i]) for i in members)
+        by_source.setdefault(kinds[0], []).append((hashlib.sha256(key.encode()).hexdigest(), members))
+    held: set[int] = set()
+    for ranked in by_source.values():
+        ranked.sort()
+        n = round(fraction * len(ranked))
+        if n == 0 and fraction > 0 and len(ranked) * fraction >= 1 - 1e-9:
+            n = 1
+        for _, members in ranked[:n]:
+            held.update(members)
+    return [p for i, p in enumerate(pairs) if i not in held], [p for i, p in enumerate(pairs) if i in held]
+
+
+def source_kind(source: str | None) -> str:
+    """A pair source as reported: "seed", "round-N" (verifier pairs of round N), "synthetic", or "unknown"."""
+    source = source or "unknown"
+    return "synthetic" if source.startswith("synthetic") else source
 
 
 def _conversation(messages: list[dict], response: str) -> list[dict]:
@@ -246,12 +298,14 @@ def train_reward_model(
     work_dir: Path,
     report_to: Sequence[str] = (),
     log_dir: Path | None = None,
+    split_out: Path | None = None,
 ) -> dict:
     """Train a 1-logit sequence-classification RM on ``pairs`` (Bradley-Terry loss) and save it to ``out``.
 
     With ``cfg.use_margin`` the loss has a margin term per pair (:func:`pair_margin`); without it, no margin column
     reaches the trainer. Returns metrics: pair counts, held-out pairwise accuracy (None without held-out pairs),
-    training loss, throughput and ``use_margin``. Metrics go to ``report_to`` (TensorBoard: ``log_dir``). The caller applies the accuracy floor with
+    training loss, throughput and ``use_margin``. With ``split_out``, one JSON line per pair used (pair id, source,
+    ``side``: train or heldout, the prompt; held-out pairs add both scores and whether the RM ranked them right). Metrics go to ``report_to`` (TensorBoard: ``log_dir``). The caller applies the accuracy floor with
     :func:`check_heldout_accuracy`.
     """
     import torch
@@ -260,12 +314,12 @@ def train_reward_model(
     from trl import RewardConfig, RewardTrainer
 
     prepare_training(seed)
-    train = [p for p in pairs if not is_heldout(p["pair_id"], cfg.heldout_fraction)]
-    heldout = [p for p in pairs if is_heldout(p["pair_id"], cfg.heldout_fraction)]
+    tokenizer = load_chat_tokenizer(base)
+    pairs, too_long = fit_max_length(pairs, tokenizer, cfg.max_length)
+    train, heldout = split_heldout(pairs, cfg.heldout_fraction)
     if not train:
         raise ValueError("the reward model has no training pairs (no seed pairs and no verifier-derived pairs)")
 
-    tokenizer = load_chat_tokenizer(base)
     kwargs = {"num_labels": 1, "dtype": torch.float32}
     if cfg.num_layers:
         kwargs["num_hidden_layers"] = cfg.num_layers
@@ -295,7 +349,9 @@ def train_reward_model(
 
     metrics = {
         "train_pairs": len(train),
+        "train_pairs_by_source": dict(sorted(Counter(source_kind(p.get("source")) for p in train).items())),
         "heldout_pairs": len(heldout),
+        "dropped_too_long": too_long,
         "train_loss": round(result.training_loss, 4),
         "train_s": round(train_s, 1),
         "train_tokens_per_s": round(ntok * cfg.epochs / max(train_s, 1e-9), 1),
@@ -305,14 +361,60 @@ def train_reward_model(
         "use_margin": cfg.use_margin,
         "heldout_accuracy": None,
     }
+    scores: list[dict] = []
     if heldout:
         scorer = RewardScorer(
             str(out), device=device, batch_size=cfg.score_batch_size, max_length=cfg.max_length, precision=cfg.precision
         )
         chosen = scorer.score([_conversation(p["messages"], p["chosen"]) for p in heldout])
         rejected = scorer.score([_conversation(p["messages"], p["rejected"]) for p in heldout])
-        metrics["heldout_accuracy"] = round(sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(heldout), 4)
+        right = [c > r for c, r in zip(chosen, rejected, strict=True)]
+        scores = [
+            {"chosen_score": round(c, 4), "rejected_score": round(r, 4), "right": ok}
+            for c, r, ok in zip(chosen, rejected, right, strict=True)
+        ]
+        by_source: dict[str, list[bool]] = {}
+        for p, ok in zip(heldout, right, strict=True):
+            by_source.setdefault(source_kind(p.get("source")), []).append(ok)
+        metrics["heldout_by_source"] = {
+            src: {"accuracy": round(sum(v) / len(v), 4), "pairs": len(v)} for src, v in sorted(by_source.items())
+        }
+        # The floor applies to real preferences (seed and verifier pairs); synthetic negatives are easy by design.
+        real = [ok for p, ok in zip(heldout, right, strict=True) if source_kind(p.get("source")) != "synthetic"]
+        metrics["heldout_pairs"] = len(real)
+        metrics["heldout_accuracy"] = round(sum(real) / len(real), 4) if real else None
+    if split_out is not None:
+
+        def line(p: dict, side: str, extra: dict) -> dict:
+            return {
+                "pair_id": p["pair_id"],
+                "source": source_kind(p.get("source")),
+                "capability": p.get("capability"),
+                "side": side,
+                "prompt": _prompt_key(p),
+                **extra,
+            }
+
+        rows = [line(p, "train", {}) for p in train]
+        rows += [line(p, "heldout", extra) for p, extra in zip(heldout, scores, strict=True)]
+        write_jsonl(rows, split_out)
     return metrics
+
+
+def fit_max_length(pairs: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
+    """The pairs whose chosen and rejected conversations both fit in ``max_length`` tokens (with the chat template),
+    and how many were left out: TRL's RewardTrainer drops longer ones silently, so they are counted here first."""
+    kept = []
+    for p in pairs:
+        lengths = [
+            len(tokenizer.apply_chat_template(_conversation(p["messages"], p[side]), tokenize=True, return_dict=False))
+            for side in ("chosen", "rejected")
+        ]
+        if max(lengths) <= max_length:
+            kept.append(p)
+    if len(kept) < len(pairs):
+        log.warning("reward model: %d pairs longer than %d tokens left out", len(pairs) - len(kept), max_length)
+    return kept, len(pairs) - len(kept)
 
 
 class RewardScorer:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from reward.reward_model import (
     verifier_pairs,
 )
 from reward.seed_preferences import load_seed_pairs, make_seed_pairs
+from reward.select import normalise_text
 from synth_data.suite_format import SuiteFormatError
 
 PROMPT = [{"role": "user", "content": "What is 2 + 2?"}]
@@ -299,3 +301,48 @@ def test_text_containing_the_pad_token_still_scores_at_its_last_token(tiny_rm_di
     others = [_conv("4"), _conv("A much longer answer that needs padding in a batch. " * 5)]
     alone = scorer.score([tricky])[0]
     assert scorer.score([others[0], tricky, others[1]])[1] == pytest.approx(alone, abs=1e-4)
+
+
+def test_heldout_split_shares_no_prompt_or_response_with_training():
+    """Split by pair id, 5 of 23 held-out seed pairs shared a prompt with training pairs and 12 a rejected text: the
+    held-out accuracy mostly measured memorised templates. Groups linked by a prompt or response text now go to one
+    side."""
+    from reward.reward_model import _prompt_key, split_heldout
+    from reward.seed_preferences import load_seed_pairs
+
+    pairs = load_seed_pairs()
+    train, held = split_heldout(pairs, 0.15)
+    assert len(train) + len(held) == len(pairs) and len(held) >= 8
+    train_prompts = {_prompt_key(p) for p in train}
+    train_texts = {normalise_text(p[s]) for p in train for s in ("chosen", "rejected")}
+    assert not any(_prompt_key(p) in train_prompts for p in held)
+    assert not any(normalise_text(p[s]) in train_texts for p in held for s in ("chosen", "rejected"))
+    assert split_heldout(pairs[::-1], 0.15)[1] == held[::-1]  # the same side whatever the order
+
+
+def test_heldout_split_is_stratified_by_source():
+    """A round's verifier pairs (a few dozen prompts among hundreds of seed pairs) get held-out pairs of their own:
+    hashing groups into one pool left round 1's 30 verifier pairs with none held out, so no per-source accuracy."""
+    from reward.reward_model import split_heldout
+
+    def pair(src: str, i: int, j: int) -> dict:
+        messages = [{"role": "user", "content": f"{src} question {i}"}]
+        return {
+            "pair_id": f"{src}{i}>{j}",
+            "messages": messages,
+            "chosen": f"{src} good {i}",
+            "rejected": f"{src} bad {i}.{j}",
+            "source": src,
+        }
+
+    pairs = [pair("seed", i, 0) for i in range(200)] + [pair("round-1", i, j) for i in range(12) for j in range(2)]
+    # a synthetic pair built from a round-1 reply joins that reply's group, whatever the group's side
+    pairs.append({**pair("round-1", 3, 9), "pair_id": "synthetic:noise:0", "source": "synthetic:noise"})
+    train, held = split_heldout(pairs, 0.1)
+    held_sources = Counter(p["source"] for p in held)
+    assert held_sources["seed"] == 20  # round(0.1 * 200) groups of one pair each
+    assert held_sources["round-1"] == 2  # one of 12 groups (round(1.2)), both of its pairs
+    held_prompts = {p["messages"][0]["content"] for p in held}
+    assert not any(p["messages"][0]["content"] in held_prompts for p in train)
+    few = [pair("round-2", i, 0) for i in range(4)]  # under 1 / fraction groups: nothing held out
+    assert split_heldout(few, 0.1)[1] == []

@@ -2,9 +2,10 @@
 
 Rows are stored as ``messages`` (prompt + chosen assistant turn). ``tokenize_sft_rows`` renders each through the
 chat template and marks the completion: the assistant reply, its end-of-turn token and whatever the template writes
-after it; the prompt (system/user turns and the assistant header) carries no loss. Rows are truncated to
-``max_length`` here, so TRL gets ready ``input_ids``/``completion_mask`` records and may run padding-free (the
-batch's rows concatenated into one sequence, position ids restarting per row) without re-truncating.
+after it; the prompt (system/user turns and the assistant header) carries no loss. Rows longer than ``max_length``
+are left out here, with the count in the stage's metrics (truncated, a row would lose its end-of-turn token), so TRL
+gets ready ``input_ids``/``completion_mask`` records and may run padding-free (the batch's rows concatenated into
+one sequence, position ids restarting per row) without re-truncating.
 
 LoRA adapters (default) are merged into the saved folder; a step checkpoint every ``save_steps`` lets a killed run
 resume where it stopped.
@@ -46,31 +47,34 @@ def to_prompt_completion(rows: list[dict]) -> list[dict]:
     return out
 
 
-def tokenize_sft_rows(rows: list[dict], tokenizer, max_length: int | None) -> list[dict]:
-    """Render SFT rows to ``{"input_ids", "completion_mask"}``, truncated to ``max_length`` tokens (keep the start).
+def tokenize_sft_rows(rows: list[dict], tokenizer, max_length: int | None) -> tuple[list[dict], dict[str, str]]:
+    """Render SFT rows to ``{"input_ids", "completion_mask"}``; returns (records, dropped) where ``dropped`` maps a
+    row's candidate_id (or prompt_id) to why it was left out.
 
     The completion starts where the rendered prompt (with the generation prompt) and the rendered conversation
-    diverge, as in TRL. A row whose prompt alone fills ``max_length`` is an error naming it: it would carry no loss.
+    diverge, as in TRL; the mask covers the reply, its end-of-turn token and what the template writes after it. A
+    row longer than ``max_length`` tokens is left out rather than truncated: cut, it would lose its end-of-turn token
+    (the model must learn to end its turn) or, when the prompt alone fills ``max_length``, carry no loss at all.
     """
     from trl.data_utils import common_prefix_length
 
-    out = []
+    out, dropped = [], {}
     for rec, row in zip(to_prompt_completion(rows), rows, strict=True):
         prompt_ids = tokenizer.apply_chat_template(rec["prompt"], add_generation_prompt=True, return_dict=True)[
             "input_ids"
         ]
         full_ids = tokenizer.apply_chat_template(rec["prompt"] + rec["completion"], return_dict=True)["input_ids"]
         start = common_prefix_length(prompt_ids, full_ids)
-        if max_length is not None and start >= max_length:
-            raise ValueError(
-                f"SFT row {row.get('prompt_id')}: the prompt alone is {start} tokens, at least sft.max_length "
-                f"({max_length}); raise sft.max_length or shorten the prompt"
+        if max_length is not None and len(full_ids) > max_length:
+            what = "the prompt alone" if start >= max_length else "prompt and reply"
+            dropped[str(row.get("candidate_id") or row.get("prompt_id"))] = (
+                f"{what} {start if start >= max_length else len(full_ids)} tokens > sft.max_length {max_length}"
             )
-        mask = [0] * start + [1] * (len(full_ids) - start)
-        if max_length is not None:
-            full_ids, mask = full_ids[:max_length], mask[:max_length]
-        out.append({"input_ids": full_ids, "completion_mask": mask})
-    return out
+            continue
+        out.append({"input_ids": full_ids, "completion_mask": [0] * start + [1] * (len(full_ids) - start)})
+    if dropped:
+        log.warning("SFT: %d of %d rows longer than sft.max_length left out", len(dropped), len(rows))
+    return out, dropped
 
 
 START_FROM = ("previous", "base")
@@ -136,11 +140,15 @@ def train_sft(
     resume = resume_point(work_dir, {"config": cfg, "model": model_path, "seed": seed, "data": rows})
     tokenizer = load_chat_tokenizer(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    records = tokenize_sft_rows(rows, tokenizer, cfg.max_length)
+    records, too_long = tokenize_sft_rows(rows, tokenizer, cfg.max_length)
+    if not records:
+        raise ValueError(
+            f"the SFT set is empty: all {len(rows)} rows are longer than sft.max_length ({cfg.max_length})"
+        )
     args = SFTConfig(
         **{
             **training_args(cfg, work_dir=work_dir, seed=seed, device=device, logging_steps=1, report_to=report_to),
-            "max_length": None,  # truncated in tokenize_sft_rows (TRL refuses max_length with padding-free)
+            "max_length": None,  # checked in tokenize_sft_rows (TRL refuses max_length with padding-free)
         },
         completion_only_loss=True,
         padding_free=cfg.padding_free,
@@ -163,7 +171,8 @@ def train_sft(
     train_s = time.time() - t0
     save_merged(trainer.model, tokenizer, out, extra_files, dtype=export_dtype)
     return {
-        "rows": len(rows),
+        "rows": len(records),
+        "dropped_too_long": too_long,
         "tokens": ntok,
         "steps": result.global_step,
         "train_loss": round(result.training_loss, 4),

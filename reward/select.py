@@ -2,12 +2,18 @@
 ``selection.json`` report, with a reason for everything dropped.
 
 A scored candidate is a dict with at least ``prompt_id``, ``candidate_id``, ``text``, ``verified`` (True, False, or
-None when no verifier applies) and ``rm_score``; ``verifier_reason`` is counted by the report when present. A
-verifier failure includes a truncated response (``reward.verifiers.TRUNCATED``). Everything is grouped by
-``prompt_id``; nothing is matched by position. Within a prompt, candidates rank by ``score`` (highest first), then
-``candidate_id``, so no result depends on input order.
+None when no verifier applies) and ``rm_score``; ``verifier_reason`` is counted by the report and
+``verifier_flags`` (``off-topic``) ranks a pass lower when present. A verifier failure includes a truncated response
+(``reward.verifiers.TRUNCATED``). Everything is grouped by ``prompt_id``; nothing is matched by position. Within a
+prompt, candidates rank by ``score`` (highest first), then by candidate number (``p#2`` before ``p#10``), so no
+result depends on input order.
 
-    scored = combine_scores(rows)                     # after the RM: adds score and norm_score
+Margins are raw reward-model score differences: under Bradley-Terry, a difference d means the RM puts the chosen
+answer above the rejected one with probability sigmoid(d), whatever the prompt. A pair the verifier decides (a pass
+over a failure, an on-topic pass over an off-topic one) needs no RM margin; a pair only the RM decides (chat, or two
+passes) is kept when its margin reaches ``selection.min_margin``.
+
+    scored = combine_scores(rows)                     # after the RM: adds tier, score and rm_percentile
     sft_rows, sft_dropped = select_sft(scored, prompts, cfg.selection)
     pairs, pair_dropped = select_pairs(scored, prompts, cfg.selection, seed=cfg.seed + round_index)
     carried = carry_over_rows([round1_sft, round2_sft], cfg.selection.carry_over_max, exclude=sft_rows)
@@ -16,6 +22,7 @@ verifier failure includes a truncated response (``reward.verifiers.TRUNCATED``).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 import random
@@ -26,49 +33,54 @@ from typing import Any
 import numpy as np
 
 from alignment.config import SelectionConfig
+from alignment.records import candidate_order
 
 PAIR_STRATEGIES = ("best_vs_worst", "best_vs_random")
 NO_CANDIDATES = "no candidate left after filtering"
 MARGIN_TOLERANCE = 1e-9
-"""A normalised margin within this of ``min_margin`` counts as reaching it (z-scores carry float rounding)."""
+"""A margin within this of ``min_margin`` counts as reaching it (float rounding)."""
 HISTOGRAM_BINS = 10
+MARGIN_SWEEP = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
+"""RM margins at which ``selection.json`` reports how many reward-model-decided pairs each threshold would remove."""
+TIER_PASS, TIER_FLAGGED, TIER_FAIL = 2, 1, 0
+"""Verifier tiers: a pass (or no verifier) over a flagged pass (off-topic) over a failure."""
 
 
 def _failed(r: dict) -> bool:
     return r["verified"] is False
 
 
+def tier(r: dict) -> int:
+    """A candidate's verifier tier: :data:`TIER_FAIL` when it failed, :data:`TIER_FLAGGED` when it passed with a flag
+    (off-topic), else :data:`TIER_PASS` (passed, or no verifier applies)."""
+    if _failed(r):
+        return TIER_FAIL
+    return TIER_FLAGGED if list(r.get("verifier_flags") or []) else TIER_PASS
+
+
 def combine_scores(rows: list[dict]) -> list[dict]:
-    """Add ``score`` and ``norm_score`` to every candidate.
+    """Add ``tier``, ``score`` and ``rm_percentile`` to every candidate.
 
-    ``score``: the RM score, minus a penalty for failing the verifier that is larger than the whole RM score range
-    ((max - min) + 1 over all rows), so any failing candidate ranks below any passing (or unverifiable) one and the
-    RM orders the rest.
+    ``score``: the RM score, minus one penalty per tier below :data:`TIER_PASS`, where the penalty is larger than the
+    whole RM score range ((max - min) + 1 over all rows): any failure ranks below any flagged pass, which ranks below
+    any pass, and the RM orders each tier.
 
-    ``norm_score``: the z-score of ``rm_score`` among its prompt's candidates ((x - mean) / population std; 0 for a
-    prompt with one candidate or equal scores), minus, for a verifier failure, that prompt's z range + 1. Failures
-    again rank below passes, and a pass beats a failure by more than 1 normalised unit. DPO margins are taken on it,
-    so ``min_margin`` means the same for every prompt whatever the RM's scale.
+    ``rm_percentile``: the share of the round's candidates whose RM score is at most this one's (ties count in full):
+    where the candidate stands in its own round, a quantity that compares across rounds whose reward models differ
+    (carry-over ranks by it).
     """
     if not rows:
         return []
-    lo = min(r["rm_score"] for r in rows)
-    hi = max(r["rm_score"] for r in rows)
+    scores = sorted(r["rm_score"] for r in rows)
+    lo, hi = scores[0], scores[-1]
     penalty = (hi - lo) + 1.0
-    z_by_id: dict[tuple[str, str], float] = {}
-    for pid, group in _group(rows).items():
-        xs = [r["rm_score"] for r in group]
-        mean = math.fsum(xs) / len(xs)  # fsum: exactly rounded, so the input order cannot change a bit
-        std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / len(xs))
-        zs = [(x - mean) / std if std > 0 else 0.0 for x in xs]
-        norm_penalty = (max(zs) - min(zs)) + 1.0
-        for r, z in zip(group, zs, strict=True):
-            z_by_id[(pid, r["candidate_id"])] = z - (norm_penalty if _failed(r) else 0.0)
+    n = len(scores)
     return [
         {
             **r,
-            "score": r["rm_score"] - (penalty if _failed(r) else 0.0),
-            "norm_score": z_by_id[(r["prompt_id"], r["candidate_id"])],
+            "tier": tier(r),
+            "score": r["rm_score"] - (TIER_PASS - tier(r)) * penalty,
+            "rm_percentile": round(bisect.bisect_right(scores, r["rm_score"]) / n, 6),
         }
         for r in rows
     ]
@@ -87,21 +99,24 @@ def _group(rows: list[dict]) -> dict[str, list[dict]]:
 
 
 def _by_prompt(rows: list[dict]) -> dict[str, list[dict]]:
-    """prompt_id -> its candidates, highest score first; candidate_id breaks ties."""
-    return {pid: sorted(g, key=lambda r: (-r["score"], r["candidate_id"])) for pid, g in sorted(_group(rows).items())}
+    """prompt_id -> its candidates, highest score first; the candidate number breaks ties."""
+    return {
+        pid: sorted(g, key=lambda r: (-r["score"], candidate_order(r["candidate_id"])))
+        for pid, g in sorted(_group(rows).items())
+    }
 
 
 def select_sft(scored: list[dict], prompts: dict[str, dict], cfg: SelectionConfig) -> tuple[list[dict], dict[str, str]]:
     """Best-of-K SFT rows: per prompt, up to ``cfg.sft_per_prompt`` distinct passing answers, best first.
 
-    A prompt is dropped when its best candidate failed the verifier ("no candidate passed the verifier") or its best
-    passing candidate's ``rm_score`` is below ``cfg.sft_min_score`` ("best below sft_min_score"). Further rows of a
-    prompt must also pass (verified True or None), reach the floor, and differ from the rows already taken (after
-    whitespace normalisation).
+    A prompt is dropped when its best candidate failed the verifier ("no candidate passed the verifier"), passed
+    only with a flag ("best pass is off-topic": it does not answer what was asked), or its ``rm_score`` is below
+    ``cfg.sft_min_score`` ("best below sft_min_score"). Further rows of a prompt must also be unflagged passes (or
+    have no verifier), reach the floor, and differ from the rows already taken (after whitespace normalisation).
 
     Returns (rows, dropped) where dropped maps prompt_id -> reason. A row is {prompt_id, candidate_id, capability,
-    messages, score, rm_score, norm_score, rank} where ``messages`` is the prompt followed by the assistant turn and
-    ``rank`` is 0 for the prompt's best row.
+    messages, score, rm_score, rm_percentile, rank} where ``messages`` is the prompt followed by the assistant turn
+    and ``rank`` is 0 for the prompt's best row.
     """
     floor = cfg.sft_min_score
     rows: list[dict] = []
@@ -110,12 +125,19 @@ def select_sft(scored: list[dict], prompts: dict[str, dict], cfg: SelectionConfi
         if _failed(cands[0]):
             dropped[pid] = "no candidate passed the verifier"
             continue
+        if cands[0]["tier"] < TIER_PASS:
+            dropped[pid] = "best pass is off-topic"
+            continue
         if floor is not None and cands[0]["rm_score"] < floor:
             dropped[pid] = "best below sft_min_score"
             continue
         prompt, seen = prompts[pid], set()
         for c in cands:
-            if len(seen) >= cfg.sft_per_prompt or _failed(c) or (floor is not None and c["rm_score"] < floor):
+            if (
+                len(seen) >= cfg.sft_per_prompt
+                or c["tier"] < TIER_PASS
+                or (floor is not None and c["rm_score"] < floor)
+            ):
                 break  # ranked by score: every later candidate is lower or failed too
             key = normalise_text(c["text"])
             if key in seen:
@@ -129,7 +151,7 @@ def select_sft(scored: list[dict], prompts: dict[str, dict], cfg: SelectionConfi
                     "messages": [*prompt["messages"], {"role": "assistant", "content": c["text"]}],
                     "score": c["score"],
                     "rm_score": c["rm_score"],
-                    "norm_score": c["norm_score"],
+                    "rm_percentile": c["rm_percentile"],
                     "rank": len(seen) - 1,
                 }
             )
@@ -150,13 +172,15 @@ def select_pairs(
     best_vs_worst: the lowest-ranked candidate whose text differs from the best (after whitespace normalisation).
     best_vs_random: drawn uniformly, seeded by (``seed``, prompt_id), among the candidates whose text differs from
     the best and whose score is lower. Dropped, in this order of checks: "fewer than 2 candidates", "no candidate
-    passed the verifier" (the best failed), "chosen and rejected identical" (every other text equals the best),
-    "tie" (no other text scores lower), "margin below min_margin" (``norm_margin`` < ``cfg.min_margin``, with
-    :data:`MARGIN_TOLERANCE`; a margin exactly at the minimum is kept).
+    passed the verifier" (the best failed), "best pass is off-topic", "chosen and rejected identical" (every other
+    text equals the best), "tie" (no other text scores lower), "RM margin below min_margin" (a pair the reward model
+    alone decides, both sides in the same verifier tier, whose RM score difference is below ``cfg.min_margin``,
+    with :data:`MARGIN_TOLERANCE`; a margin exactly at the minimum is kept).
 
     Returns (pairs, dropped) where dropped maps prompt_id -> reason. A pair is {prompt_id, capability, prompt
-    (messages), chosen, rejected, chosen_id, rejected_id, margin, norm_margin}: ``margin`` is the difference of
-    ``score``, ``norm_margin`` of ``norm_score``. Both sides answer exactly the same prompt.
+    (messages), chosen, rejected, chosen_id, rejected_id, margin, p_chosen, decided_by}: ``margin`` is the RM score
+    difference, ``p_chosen`` = sigmoid(margin) the RM's probability that chosen is better, ``decided_by``
+    "verifier" (the chosen side is in a higher tier) or "reward model". Both sides answer exactly the same prompt.
     """
     if cfg.pair_strategy not in PAIR_STRATEGIES:
         raise ValueError(f"unknown pair_strategy {cfg.pair_strategy!r} (supported: {', '.join(PAIR_STRATEGIES)})")
@@ -170,6 +194,9 @@ def select_pairs(
         if _failed(best):
             dropped[pid] = "no candidate passed the verifier"
             continue
+        if best["tier"] < TIER_PASS:
+            dropped[pid] = "best pass is off-topic"
+            continue
         different = [c for c in cands[1:] if normalise_text(c["text"]) != normalise_text(best["text"])]
         lower = [c for c in different if c["score"] < best["score"]]
         if not different:
@@ -179,9 +206,10 @@ def select_pairs(
             dropped[pid] = "tie"
             continue
         rejected = lower[-1] if cfg.pair_strategy == "best_vs_worst" else _rng(seed, pid).choice(lower)
-        norm_margin = best["norm_score"] - rejected["norm_score"]
-        if norm_margin < cfg.min_margin - MARGIN_TOLERANCE:
-            dropped[pid] = "margin below min_margin"
+        margin = best["rm_score"] - rejected["rm_score"]
+        decided_by = "verifier" if best["tier"] > rejected["tier"] else "reward model"
+        if decided_by == "reward model" and margin < cfg.min_margin - MARGIN_TOLERANCE:
+            dropped[pid] = "RM margin below min_margin"
             continue
         prompt = prompts[pid]
         pairs.append(
@@ -193,11 +221,30 @@ def select_pairs(
                 "rejected": rejected["text"],
                 "chosen_id": best["candidate_id"],
                 "rejected_id": rejected["candidate_id"],
-                "margin": best["score"] - rejected["score"],
-                "norm_margin": norm_margin,
+                "margin": margin,
+                "p_chosen": 1.0 / (1.0 + math.exp(-margin)),
+                "decided_by": decided_by,
             }
         )
     return pairs, dropped
+
+
+def margin_sweep(scored: list[dict], prompts: dict[str, dict], cfg: SelectionConfig) -> dict[str, dict]:
+    """For each threshold of :data:`MARGIN_SWEEP` (and ``cfg.min_margin``): how many reward-model-decided pairs it
+    removes, per capability: what the margin setting costs, and which capabilities rely on the RM alone."""
+    import dataclasses
+
+    candidates, _ = select_pairs(scored, prompts, dataclasses.replace(cfg, min_margin=float("-inf")))
+    rm_only = [p for p in candidates if p["decided_by"] == "reward model"]
+    out = {}
+    for t in sorted({*MARGIN_SWEEP, cfg.min_margin}):
+        removed = [p for p in rm_only if p["margin"] < t - MARGIN_TOLERANCE]
+        out[f"{t:g}"] = {
+            "removed": len(removed),
+            "of": len(rm_only),
+            "removed_by_capability": dict(sorted(Counter(p["capability"] for p in removed).items())),
+        }
+    return out
 
 
 def _assistant_text(row: dict) -> str:
@@ -207,11 +254,13 @@ def _assistant_text(row: dict) -> str:
 def carry_over_rows(earlier: list[list[dict]], cap: int, exclude: list[dict] | None = None) -> list[dict]:
     """SFT rows of earlier rounds kept in this round's SFT set (Llama 2's fix for regressions), at most ``cap``.
 
-    ``earlier[i]`` holds round i+1's SFT rows (oldest round first). Rows are ranked by ``score`` (highest first),
-    the newest round first on ties, then prompt_id and candidate_id; a row repeating the prompt_id and normalised
-    assistant text of a higher-ranked row, or of a row in ``exclude`` (this round's own SFT rows), is skipped.
-    Every kept row is a copy tagged ``carried_from`` (the 1-based round it was selected in); a row that was itself
-    carried keeps its original tag. Returns [] when ``cap`` <= 0.
+    ``earlier[i]`` holds round i+1's SFT rows (oldest round first). Each round scored its rows with its own reward
+    model, so raw scores do not compare across rounds; rows rank by ``rm_percentile``, where a row stood among its
+    own round's candidates (highest first; a row without it, from an older run, ranks last), the newest round first
+    on ties, then prompt_id and candidate number. A row repeating the prompt_id and normalised assistant text of a
+    higher-ranked row, or of a row in ``exclude`` (this round's own SFT rows), is skipped. Every kept row is a copy
+    tagged ``carried_from`` (the 1-based round it was selected in); a row that was itself carried keeps its original
+    tag. Returns [] when ``cap`` <= 0.
     """
     if cap <= 0:
         return []
@@ -219,11 +268,13 @@ def carry_over_rows(earlier: list[list[dict]], cap: int, exclude: list[dict] | N
     for i, rows in enumerate(earlier):
         for r in rows:
             origin = r.get("carried_from") or i + 1
-            candidates.append((-r["score"], -(i + 1), r["prompt_id"], r["candidate_id"], origin, r))
-    candidates.sort(key=lambda t: t[:4])
+            pct = r.get("rm_percentile")
+            key = (-(pct if pct is not None else -1.0), -(i + 1), r["prompt_id"], candidate_order(r["candidate_id"]))
+            candidates.append((key, origin, r))
+    candidates.sort(key=lambda t: t[0])
     seen = {(r["prompt_id"], _assistant_text(r)) for r in exclude or []}
     kept: list[dict] = []
-    for *_, origin, r in candidates:
+    for _, origin, r in candidates:
         key = (r["prompt_id"], _assistant_text(r))
         if key in seen:
             continue
@@ -232,6 +283,23 @@ def carry_over_rows(earlier: list[list[dict]], cap: int, exclude: list[dict] | N
         if len(kept) == cap:
             break
     return kept
+
+
+def pass_over_fail_auc(scored: list[dict], prompts: dict[str, dict]) -> dict[str, dict]:
+    """Per capability: how often the RM scores a passing candidate above a failing one of the same prompt (ties
+    count half), over every such (pass, fail) pair: 0.5 is chance. The RM's agreement with the verifiers on this
+    round's own candidates, which held-out accuracy on stored pairs does not show."""
+    wins: dict[str, float] = defaultdict(float)
+    count: Counter[str] = Counter()
+    for pid, group in _group(scored).items():
+        passed = [r["rm_score"] for r in group if r["verified"] is True]
+        failed = [r["rm_score"] for r in group if r["verified"] is False]
+        cap = prompts[pid]["capability"]
+        for a in passed:
+            for b in failed:
+                wins[cap] += 1.0 if a > b else 0.5 if a == b else 0.0
+                count[cap] += 1
+    return {cap: {"auc": round(wins[cap] / n, 4), "pairs": n} for cap, n in sorted(count.items())}
 
 
 def histogram(values: list[float], bins: int = HISTOGRAM_BINS) -> dict[str, list]:
@@ -270,16 +338,19 @@ def selection_report(
     sft_dropped: dict[str, str],
     pair_dropped: dict[str, str],
     carried: list[dict] | None = None,
+    margins: dict[str, dict] | None = None,
 ) -> dict[str, Any]:
     """The round's ``selection.json``: counts by capability and reason, verifier pass rates, histograms.
 
     ``prompts`` is every prompt of the round; one with no scored candidate is counted as dropped from both SFT and
     DPO with reason :data:`NO_CANDIDATES`. Pass rates are passed / verified candidates per capability (unverifiable
     candidates, verified None, are left out; a capability with none verified has rate None). Histograms
-    (:func:`histogram`) cover rm_score and norm_score of all candidates and the margin and norm_margin of the kept
-    pairs. Plain JSON types only, keys sorted: the same inputs give the same file.
+    (:func:`histogram`) cover rm_score of all candidates and the RM margin of the kept pairs; ``margins`` (from
+    :func:`margin_sweep`) says how many reward-model-decided pairs each margin threshold removes. Plain JSON types
+    only, keys sorted: the same inputs give the same file.
     """
     carried = carried or []
+    margins = margins or {}
     missing = {pid: NO_CANDIDATES for pid in prompts if pid not in {r["prompt_id"] for r in scored}}
     sft_dropped, pair_dropped = {**sft_dropped, **missing}, {**pair_dropped, **missing}
     verified: dict[str, Counter] = defaultdict(Counter)
@@ -291,12 +362,14 @@ def selection_report(
             continue
         verified[cap]["verified"] += 1
         verified[cap]["passed"] += bool(r["verified"])
+        verified[cap]["flagged"] += bool(r["verified"]) and tier(r) == TIER_FLAGGED
         if _failed(r):
             failures[cap][_reason_kind(r.get("verifier_reason") or "unknown")] += 1
     verifier = {
         cap: {
             "verified": c["verified"],
             "passed": c["passed"],
+            "passed_off_topic": c["flagged"],
             "unverifiable": c["unverifiable"],
             "pass_rate": round(c["passed"] / c["verified"], 4) if c["verified"] else None,
             "failures": dict(sorted(failures[cap].items())),
@@ -310,6 +383,7 @@ def selection_report(
         "candidates_by_capability": _count_by_capability([r["prompt_id"] for r in scored], prompts),
         "verifier": verifier,
         "pass_rate_by_capability": {cap: v["pass_rate"] for cap, v in verifier.items()},
+        "rm_pass_over_fail_auc": pass_over_fail_auc(scored, prompts),
         "sft": {
             "kept": len(sft_rows) + len(carried),
             "new": len(sft_rows),
@@ -323,13 +397,12 @@ def selection_report(
             "kept": len(pairs),
             "kept_by_capability": _count_by_capability([p["prompt_id"] for p in pairs], prompts),
             "mean_margin": round(sum(p["margin"] for p in pairs) / len(pairs), 4) if pairs else None,
-            "mean_norm_margin": round(sum(p["norm_margin"] for p in pairs) / len(pairs), 4) if pairs else None,
+            "decided_by": dict(sorted(Counter(p["decided_by"] for p in pairs).items())),
+            "margin_sweep": margins,
             **_dropped_report(pair_dropped, prompts),
         },
         "histograms": {
             "rm_score": histogram([r["rm_score"] for r in scored]),
-            "norm_score": histogram([r["norm_score"] for r in scored]),
             "pair_margin": histogram([p["margin"] for p in pairs]),
-            "pair_norm_margin": histogram([p["norm_margin"] for p in pairs]),
         },
     }

@@ -1,7 +1,6 @@
 """Rejection sampling over hand-built records; every expected value is worked out in the comments.
 
-z-scores use the population std, so two candidates of a prompt always get z = -1 and +1, and four candidates with
-scores {1, 1, 3, 3} get -1, -1, +1, +1.
+Margins are raw RM score differences (a Bradley-Terry logit: P(chosen better) = sigmoid(margin)).
 """
 
 import json
@@ -10,10 +9,12 @@ import math
 import pytest
 
 from alignment.config import SelectionConfig
+from alignment.records import candidate_order
 from reward.select import (
     carry_over_rows,
     combine_scores,
     histogram,
+    margin_sweep,
     select_pairs,
     select_sft,
     selection_report,
@@ -42,45 +43,44 @@ def by_id(rows, key):
 
 
 def test_failing_candidates_rank_below_all_passing_ones():
-    # RM range is 3.0 - (-1.0) = 4.0, so the penalty is 5.0: the failed 3.0 becomes -2.0, below the passing -1.0.
+    # RM range is 3.0 - (-1.0) = 4.0, so the penalty is 5.0 per tier: the failed 3.0 (two tiers down) becomes -7.0,
+    # below the passing -1.0.
     rows = combine_scores(
         [cand("p1", 0, "4", True, -1.0), cand("p1", 1, "5", False, 3.0), cand("p1", 2, "x", None, 0.5)]
     )
-    assert by_id(rows, "score") == {"p1#0": -1.0, "p1#1": -2.0, "p1#2": 0.5}
+    assert by_id(rows, "score") == {"p1#0": -1.0, "p1#1": -7.0, "p1#2": 0.5}
+    assert by_id(rows, "tier") == {"p1#0": 2, "p1#1": 0, "p1#2": 2}
 
 
-def test_norm_score_is_a_per_prompt_z_score_with_failures_below():
+def test_off_topic_passes_rank_between_passes_and_failures():
+    # RM range 4 - 0 = 4 -> penalty 5 per tier: on-topic 0.0 stays 0.0, off-topic 4.0 -> -1.0, failed 4.0 -> -6.0
     rows = combine_scores(
         [
-            # p1: rm {1, 3, 1, 3} -> z {-1, +1, -1, +1}; z range 2 -> failure penalty 3: the failed +1 becomes -2
-            cand("p1", 0, "a", True, 1.0),
-            cand("p1", 1, "b", False, 3.0),
-            cand("p1", 2, "c", None, 1.0),
-            cand("p1", 3, "d", True, 3.0),
-            # p2: rm on another scale, same z: {-1, +1}
-            cand("p2", 0, "e", None, 100.0),
-            cand("p2", 1, "f", None, 300.0),
-            # p3: one candidate -> z 0; failed -> 0 - (0 + 1) = -1
-            cand("p3", 0, "g", False, 7.0),
-            # p4: equal scores (zero variance) -> z 0
-            cand("p4", 0, "h", None, 0.7),
-            cand("p4", 1, "i", None, 0.7),
+            cand("p2", 0, "on topic", True, 0.0),
+            {**cand("p2", 1, "off topic", True, 4.0), "verifier_flags": ["off-topic"]},
+            cand("p2", 2, "failed", False, 4.0),
         ]
     )
-    assert by_id(rows, "norm_score") == {
-        "p1#0": -1.0,
-        "p1#1": -2.0,
-        "p1#2": -1.0,
-        "p1#3": 1.0,
-        "p2#0": -1.0,
-        "p2#1": 1.0,
-        "p3#0": -1.0,
-        "p4#0": 0.0,
-        "p4#1": 0.0,
-    }
+    assert by_id(rows, "score") == {"p2#0": 0.0, "p2#1": -1.0, "p2#2": -6.0}
+    pairs, _ = select_pairs(rows, PROMPTS, CFG)
+    assert (pairs[0]["chosen_id"], pairs[0]["decided_by"]) == ("p2#0", "verifier")
+    only_off = combine_scores(
+        [{**cand("p2", 0, "a", True, 1.0), "verifier_flags": ["off-topic"]}, cand("p2", 1, "b", False, 0.0)]
+    )
+    assert select_sft(only_off, PROMPTS, CFG)[1] == {"p2": "best pass is off-topic"}
 
 
-# ------------------------------------------------------------------------------------------------------ SFT
+def test_rm_percentile_is_the_rank_within_the_round():
+    # scores {1, 2, 2, 4}: share of candidates at or below each (ties in full)
+    rows = combine_scores([cand("p2", j, str(j), None, x) for j, x in enumerate([2.0, 1.0, 4.0, 2.0])])
+    assert by_id(rows, "rm_percentile") == {"p2#0": 0.75, "p2#1": 0.25, "p2#2": 1.0, "p2#3": 0.75}
+
+
+def test_candidate_numbers_order_numerically():
+    assert sorted(["p#10", "p#2", "p#1"], key=candidate_order) == ["p#1", "p#2", "p#10"]
+    # a tie between p2#10 and p2#2 goes to the earlier candidate (before: "p2#10" < "p2#2" as strings)
+    rows = combine_scores([cand("p2", 10, "late", None, 1.0), cand("p2", 2, "early", None, 1.0)])
+    assert select_sft(rows, PROMPTS, CFG)[0][0]["candidate_id"] == "p2#2"
 
 
 def test_sft_takes_best_of_k_and_skips_prompts_where_all_fail():
@@ -151,8 +151,8 @@ def test_ties_break_on_candidate_id_not_input_order():
 
 def test_truncated_winner_loses_to_a_finished_answer():
     # The RM likes the truncated p1#0 best (5.0); the termination check fails it, so p1#1 is chosen and p1#0 rejected.
-    # score: RM range over all rows 5 - 0 = 5 -> penalty 6: p1#0 = -1.0, p1#1 = 1.0 -> margin 2.0.
-    # norm_score: z {+1, -1}, z range 2 -> penalty 3: p1#0 = -2, p1#1 = -1 -> norm_margin 1.0.
+    # The verifier decides both pairs, so the RM margin (1 - 5 = -4: the RM preferred the rejected side) is kept as
+    # a record and does not filter.
     # p4 (chat, no verifier): the truncated candidate fails too, the finished one stays unverifiable (None).
     generated = [
         ("p1", 0, "The answer is 4 because", "length", 5.0),
@@ -170,7 +170,7 @@ def test_truncated_winner_loses_to_a_finished_answer():
     assert [r["candidate_id"] for r in sft_rows] == ["p1#1", "p4#1"]
     pairs, dropped = select_pairs(scored, PROMPTS, CFG)
     assert [(p["chosen_id"], p["rejected_id"]) for p in pairs] == [("p1#1", "p1#0"), ("p4#1", "p4#0")]
-    assert pairs[0]["margin"] == pytest.approx(2.0) and pairs[0]["norm_margin"] == pytest.approx(1.0)
+    assert [(p["margin"], p["decided_by"]) for p in pairs] == [(-4.0, "verifier"), (-2.0, "verifier")]
     assert dropped == {}
 
 
@@ -180,48 +180,58 @@ def test_truncated_winner_loses_to_a_finished_answer():
 def test_pairs_best_vs_worst_with_margin_all_fail_and_single():
     scored = combine_scores(
         [
-            # p1: rm {3, 1, 3(failed), 1} -> norm {+1, -1, -2, -1}; best p1#0, worst the failed p1#2.
-            # RM range over all rows 3 - 0 = 3 -> penalty 4: score of p1#2 = -1.0 -> margin 4.0;
-            # norm_margin = 1 - (-2) = 3.0.
+            # p1: best p1#0 (3.0), worst the failed p1#2 (also 3.0 by the RM): the verifier decides, no RM margin
+            # needed (margin 0.0, P = 0.5)
             cand("p1", 0, "a", True, 3.0),
             cand("p1", 1, "b", True, 1.0),
             cand("p1", 2, "c", False, 3.0),
             cand("p1", 3, "d", True, 1.0),
-            # p2: rm 0.30 vs 0.29 -> norm margin 2.0 whatever the raw gap: kept
+            # p2: rm 0.30 vs 0.29, only the RM decides: margin 0.01 < 0.5 -> dropped (z-scores put it at 2.0 before)
             cand("p2", 0, "hello", None, 0.30),
             cand("p2", 1, "hey", None, 0.29),
-            # p3: all failed; p4: a single candidate
+            # p4: rm 2.0 vs 0.5: margin 1.5 -> kept, P = sigmoid(1.5)
+            cand("p4", 0, "hi there", None, 2.0),
+            cand("p4", 1, "go away", None, 0.5),
+            # p3: all failed
             cand("p3", 0, "7", False, 1.0),
             cand("p3", 1, "8", False, 0.0),
-            cand("p4", 0, "hi", None, 1.0),
         ]
     )
     pairs, dropped = select_pairs(scored, PROMPTS, CFG)
-    assert [(p["chosen_id"], p["rejected_id"]) for p in pairs] == [("p1#0", "p1#2"), ("p2#0", "p2#1")]
-    p = pairs[0]
-    assert (p["margin"], p["norm_margin"]) == (4.0, 3.0)
-    assert p["prompt"] == PROMPTS["p1"]["messages"] and (p["chosen"], p["rejected"]) == ("a", "c")
-    assert pairs[1]["norm_margin"] == pytest.approx(2.0) and pairs[1]["margin"] == pytest.approx(0.01)
-    assert dropped == {"p3": "no candidate passed the verifier", "p4": "fewer than 2 candidates"}
+    assert [(p["chosen_id"], p["rejected_id"], p["decided_by"]) for p in pairs] == [
+        ("p1#0", "p1#2", "verifier"),
+        ("p4#0", "p4#1", "reward model"),
+    ]
+    assert (pairs[0]["margin"], pairs[0]["p_chosen"]) == (0.0, 0.5)
+    assert pairs[1]["margin"] == 1.5 and pairs[1]["p_chosen"] == pytest.approx(1 / (1 + math.exp(-1.5)))
+    assert pairs[0]["prompt"] == PROMPTS["p1"]["messages"] and (pairs[0]["chosen"], pairs[0]["rejected"]) == ("a", "c")
+    assert dropped == {"p2": "RM margin below min_margin", "p3": "no candidate passed the verifier"}
+    single = combine_scores([cand("p4", 0, "hi", None, 1.0)])
+    assert select_pairs(single, PROMPTS, CFG)[1] == {"p4": "fewer than 2 candidates"}
+
+
+def test_near_tied_chat_candidates_make_no_pair():
+    """8 chat candidates whose RM scores differ by 1e-6: z-scores gave them a normalised margin of 3.15, so a pair;
+    the raw margin says the RM has no preference."""
+    rows = combine_scores([cand("p4", j, f"answer {j}", None, 0.5 + j * 1e-6) for j in range(8)])
+    pairs, dropped = select_pairs(rows, PROMPTS, CFG)
+    assert pairs == [] and dropped == {"p4": "RM margin below min_margin"}
+    sweep = margin_sweep(rows, PROMPTS, CFG)
+    assert sweep["0"] == {"removed": 0, "of": 1, "removed_by_capability": {}}
+    assert sweep["0.5"] == {"removed": 1, "of": 1, "removed_by_capability": {"chat": 1}}
 
 
 def test_margin_edge_cases():
-    two = combine_scores([cand("p2", 0, "a", None, 3.0), cand("p2", 1, "b", None, 1.0)])  # norm margin exactly 2
+    two = combine_scores([cand("p2", 0, "a", None, 3.0), cand("p2", 1, "b", None, 1.0)])  # margin exactly 2
     assert len(select_pairs(two, PROMPTS, SelectionConfig(min_margin=2.0))[0]) == 1
     assert select_pairs(two, PROMPTS, SelectionConfig(min_margin=2.0 + 1e-6)) == (
         [],
-        {"p2": "margin below min_margin"},
+        {"p2": "RM margin below min_margin"},
     )
-    # rm {2, 1, 0}: mean 1, std sqrt(2/3) -> norm margin 2 / sqrt(2/3) = sqrt(6), kept at exactly that minimum
-    three = combine_scores([cand("p2", j, t, None, s) for j, t, s in [(0, "a", 2.0), (1, "b", 1.0), (2, "c", 0.0)]])
-    pairs, _ = select_pairs(three, PROMPTS, SelectionConfig(min_margin=math.sqrt(6)))
-    assert pairs[0]["norm_margin"] == pytest.approx(math.sqrt(6))
-    # best tied with a second text but a third is lower: rm {2, 2, 0} -> mean 4/3, std 2*sqrt(2)/3,
-    # z_best = 1/sqrt(2), z_worst = -sqrt(2) -> norm margin 3/sqrt(2); the tie is not a reason to skip
+    # best tied with a second text but a third is lower: the tie is not a reason to skip; margin 2 - 0
     tied = combine_scores([cand("p2", j, t, None, s) for j, t, s in [(0, "a", 2.0), (1, "b", 2.0), (2, "c", 0.0)]])
     pairs, _ = select_pairs(tied, PROMPTS, CFG)
-    assert (pairs[0]["chosen_id"], pairs[0]["rejected_id"]) == ("p2#0", "p2#2")
-    assert pairs[0]["norm_margin"] == pytest.approx(3 / math.sqrt(2))
+    assert (pairs[0]["chosen_id"], pairs[0]["rejected_id"], pairs[0]["margin"]) == ("p2#0", "p2#2", 2.0)
     # min_margin 0 still skips an exact tie
     flat = combine_scores([cand("p2", 0, "a", None, 1.0), cand("p2", 1, "b", None, 1.0)])
     assert select_pairs(flat, PROMPTS, SelectionConfig(min_margin=0.0)) == ([], {"p2": "tie"})
@@ -234,13 +244,12 @@ def test_identical_texts_after_whitespace_normalisation_make_no_pair():
 
 
 def test_worst_is_the_lowest_candidate_with_a_different_text():
-    # rm {3, 2, 0}: p2#2 repeats the best's text, so p2#1 is rejected. mean 5/3, std sqrt(14)/3:
-    # z = 4/sqrt(14) and 1/sqrt(14) -> norm margin 3/sqrt(14) ~ 0.80 >= 0.5.
+    # rm {3, 2, 0}: p2#2 repeats the best's text, so p2#1 is rejected: margin 3 - 2 = 1.0 >= 0.5
     scored = combine_scores(
         [cand("p2", 0, "x", None, 3.0), cand("p2", 1, "y", None, 2.0), cand("p2", 2, " x", None, 0)]
     )
     pairs, _ = select_pairs(scored, PROMPTS, CFG)
-    assert pairs[0]["rejected_id"] == "p2#1" and pairs[0]["norm_margin"] == pytest.approx(3 / math.sqrt(14))
+    assert pairs[0]["rejected_id"] == "p2#1" and pairs[0]["margin"] == 1.0
 
 
 def test_best_vs_random_is_seeded_and_draws_only_lower_different_texts():
@@ -275,24 +284,35 @@ def test_best_vs_random_with_only_identical_or_tied_others():
 # ----------------------------------------------------------------------------------------------- carry-over
 
 
-def sft_row(pid, cid, text, score, **extra):
+def sft_row(pid, cid, text, pct, **extra):
     msgs = [*PROMPTS[pid]["messages"], {"role": "assistant", "content": text}]
-    return {"prompt_id": pid, "candidate_id": cid, "messages": msgs, "score": score, **extra}
+    return {"prompt_id": pid, "candidate_id": cid, "messages": msgs, "rm_percentile": pct, **extra}
 
 
-def test_carry_over_ranks_by_score_newest_first_dedups_and_caps():
-    round1 = [sft_row("p1", "r1a", "x", 0.9), sft_row("p2", "r1b", "y", 0.5)]
+def test_carry_over_ranks_by_percentile_in_own_round_newest_first_dedups_and_caps():
+    round1 = [sft_row("p1", "r1a", "x", 0.9, score=0.1), sft_row("p2", "r1b", "y", 0.5, score=9.0)]
     round2 = [
-        sft_row("p1", "r2a", " x ", 0.9),  # ties r1a with the same normalised text: the newer one is kept
-        sft_row("p3", "r2b", "z", 0.7),
-        sft_row("p2", "r2c", "w", 0.5),  # ties r1b (a different text): newer first
+        sft_row("p1", "r2a", " x ", 0.9, score=-3.0),  # ties r1a with the same normalised text: the newer one is kept
+        sft_row("p3", "r2b", "z", 0.7, score=0.0),
+        sft_row("p2", "r2c", "w", 0.5, score=-5.0),  # ties r1b (a different text): newer first
+        sft_row("p4", "r2d", "v", None, score=99.0),  # no percentile (an older run's file): last
     ]
     kept = carry_over_rows([round1, round2], cap=10)
-    assert [(r["candidate_id"], r["carried_from"]) for r in kept] == [("r2a", 2), ("r2b", 2), ("r2c", 2), ("r1b", 1)]
+    assert [(r["candidate_id"], r["carried_from"]) for r in kept] == [
+        ("r2a", 2), ("r2b", 2), ("r2c", 2), ("r1b", 1), ("r2d", 2),
+    ]  # fmt: skip
     assert [r["candidate_id"] for r in carry_over_rows([round1, round2], cap=3)] == ["r2a", "r2b", "r2c"]
     assert carry_over_rows([round1, round2], cap=0) == []
     assert carry_over_rows([], cap=5) == []
     assert "carried_from" not in round1[0]  # inputs are not modified
+
+
+def test_carry_over_does_not_compare_raw_scores_across_rounds():
+    """Round 2's RM scores everything ~10 higher: ranked by raw score, all of round 2 came first. By percentile, a
+    round-1 row at its round's top beats a round-2 row at its round's median."""
+    round1 = [sft_row("p1", "r1a", "x", 1.0, score=0.5)]
+    round2 = [sft_row("p3", "r2a", "z", 0.5, score=10.5)]
+    assert [r["candidate_id"] for r in carry_over_rows([round1, round2], cap=1)] == ["r1a"]
 
 
 def test_carry_over_skips_this_rounds_rows_and_keeps_original_round():
@@ -329,12 +349,15 @@ def test_selection_report_counts_by_capability_and_reason():
     sft_rows, sft_dropped = select_sft(scored, PROMPTS, CFG)
     pairs, pair_dropped = select_pairs(scored, PROMPTS, CFG)
     carried = [{**sft_row("p4", "old", "hi", 1.0), "carried_from": 1}]
-    report = selection_report(scored, PROMPTS, sft_rows, pairs, sft_dropped, pair_dropped, carried)
+    margins = margin_sweep(scored, PROMPTS, CFG)
+    report = selection_report(scored, PROMPTS, sft_rows, pairs, sft_dropped, pair_dropped, carried, margins)
     assert report["prompts"] == 4 and report["candidates"] == 6
     assert report["prompts_by_capability"] == {"chat": 1, "instruction": 1, "math": 2}
     assert report["candidates_by_capability"] == {"instruction": 2, "math": 4}
     # math: 4 verified, 1 passed; instruction 2 of 2; chat had no candidates at all
     assert report["pass_rate_by_capability"] == {"instruction": 1.0, "math": 0.25}
+    # p1: pass 3.0 over fail 1.0 -> 1 of 1; p3 has no pass
+    assert report["rm_pass_over_fail_auc"] == {"math": {"auc": 1.0, "pairs": 1}}
     assert report["verifier"]["math"]["failures"] == {"math: expected N, got N": 2, "truncated (no end-of-turn)": 1}
     sft = report["sft"]
     assert (sft["kept"], sft["new"], sft["prompts_kept"], sft["carried_over"]) == (3, 2, 2, 1)
@@ -346,18 +369,18 @@ def test_selection_report_counts_by_capability_and_reason():
         "math": {"no candidate passed the verifier": 1},
     }
     dpo = report["dpo"]
-    # p1: z {+1, -1}, z range 2 -> the failed one is -1 - 3 = -4: norm margin 5; score: RM range 3, penalty 4 ->
-    # margin 3 - (1 - 4) = 6
-    assert (dpo["kept"], dpo["mean_margin"], dpo["mean_norm_margin"]) == (1, 6.0, 5.0)
+    # p1: "It is 4" (3.0) over the failed "It is 5" (1.0): the verifier decides, RM margin 2.0
+    assert (dpo["kept"], dpo["mean_margin"], dpo["decided_by"]) == (1, 2.0, {"verifier": 1})
+    assert dpo["margin_sweep"]["0.5"] == {"removed": 0, "of": 0, "removed_by_capability": {}}
     assert dpo["dropped"] == {
         "no candidate left after filtering": 1,
         "no candidate passed the verifier": 1,
         "tie": 1,
     }
     margin_hist = report["histograms"]["pair_margin"]  # one value: numpy spans it +- 0.5
-    assert (sum(margin_hist["counts"]), margin_hist["edges"][0], margin_hist["edges"][-1]) == (1, 5.5, 6.5)
+    assert (sum(margin_hist["counts"]), margin_hist["edges"][0], margin_hist["edges"][-1]) == (1, 1.5, 2.5)
     assert sum(report["histograms"]["rm_score"]["counts"]) == 6
     assert report["histograms"]["rm_score"]["edges"][::5] == [0.0, 1.5, 3.0]
     assert json.loads(json.dumps(report)) == report
     shuffled = combine_scores(rows[::-1])
-    assert selection_report(shuffled, PROMPTS, sft_rows, pairs, sft_dropped, pair_dropped, carried) == report
+    assert selection_report(shuffled, PROMPTS, sft_rows, pairs, sft_dropped, pair_dropped, carried, margins) == report

@@ -98,13 +98,25 @@ def test_reward_model_trains_and_scores_at_the_last_real_token(tiny_model_dir, t
     from reward.reward_model import RewardScorer, train_reward_model
 
     pairs = [
-        {"pair_id": f"x{i}", "messages": PROMPT, "chosen": f"The answer is 4. ({i})", "rejected": "No idea."}
+        {
+            "pair_id": f"x{i}",
+            "messages": [{"role": "user", "content": f"What is {i} + 4?"}],
+            "chosen": f"The answer is {i + 4}.",
+            "rejected": f"No idea about {i}.",
+            "source": "seed" if i % 2 else "round-1",
+        }
         for i in range(12)
     ]
-    cfg = RewardModelConfig(num_layers=None, batch_size=4, heldout_fraction=0.25, precision="fp32")
-    m = train_reward_model(pairs, tiny_model_dir, cfg, tmp_path / "rm", seed=0, device="cpu", work_dir=tmp_path / "w")
-    assert m["train_pairs"] + m["heldout_pairs"] == 12
-    assert m["heldout_pairs"] == 0 or 0.0 <= m["heldout_accuracy"] <= 1.0
+    too_long = {**pairs[0], "pair_id": "long", "chosen": "word " * 200}
+    cfg = RewardModelConfig(num_layers=None, batch_size=4, heldout_fraction=0.5, precision="fp32", max_length=128)
+    m = train_reward_model(
+        [*pairs, too_long], tiny_model_dir, cfg, tmp_path / "rm", seed=0, device="cpu", work_dir=tmp_path / "w"
+    )
+    assert m["dropped_too_long"] == 1  # counted, not silently dropped by TRL
+    assert m["train_pairs"] + m["heldout_pairs"] == 12 and m["heldout_pairs"] > 0
+    by_source = m["heldout_by_source"]
+    assert set(by_source) <= {"seed", "round-1"} and sum(v["pairs"] for v in by_source.values()) == m["heldout_pairs"]
+    assert m["train_pairs_by_source"] and sum(m["train_pairs_by_source"].values()) == m["train_pairs"]
 
     scorer = RewardScorer(str(tmp_path / "rm"), device="cpu", batch_size=8)
     convs = [
@@ -131,3 +143,29 @@ def test_reward_model_training_is_reproducible_for_a_seed(tiny_model_dir, tmp_pa
         train_reward_model(pairs, tiny_model_dir, cfg, tmp_path / run, seed=3, device="cpu", work_dir=tmp_path / "w")
         scores.append(RewardScorer(str(tmp_path / run), device="cpu").score(convs))
     assert scores[0] == pytest.approx(scores[1], abs=1e-5)
+
+
+def test_tokenize_sft_rows_masks_the_prompt_and_keeps_the_end_of_turn(embedded_model_dir):
+    """The production SFT tokeniser itself (the mask test elsewhere goes through stock TRL): the loss covers the
+    reply, <|im_end|> and the template's newline; the prompt and the assistant header carry none; a row longer than
+    max_length is left out with its reason instead of failing the stage or losing its end-of-turn token."""
+    from transformers import AutoTokenizer
+
+    from alignment.sft import tokenize_sft_rows
+
+    tok = AutoTokenizer.from_pretrained(embedded_model_dir)
+    short = {"prompt_id": "a", "candidate_id": "a#0",
+             "messages": [*PROMPT, {"role": "assistant", "content": "It is 4."}]}  # fmt: skip
+    long_prompt = {"prompt_id": "b", "candidate_id": "b#3",
+                   "messages": [{"role": "user", "content": "word " * 300}, {"role": "assistant", "content": "Ok."}]}  # fmt: skip
+    long_reply = {"prompt_id": "c", "candidate_id": "c#1",
+                  "messages": [*PROMPT, {"role": "assistant", "content": "four " * 300}]}  # fmt: skip
+    records, dropped = tokenize_sft_rows([short, long_prompt, long_reply], tok, max_length=128)
+    assert len(records) == 1 and set(dropped) == {"b#3", "c#1"}
+    assert dropped["b#3"].startswith("the prompt alone") and dropped["c#1"].startswith("prompt and reply")
+    ids, mask = records[0]["input_ids"], records[0]["completion_mask"]
+    trained = tok.decode([t for t, m in zip(ids, mask, strict=True) if m])
+    untrained = tok.decode([t for t, m in zip(ids, mask, strict=True) if not m])
+    assert trained == "It is 4.<|im_end|>\n"
+    assert untrained.endswith("<|im_start|>assistant\n") and "It is 4." not in untrained
+    assert mask == sorted(mask)  # one contiguous completion at the end

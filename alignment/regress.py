@@ -9,6 +9,10 @@ item by item (:mod:`alignment.compare`). A capability fails when its accuracy dr
 the drop is significant at ``--confidence`` (the paired interval lies below zero), so a 60-item suite's noise does
 not fail the job. The exit code is 1 when a capability regressed, after a table of what dropped, by how much, and
 which items flipped; 0 otherwise. Bad input (missing baseline, settings file) exits 2 with the file named.
+
+The baseline's stored responses are verified again with today's verifiers before the comparison
+(:func:`rescore_baseline`), so a stricter or fixed verifier does not read as a regression of the model: only what
+the model now answers differently does. How many baseline verdicts changed is printed and recorded.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ import sys
 from pathlib import Path
 
 from alignment.compare import compare, items_path, read_item_records
-from alignment.evaluate import run_eval
-from alignment.records import read_json, write_json
+from alignment.evaluate import load_items, run_eval, score_responses
+from alignment.records import read_json, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 SHOW_FLIPS = 8  # flipped items listed per regressed capability
@@ -83,6 +87,44 @@ def format_table(result: dict, new_items: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def rescore_baseline(baseline: Path, suites: list[str], max_items: int | None, out: Path) -> dict:
+    """Verify ``baseline``'s stored responses again against today's suite items and verifiers; write the result as an
+    eval output at ``out`` (``X.json`` + ``X.items.jsonl``). A record whose item is no longer in the suites, or that
+    holds no response, keeps its stored verdict. Returns ``{"changed": [ids whose verdict changed], "rescored": n}``.
+    """
+    records = read_item_records(baseline)
+    items = {i["id"]: i for i in load_items(suites, max_items)}
+    known = [i for i in records if i in items and ("response" in records[i] or "samples" in records[i])]
+    greedy = [i for i in known if "response" in records[i]]
+    sampled = [i for i in known if "response" not in records[i]]
+    fresh: dict[str, dict] = {}
+    if greedy:
+        _, recs = score_responses(
+            [items[i] for i in greedy],
+            [records[i]["response"] for i in greedy],
+            [[records[i].get("finish_reason")] for i in greedy],
+        )
+        fresh |= {r["id"]: r for r in recs}
+    if sampled:
+        samples = [records[i]["samples"] for i in sampled]
+        if len({len(s) for s in samples}) == 1:
+            _, recs = score_responses(
+                [items[i] for i in sampled],
+                [[s["response"] for s in ss] for ss in samples],
+                [[s.get("finish_reason") for s in ss] for ss in samples],
+            )
+            fresh |= {r["id"]: r for r in recs}
+    merged = {i: fresh.get(i, r) for i, r in records.items()}
+    changed = sorted(i for i in fresh if bool(fresh[i]["correct"]) != bool(records[i]["correct"]))
+    by_cap: dict[str, list[float]] = {}
+    for r in merged.values():
+        by_cap.setdefault(r["capability"], []).append(float(r["score"]) if "score" in r else float(bool(r["correct"])))
+    summary = {c: {"accuracy": round(sum(v) / len(v), 4), "n": len(v)} for c, v in sorted(by_cap.items())}
+    write_jsonl(merged.values(), items_path(out))
+    write_json(summary, out)
+    return {"changed": changed, "rescored": len(fresh)}
+
+
 def regress(
     model: str,
     baseline: Path,
@@ -93,8 +135,9 @@ def regress(
     confidence: float | None = 0.95,
     max_items: int | None = None,
 ) -> dict:
-    """Evaluate ``model`` with ``baseline``'s settings into ``out`` and compare; returns :func:`compare`'s result
-    (also written to ``out/regress.json``)."""
+    """Evaluate ``model`` with ``baseline``'s settings into ``out`` and compare with the baseline re-verified by
+    today's verifiers (:func:`rescore_baseline`, ``out/baseline.rescored.json``); returns :func:`compare`'s result
+    with ``baseline_rescored`` (also written to ``out/regress.json``)."""
     baseline = Path(baseline)
     if not baseline.is_file():
         raise FileNotFoundError(f"baseline {baseline} not found (make one with `alignment eval --out {baseline}`)")
@@ -119,8 +162,18 @@ def regress(
         temperature=s["temperature"],
         top_p=s["top_p"],
     )
-    result = compare(eval_json, baseline, tolerance=tolerance, tolerances=tolerances, confidence=confidence)
-    result |= {"model": model, "baseline": str(baseline), "tolerance": tolerance}
+    rescored = Path(out) / "baseline.rescored.json"
+    check = rescore_baseline(baseline, s["suites"], max_items if max_items is not None else s["max_items"], rescored)
+    if check["changed"]:
+        log.warning(
+            "%d of the baseline's %d stored responses get another verdict from today's verifiers (%s); the comparison "
+            "uses the new verdicts",
+            len(check["changed"]),
+            check["rescored"],
+            ", ".join(check["changed"][:SHOW_FLIPS]) + (" ..." if len(check["changed"]) > SHOW_FLIPS else ""),
+        )
+    result = compare(eval_json, rescored, tolerance=tolerance, tolerances=tolerances, confidence=confidence)
+    result |= {"model": model, "baseline": str(baseline), "tolerance": tolerance, "baseline_rescored": check}
     write_json(result, Path(out) / "regress.json")
     return result
 
@@ -155,6 +208,11 @@ def run(args: argparse.Namespace) -> None:
         max_items=args.max_items,
     )
     print(f"model {args.model} against baseline {args.baseline} (eval in {out}):")
+    changed = result["baseline_rescored"]["changed"]
+    if changed:
+        print(
+            f"({len(changed)} baseline items re-verified with today's verifiers changed verdict: {', '.join(changed)})"
+        )
     print(format_table(result, read_item_records(out / "eval.json")))
     if result["regressed"]:
         print(f"\nFAILED: {', '.join(result['regressed'])} regressed beyond tolerance", file=sys.stderr)

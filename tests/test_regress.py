@@ -70,6 +70,30 @@ def test_regress_passes_within_noise_and_fails_with_flipped_items(monkeypatch, t
     regress.run(_args(tmp_path, confidence=0, tolerance_for=["math=0.1"]))
 
 
+def test_the_baseline_is_verified_again_with_todays_verifiers(monkeypatch, tmp_path, capsys):
+    """A verifier fixed since the baseline was made (a hedge "15 or 16" no longer passes for 15) must not read as a
+    regression of the model: the baseline's stored responses are verified again and the new verdict is used."""
+    from alignment.evaluate import load_items
+
+    item = next(i for i in load_items(["builtin"]) if i["capability"] == "math")
+    hedge = f"The answer is {item['answer']} or {int(float(item['answer'])) + 1}."
+    record = {"id": item["id"], "capability": "math", "response": hedge, "correct": True, "reason": "old"}
+    record["finish_reason"] = "stop"
+    _fake_eval({"math": 12, "format": 15})("base", ["builtin"], tmp_path / "base.json")
+    with (tmp_path / "base.items.jsonl").open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    monkeypatch.setattr(regress, "run_eval", _fake_eval({"math": 12, "format": 15}))
+    regress.run(_args(tmp_path))
+    out = capsys.readouterr().out
+    assert f"1 baseline items re-verified with today's verifiers changed verdict: {item['id']}" in out
+    saved = json.loads((tmp_path / "out" / "regress.json").read_text())
+    assert saved["baseline_rescored"] == {"changed": [item["id"]], "rescored": 1}
+    rescored = json.loads((tmp_path / "out" / "baseline.rescored.json").read_text())
+    assert rescored["math"] == {"accuracy": round(12 / 21, 4), "n": 21}  # the hedge counts as wrong now
+    lines = (tmp_path / "out" / "baseline.rescored.items.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["reason"].startswith("math: hedged")
+
+
 def test_regress_names_missing_baseline_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.json not found"):
         regress.regress("m", tmp_path / "nothing.json", tmp_path / "out")

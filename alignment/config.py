@@ -169,19 +169,25 @@ class FiltersConfig:
     repetition_ngram: int = 4
     max_repetition: float = 0.5
     """Drop a candidate when more than this share of its word n-grams repeat an earlier n-gram of the same text."""
+    min_mean_logprob: float | None = -2.5
+    """Drop a candidate whose mean log-probability per token under the model that generated it is below this
+    (``incoherent``); null: no fluency filter. On the embedded model's round 1, -2.5 dropped 6 of 488 candidates
+    (terse fragments such as ``"5\n1\n8"``); it does not catch fluent-looking word salad, which the RM's synthetic
+    negatives are for."""
     max_emojis: int = 3
     max_exclamations: int = 3
     """A candidate with more emojis / exclamation marks than these, or an over-apologetic phrase, is flagged."""
     max_flagged_share: float = 0.1
     """Flagged candidates may make up at most this share of the kept data; the excess is dropped (seeded order)."""
     dedup: bool = True
-    """Drop exact and near-duplicate candidates (MinHash LSH over the whole conversation)."""
+    """Drop exact and near-duplicate replies to the same prompt (MinHash LSH over the reply's word shingles). Replies
+    are visited verified-first, so a verified-correct candidate is never dropped in favour of a failed one."""
     dedup_threshold: float = 0.85
-    """Estimated Jaccard similarity of word shingles at or above which two conversations are near-duplicates."""
+    """Estimated Jaccard similarity of word shingles at or above which two replies are near-duplicates."""
     dedup_shingle: int = 3
     dedup_num_perm: int = 128
     dedup_earlier_rounds: bool = True
-    """Also drop candidates that near-duplicate an SFT row of an earlier round."""
+    """Also drop candidates that near-duplicate an earlier round's SFT reply to the same prompt."""
 
 
 @dataclass(frozen=True)
@@ -205,8 +211,12 @@ class RewardModelConfig:
     """Stop after this many optimizer steps (-1: run the epochs)."""
     max_pairs: int = 512
     """Cap on the pairs trained on per round (newest rounds' pairs are kept first, then seed pairs)."""
+    synthetic_negatives: int = 48
+    """Pairs of a good reply over a broken copy of it (shuffled, noised, truncated, or another prompt's reply;
+    ``reward.synthetic``), added to the real pairs each round so the RM learns what incoherent looks like; 0: none."""
     heldout_fraction: float = 0.1
-    """Share of pairs held out (by a stable hash of pair_id) to measure pairwise accuracy."""
+    """Share of pairs held out to measure pairwise accuracy: whole groups of pairs linked by a prompt or a response
+    text, so no held-out pair shares either with a training pair (``reward.reward_model.split_heldout``)."""
     precision: str = "auto"
     """Training and scoring: auto (bf16 autocast where the CPU/GPU has native bf16, else fp32), fp32 or bf16."""
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(enabled=False))
@@ -220,9 +230,11 @@ class RewardModelConfig:
 
 @dataclass(frozen=True)
 class SelectionConfig:
-    min_margin: float = 0.5
-    """Minimum gap between chosen and rejected for a DPO pair, on per-prompt normalised scores (see
-    ``reward.select``)."""
+    min_margin: float = 1.0
+    """Minimum raw reward-model score difference r_chosen - r_rejected for a pair the RM decides (both sides in the same
+    verifier tier); the Bradley-Terry model reads it as P(chosen > rejected) = sigmoid(margin), so 1.0 asks for 0.73.
+    Pairs a verifier decides (a pass over a fail) are kept at any RM margin. ``selection.json`` records how many
+    pairs each threshold in ``reward.select.MARGIN_SWEEP`` would remove."""
     pair_strategy: str = "best_vs_worst"
     """best_vs_worst or best_vs_random (the rejected side drawn, seeded, among the prompt's other candidates)."""
     sft_min_score: float | None = None
@@ -232,7 +244,8 @@ class SelectionConfig:
     carry_over: bool = True
     """Keep the SFT rows of all earlier rounds in this round's SFT set (Llama 2's fix for regressions)."""
     carry_over_max: int = 256
-    """Cap on carried-over rows (the best-scored first, newest round first on ties)."""
+    """Cap on carried-over rows: the best first by ``rm_percentile``, the row's RM-score percentile among the candidates
+    of its own round (raw scores of different rounds' reward models are not comparable); newest round first on ties."""
 
 
 @dataclass(frozen=True)

@@ -203,8 +203,12 @@ def summary(data: RoundData) -> pd.DataFrame:
     if sft.get("carried_over"):
         add("SFT rows carried over from earlier rounds", sft["carried_over"])
     add("DPO pairs", dpo.get("kept"))
-    add("mean pair margin (score)", dpo.get("mean_margin"))
-    add("mean pair margin (normalised)", dpo.get("mean_norm_margin"))
+    add("mean pair RM margin", dpo.get("mean_margin"))
+    if dpo.get("decided_by"):
+        add("DPO pairs decided by", ", ".join(f"{k}: {n}" for k, n in dpo["decided_by"].items()))
+    removed = (dpo.get("dropped") or {}).get("RM margin below min_margin")
+    if removed is not None:
+        add("DPO pairs removed by the RM margin", removed)
     rm = stages.get("reward_model", {}).get("metrics", {})
     if rm.get("heldout_accuracy") is not None:
         add("reward model held-out accuracy", f"{rm['heldout_accuracy']} on {rm.get('heldout_pairs', '?')} pairs")
@@ -591,13 +595,73 @@ def plot_scores(data: RoundData) -> Figure:
     return fig
 
 
+def reward_model_trust(data: RoundData) -> pd.DataFrame | None:
+    """How far the round's reward model can be trusted, as rows: held-out pairwise accuracy per pair source
+    (prompt-disjoint held-out pairs) and pass-over-fail AUC per capability on this round's candidates
+    (selection.json); None when neither is recorded."""
+    rows = []
+    rm = ((data.manifest or {}).get("stages", {}).get("reward_model") or {}).get("metrics", {})
+    for source, r in (rm.get("heldout_by_source") or {}).items():
+        rows.append({"measure": f"held-out accuracy, {source} pairs", "value": r["accuracy"], "pairs": r["pairs"]})
+    for cap, r in (data.selection.get("rm_pass_over_fail_auc") or {}).items():
+        rows.append({"measure": f"pass-over-fail AUC, {cap}", "value": r["auc"], "pairs": r["pairs"]})
+    if rm.get("dropped_too_long"):
+        rows.append(
+            {"measure": "pairs left out: longer than max_length", "value": rm["dropped_too_long"], "pairs": None}
+        )
+    return pd.DataFrame(rows) if rows else None
+
+
+def margin_sweep(data: RoundData) -> pd.DataFrame | None:
+    """Reward-model-decided DPO pairs each ``min_margin`` would remove (selection.json), per capability."""
+    sweep = (data.selection.get("dpo") or {}).get("margin_sweep")
+    if not sweep:
+        return None
+    rows = [
+        {"min_margin": t, "P(chosen better)": round(1 / (1 + math.exp(-float(t))), 3), "removed": r["removed"],
+         "of": r["of"], **r.get("removed_by_capability", {})}
+        for t, r in sweep.items()
+    ]  # fmt: skip
+    return pd.DataFrame(rows).fillna(0)
+
+
+def plot_fluency(data: RoundData) -> Figure | None:
+    """Mean log-probability per token of every generated candidate (the fluency signal), split by filter outcome,
+    and against the RM score of the scored ones; None when the candidates carry no ``mean_logprob``."""
+    df = data.filtered
+    if df is None or "mean_logprob" not in df.columns or df["mean_logprob"].isna().all():
+        return None
+    fig = Figure(figsize=(10, 3.0), layout="constrained")
+    ax, ax2 = fig.subplots(1, 2)
+    outcome = df["drop_reason"].fillna("kept").astype(str)
+    for label in ["kept", *sorted(set(outcome) - {"kept"})]:
+        values = df.loc[outcome == label, "mean_logprob"].dropna()
+        if len(values):
+            ax.hist(values, bins=20, alpha=0.6, label=f"{label} ({len(values)})")
+    ax.set_xlabel("mean log-prob per token")
+    ax.set_ylabel("candidates")
+    ax.legend(fontsize=7)
+    merged = data.scores.merge(df[["candidate_id", "mean_logprob"]], on="candidate_id", how="inner")
+    merged = merged.dropna(subset=["mean_logprob", "rm_score"])
+    if len(merged) > 2:
+        rho = merged["mean_logprob"].rank().corr(merged["rm_score"].rank())
+        ax2.scatter(merged["mean_logprob"], merged["rm_score"], s=6, color=COLORS["this"])
+        ax2.set_title(f"scored candidates: Spearman {rho:.2f}")
+    else:
+        _empty(ax2, "too few scored candidates")
+    ax2.set_xlabel("mean log-prob per token")
+    ax2.set_ylabel("RM score")
+    fig.suptitle("Fluency: the generating model's mean log-probability of each reply")
+    return fig
+
+
 def plot_margins(data: RoundData) -> Figure | None:
-    """Histogram of DPO pair margins per capability (``margin`` on combined scores and, when present,
-    ``norm_margin`` on per-prompt normalised ones); None when the round has no dpo.parquet."""
+    """Histogram of DPO pair margins (chosen minus rejected RM score) per capability; None when the round has no
+    dpo.parquet."""
     df = data.dpo
     if df is None:
         return None
-    kinds = [c for c in ("margin", "norm_margin") if c in df.columns]
+    kinds = [c for c in ("margin",) if c in df.columns]
     caps = data.capabilities
     fig = Figure(figsize=(4.2 * max(len(caps), 1), 2.6 * max(len(kinds), 1)), layout="constrained")
     axes = fig.subplots(max(len(kinds), 1), max(len(caps), 1), squeeze=False)
@@ -613,7 +677,7 @@ def plot_margins(data: RoundData) -> Figure | None:
                 ax.legend(fontsize=8)
                 ax.set_ylabel("pairs")
                 _integer_counts(ax)
-            ax.set_xlabel("score margin" if kind == "margin" else "normalised margin")
+            ax.set_xlabel("RM margin")
             ax.set_title(f"{cap}: {_plural(len(values), 'pair')}")
     if not kinds:
         _empty(axes[0][0], "dpo.parquet has no margin column")
@@ -763,6 +827,7 @@ SECTIONS = [
     ("summary", "Summary"),
     ("scores", "Reward scores"),
     ("margins", "DPO pair margins"),
+    ("trust", "Reward model and fluency"),
     ("verifier", "Verifier pass rates"),
     ("drops", "Kept and dropped"),
     ("lengths", "Response lengths"),
@@ -899,9 +964,13 @@ def render_report(round_dir: Path | str, examples_per_capability: int = 2) -> st
         + '<p class="note">Reward-model score of every candidate that passed the filters, stacked by verifier '
         "verdict. The combined score used for ranking subtracts a penalty from every verifier failure.</p>",
         "margins": _img(plot_margins(data), "pair margin histograms")
-        + '<p class="note">Score margin: chosen minus rejected combined score (includes the verifier penalty when '
-        "the rejected one failed). Normalised margin: the same on per-prompt z-scores, which "
-        "<code>selection.min_margin</code> applies to.</p>",
+        + '<p class="note">RM margin: chosen minus rejected reward-model score; P(chosen better) = sigmoid(margin). '
+        "<code>selection.min_margin</code> applies to pairs only the RM decides (same verifier tier); the table "
+        "shows how many of those each threshold removes.</p>" + _table(margin_sweep(data), index=False),
+        "trust": _table(reward_model_trust(data), index=False)
+        + '<p class="note">Held-out pairs share no prompt and no response with training pairs. AUC: how often '
+        "the RM scores a passing candidate above a failing one of the same prompt (0.5 is chance).</p>"
+        + (_img(plot_fluency(data), "fluency") if plot_fluency(data) is not None else ""),
         "verifier": _img(plot_pass_rates(data, previous), "verifier pass rates") + _table(pass_rates(data, previous)),
         "drops": "<h3>Filters (candidates)</h3>"
         + _table(filter_drops(data))

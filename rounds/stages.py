@@ -38,6 +38,18 @@ PAIR_SCHEMA = pa.schema(
 )
 
 
+VERDICT_SCHEMA = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("candidate_id", pa.string()),
+        ("text", pa.string()),
+        ("verified", pa.bool_()),
+        ("verifier_reason", pa.string()),
+        ("verifier_flags", pa.list_(pa.string())),
+    ]
+)
+
+
 def _prompts_by_id(rnd: Round) -> dict[str, dict]:
     return {p["prompt_id"]: p for p in read_parquet(rnd.path("prompts.parquet"))}
 
@@ -101,13 +113,22 @@ def filter_candidates(rnd: Round) -> dict:
             earlier_sft.extend(read_parquet(folder / "sft.parquet"))
     # A response shorter than one n-gram cannot carry an eval item; checked whole, a bare number would match by chance.
     decontaminator = _decontaminator(rnd, min_words=rnd.cfg.decontamination.ngram)
+    prompts_by_id = _prompts_by_id(rnd)
+
+    def verdict_rank(row: dict) -> int:
+        # dedup keeps the best-ranked of a group of duplicates: a verified pass over a reply without a verifier
+        # over a failure, so a correct short answer is never dropped as the duplicate of a wrong one
+        passed = verify_response(row["text"], prompts_by_id[row["prompt_id"]], finish_reason=row["finish_reason"])
+        return {True: 0, None: 1, False: 2}[passed.passed]
+
     rows, stats = apply_filters(
         read_parquet(rnd.path("candidates.parquet")),
-        _prompts_by_id(rnd),
+        prompts_by_id,
         rnd.cfg.filters,
         decontaminator=decontaminator,
         earlier_sft=earlier_sft,
         seed=rnd.cfg.seed,
+        rank=verdict_rank,
     )
     schema = CANDIDATE_SCHEMA.append(pa.field("drop_reason", pa.string()))
     schema = schema.append(pa.field("drop_detail", pa.string())).append(pa.field("flags", pa.list_(pa.string())))
@@ -132,9 +153,10 @@ def verify(rnd: Round) -> dict:
                 "text": c["text"],
                 "verified": verdict.passed,
                 "verifier_reason": verdict.reason,
+                "verifier_flags": list(verdict.flags),
             }
         )
-    write_parquet(rows, rnd.path("verdicts.parquet"))
+    write_parquet(rows, rnd.path("verdicts.parquet"), schema=VERDICT_SCHEMA)
     pairs = verifier_pairs(prompts_by_id, rows, source=f"round-{rnd.index}")
     write_parquet(pairs, rnd.path("rm_pairs.parquet"), schema=PAIR_SCHEMA)
     checked = [r for r in rows if r["verified"] is not None]  # chat has no verifier: the RM alone scores it
@@ -162,11 +184,28 @@ def _preference_pairs(rnd: Round) -> tuple[list[dict], dict[str, int]]:
         sources[folder.name] = len(found)
         pairs.extend(found)
     seed = rnd.cfg.reward_model.seed_pairs
+    seeds: list[dict] = []
     if seed is not None:
-        found = load_seed_pairs(None if seed == "builtin" else seed)
-        sources["seed"] = len(found)
-        pairs.extend(found)
-    return pairs[: rnd.cfg.reward_model.max_pairs], sources
+        seeds = load_seed_pairs(None if seed == "builtin" else seed)
+        sources["seed"] = len(seeds)
+        pairs.extend(seeds)
+    pairs = pairs[: rnd.cfg.reward_model.max_pairs]
+    synthetic = _synthetic_pairs(rnd, seeds)
+    sources["synthetic"] = len(synthetic)
+    return pairs + synthetic, sources
+
+
+def _synthetic_pairs(rnd: Round, seeds: list[dict]) -> list[dict]:
+    """Good replies (seed pairs' chosen sides, this round's unflagged verified passes), each over a broken copy."""
+    from reward.synthetic import synthetic_pairs
+
+    prompts_by_id = _prompts_by_id(rnd)
+    good = [{"messages": p["messages"], "reply": p["chosen"], "capability": p["capability"]} for p in seeds]
+    for v in read_parquet(rnd.path("verdicts.parquet")):
+        if v["verified"] is True and not list(v.get("verifier_flags") or []):
+            prompt = prompts_by_id[v["prompt_id"]]
+            good.append({"messages": prompt["messages"], "reply": v["text"], "capability": prompt["capability"]})
+    return synthetic_pairs(good, rnd.cfg.reward_model.synthetic_negatives, seed=rnd.cfg.seed + rnd.index)
 
 
 def reward_model(rnd: Round) -> dict:
@@ -189,6 +228,7 @@ def reward_model(rnd: Round) -> dict:
         work_dir=rnd.path("work/rm"),
         report_to=rnd.cfg.report_to,
         log_dir=rnd.path("tensorboard/reward_model"),
+        split_out=rnd.path("rm_split.jsonl"),
     )
     shutil.rmtree(rnd.path("work/rm"), ignore_errors=True)
     log.info(
@@ -238,7 +278,7 @@ def select(rnd: Round) -> dict:
     """Rejection sampling: SFT rows (best-of-K, floor, up to m per prompt) plus earlier rounds' carried-over rows, DPO
     pairs (best vs worst or random, margin on per-prompt normalised scores); ``selection.json`` with counts by
     capability and reason, pass rates and histograms."""
-    from reward.select import carry_over_rows, select_pairs, select_sft, selection_report
+    from reward.select import carry_over_rows, margin_sweep, select_pairs, select_sft, selection_report
 
     cfg = rnd.cfg.selection
     prompts_by_id = _prompts_by_id(rnd)
@@ -254,7 +294,10 @@ def select(rnd: Round) -> dict:
     rows = [{**r, "carried_from": None} for r in sft_rows] + carried
     write_parquet([_sft_record(r) for r in rows], rnd.path("sft.parquet"), schema=SFT_SCHEMA)
     write_parquet(pairs, rnd.path("dpo.parquet"))
-    report = selection_report(scored, prompts_by_id, sft_rows, pairs, sft_dropped, pair_dropped, carried=carried)
+    margins = margin_sweep(scored, prompts_by_id, cfg)
+    report = selection_report(
+        scored, prompts_by_id, sft_rows, pairs, sft_dropped, pair_dropped, carried=carried, margins=margins
+    )
     write_json(report, rnd.path("selection.json"))
     return report
 
@@ -267,6 +310,7 @@ SFT_SCHEMA = pa.schema(
         ("messages", MESSAGES_TYPE),
         ("score", pa.float64()),
         ("rm_score", pa.float64()),
+        ("rm_percentile", pa.float64()),
         ("carried_from", pa.int64()),
     ]
 )
@@ -366,7 +410,8 @@ def dpo(rnd: Round) -> dict:
     With ``dpo.variants`` the main run and each variant train into ``variants/<name>/``, their uniform average goes
     to ``variants/average/``, each is evaluated (``variants/<name>.eval.json``) and the best by mean accuracy over
     the capabilities is copied to ``model/`` (ties go to the average, then to the earlier run); ``variants.json``
-    records every candidate's metrics and scores.
+    records every candidate's metrics and scores. With no pair in ``dpo.parquet`` DPO is skipped with a warning and
+    ``model/`` is a copy of ``sft/``.
     """
     import dataclasses
 
@@ -374,6 +419,15 @@ def dpo(rnd: Round) -> dict:
 
     cfg = rnd.cfg
     pairs = read_parquet(rnd.path("dpo.parquet"))
+    if not pairs:
+        # Strict selection can leave no pair (e.g. every RM-decided pair under selection.min_margin and no verifier
+        # pair): the round goes on with the SFT model as its model instead of failing after SFT; said loudly.
+        dropped = read_json(rnd.path("selection.json")).get("dpo", {}).get("dropped", {})
+        why = ", ".join(f"{reason}: {n}" for reason, n in dropped.items()) or "no prompts"
+        log.warning("dpo: no preference pair passed selection (%s); the round's model is its SFT model", why)
+        shutil.rmtree(rnd.path("model"), ignore_errors=True)
+        shutil.copytree(rnd.path("sft"), rnd.path("model"))
+        return {"skipped": f"no preference pair passed selection ({why})", "pairs": 0}
     runs = [("main", cfg.dpo, cfg.seed)]
     for i, v in enumerate(cfg.dpo.variants, start=1):
         changes = {k: getattr(v, k) for k in ("learning_rate", "beta") if getattr(v, k) is not None}

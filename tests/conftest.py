@@ -22,8 +22,6 @@ E2E_TINY = [
     "dpo.max_steps=2",
     "eval.max_items=4",
     "eval.max_new_tokens=48",
-    "selection.min_margin=0.0",
-    "reward_model.min_heldout_accuracy=null",  # a handful of held-out pairs at this scale
 ]
 
 

@@ -207,3 +207,27 @@ def test_dpo_variants_are_trained_averaged_evaluated_and_the_best_exported(tiny_
     k = "model.layers.0.self_attn.q_proj.weight"
     torch.testing.assert_close(avg[k], sum(r[k] for r in runs) / 3, rtol=0, atol=1e-6)
     assert not torch.equal(runs[0][k], runs[2][k])  # the variants really trained differently
+
+
+def test_a_round_whose_selection_left_no_dpo_pair_exports_its_sft_model(tiny_model_dir, tmp_path, caplog):
+    """At the default selection.min_margin a small round can keep no pair (round 2 of the tiny e2e run: 3 RM-decided
+    pairs, all under the margin, no verifier pair); the round then failed after SFT with "the DPO set is empty"."""
+    import json
+
+    import pyarrow as pa
+
+    from alignment.config import load_config
+    from alignment.records import write_parquet
+    from rounds.runner import Round
+    from rounds.stages import dpo
+
+    rnd = Round(cfg=load_config(None, []), index=2, dir=tmp_path, start_model=tiny_model_dir, run_dir=tmp_path)
+    shutil.copytree(tiny_model_dir, tmp_path / "sft")
+    (tmp_path / "selection.json").write_text(json.dumps({"dpo": {"dropped": {"RM margin below min_margin": 3}}}))
+    write_parquet([], tmp_path / "dpo.parquet", schema=pa.schema([("prompt_id", pa.string())]))
+    with caplog.at_level("WARNING"):
+        metrics = dpo(rnd)
+    assert metrics == {"skipped": "no preference pair passed selection (RM margin below min_margin: 3)", "pairs": 0}
+    assert "the round's model is its SFT model" in caplog.text
+    for name in ("model.safetensors", "config.json"):
+        assert (tmp_path / "model" / name).read_bytes() == (tmp_path / "sft" / name).read_bytes()

@@ -11,6 +11,7 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from conftest import ROOT, alignment, e2e_args
 
 from rounds.runner import STAGES
@@ -20,6 +21,7 @@ from rounds.runner import STAGES
 def test_two_real_rounds_on_the_embedded_model(e2e_run, tmp_path):
     common = e2e_args(e2e_run.parent, "e2e")
 
+    removed_by_margin = 0
     for n in (1, 2):
         rd = e2e_run / f"round-{n}"
         for name in (
@@ -57,7 +59,11 @@ def test_two_real_rounds_on_the_embedded_model(e2e_run, tmp_path):
             assert all(v["n"] == 4 and 0.0 <= v["accuracy"] <= 1.0 for v in ev[side].values())
         cands = pq.read_table(rd / "candidates.parquet").to_pylist()
         assert len(cands) == n and {c["finish_reason"] for c in cands} <= {"stop", "length"}
+        removed_by_margin += _check_selection(rd, manifest)
 
+    # At this scale the RM trains a few steps, so RM-decided pairs are near ties (round 2 here: 3 pairs, margins
+    # 0.1-0.9); the default selection.min_margin must remove some. (With per-prompt z-scores nothing was removed.)
+    assert removed_by_margin >= 1
     r1, r2 = (json.loads((e2e_run / f"round-{n}" / "manifest.json").read_text()) for n in (1, 2))
     # round 2 starts from round 1's model if round 1's gate promoted it, else from the policy; lineage records it
     promoted = r1["promotion"]["promoted"]
@@ -75,7 +81,7 @@ def test_two_real_rounds_on_the_embedded_model(e2e_run, tmp_path):
     assert (e2e_run / "round-2" / "report.html").stat().st_size > 10_000
     # selection.json: counts, pass rates and histograms; round 2's SFT set carries round 1's rows over.
     sel = json.loads((e2e_run / "round-2" / "selection.json").read_text())
-    assert set(sel["histograms"]) == {"rm_score", "norm_score", "pair_margin", "pair_norm_margin"}
+    assert set(sel["histograms"]) == {"rm_score", "pair_margin"}
     assert sel["pass_rate_by_capability"]["chat"] is None
     r1_sft = pq.read_table(e2e_run / "round-1" / "sft.parquet").num_rows
     # (a round-1 row whose prompt and answer round 2 selected again is not carried twice)
@@ -98,6 +104,54 @@ def test_two_real_rounds_on_the_embedded_model(e2e_run, tmp_path):
     assert time.time() - t0 < 60
     again = json.loads((e2e_run / "round-2" / "manifest.json").read_text())
     assert all(s["skipped"] for s in again["stages"].values())
+
+
+def _check_selection(rd, manifest: dict) -> int:
+    """What a round selected, checked against its own files at the default thresholds (issue 14): the dedup survivor
+    of a group is never ranked below what it displaced, DPO margins are raw RM differences and every RM-decided pair
+    clears ``selection.min_margin``, the margin sweep counts the pairs the threshold removed, and the RM's held-out
+    pairs share no prompt with its training pairs."""
+    from reward.verifiers import verify
+
+    config = yaml.safe_load((rd / "config.yaml").read_text())
+    min_margin = config["selection"]["min_margin"]
+    assert min_margin == 1.0  # the shipped default, not a test override
+    prompts = {p["prompt_id"]: p for p in pq.read_table(rd / "prompts.parquet").to_pylist()}
+    filtered = {r["candidate_id"]: r for r in pq.read_table(rd / "filtered.parquet").to_pylist()}
+    rank = {True: 0, None: 1, False: 2}
+    for r in filtered.values():
+        if r["drop_reason"] in ("exact duplicate", "near-duplicate") and "earlier-round" not in r["drop_detail"]:
+            survivor = filtered[r["drop_detail"].removeprefix("of ")]
+            assert survivor["prompt_id"] == r["prompt_id"] and survivor["drop_reason"] is None
+            dropped_v, kept_v = (verify(x["text"], prompts[x["prompt_id"]]).passed for x in (r, survivor))
+            assert rank[kept_v] <= rank[dropped_v], (r["text"], survivor["text"])
+
+    scores = {r["candidate_id"]: r for r in pq.read_table(rd / "scores.parquet").to_pylist()}
+    pairs = pq.read_table(rd / "dpo.parquet").to_pylist()
+    for p in pairs:
+        chosen, rejected = scores[p["chosen_id"]], scores[p["rejected_id"]]
+        assert p["margin"] == pytest.approx(chosen["rm_score"] - rejected["rm_score"], abs=1e-6)
+        assert p["decided_by"] == ("verifier" if chosen["tier"] > rejected["tier"] else "reward model")
+        if p["decided_by"] == "reward model":
+            assert p["margin"] >= min_margin - 1e-6
+    sel = json.loads((rd / "selection.json").read_text())["dpo"]
+    sweep = sel["margin_sweep"]
+    removed = sel["dropped"].get("RM margin below min_margin", 0)
+    assert sweep[f"{min_margin:g}"]["removed"] == removed
+    assert sweep["0"]["removed"] == 0 and sweep["2"]["removed"] >= removed
+    assert sweep["0"]["of"] == removed + sel["decided_by"].get("reward model", 0)
+    assert len(pairs) == sel["kept"] == sum(sel["decided_by"].values())
+
+    split = [json.loads(line) for line in (rd / "rm_split.jsonl").read_text().splitlines()]
+    held = [r for r in split if r["side"] == "heldout"]
+    rm = manifest["stages"]["reward_model"]["metrics"]
+    assert len(split) == rm["train_pairs"] + len(held) and held
+    assert not {r["prompt"] for r in held} & {r["prompt"] for r in split if r["side"] == "train"}
+    real = [r for r in held if r["source"] != "synthetic"]
+    assert rm["heldout_pairs"] == len(real) and rm["heldout_accuracy"] == round(
+        sum(r["right"] for r in real) / len(real), 4
+    )
+    return removed
 
 
 @pytest.mark.e2e

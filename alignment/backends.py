@@ -173,9 +173,12 @@ class TransformersBackend:
         progress.close()
         return results
 
-    def _mean_logprobs(self, out, prompt_mask, width: int, stop: set[int]) -> list[float | None]:
+    def _mean_logprobs(
+        self, out, prompt_mask, width: int, stop: set[int], rows_per_pass: int = 8
+    ) -> list[float | None]:
         """Mean log-probability of each row's generated tokens (up to and including its end-of-turn token) under
-        the model's untempered distribution: one forward pass over the finished batch."""
+        the model's untempered distribution: forward passes over the finished batch, ``rows_per_pass`` rows at a
+        time and logits for the generated positions only (a 64-row batch of full-vocabulary logits is ~3 GB)."""
         import torch
 
         new = out[:, width:]
@@ -186,13 +189,24 @@ class TransformersBackend:
                 keep[r, cut + 1 :] = False
         mask = torch.cat([prompt_mask, keep.long()], dim=1)
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # left padding: positions as generate gave them
+        means: list[float | None] = []
         with torch.inference_mode():
-            logits = self.model(input_ids=out, attention_mask=mask, position_ids=positions).logits
-        logits = logits[:, width - 1 : -1].float()
-        logps = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
-        counts = keep.sum(dim=1)
-        sums = (logps * keep).sum(dim=1)
-        return [round(float(s / c), 4) if c > 0 else None for s, c in zip(sums, counts, strict=True)]
+            for i in range(0, out.shape[0], rows_per_pass):
+                rows = slice(i, i + rows_per_pass)
+                logits = (
+                    self.model(
+                        input_ids=out[rows],
+                        attention_mask=mask[rows],
+                        position_ids=positions[rows],
+                        logits_to_keep=new.shape[1] + 1,  # the positions that predict the generated tokens (+ last)
+                    )
+                    .logits[:, :-1]
+                    .float()
+                )
+                logps = torch.log_softmax(logits, dim=-1).gather(-1, new[rows].unsqueeze(-1)).squeeze(-1)
+                counts, sums = keep[rows].sum(dim=1), (logps * keep[rows]).sum(dim=1)
+                means += [round(float(s / c), 4) if c > 0 else None for s, c in zip(sums, counts, strict=True)]
+        return means
 
     def _completion(self, ids: list[int], stop: set[int], mean_logprob: float | None = None) -> Completion:
         cut = next((k for k, t in enumerate(ids) if t in stop), None)

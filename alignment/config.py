@@ -210,7 +210,8 @@ class RewardModelConfig:
     max_steps: int = -1
     """Stop after this many optimizer steps (-1: run the epochs)."""
     max_pairs: int = 512
-    """Cap on the pairs trained on per round (newest rounds' pairs are kept first, then seed pairs)."""
+    """Cap on the real pairs trained on per round (newest rounds' pairs are kept first, then seed pairs); the
+    ``synthetic_negatives`` pairs come on top."""
     synthetic_negatives: int = 48
     """Pairs of a good reply over a broken copy of it (shuffled, noised, truncated, or another prompt's reply;
     ``reward.synthetic``), added to the real pairs each round so the RM learns what incoherent looks like; 0: none."""

@@ -67,9 +67,11 @@ def tokenize_sft_rows(rows: list[dict], tokenizer, max_length: int | None) -> tu
         start = common_prefix_length(prompt_ids, full_ids)
         if max_length is not None and len(full_ids) > max_length:
             what = "the prompt alone" if start >= max_length else "prompt and reply"
-            dropped[str(row.get("candidate_id") or row.get("prompt_id"))] = (
-                f"{what} {start if start >= max_length else len(full_ids)} tokens > sft.max_length {max_length}"
-            )
+            size, cmp = (start, ">=") if start >= max_length else (len(full_ids), ">")
+            key = str(row.get("candidate_id") or row.get("prompt_id"))
+            if row.get("carried_from"):
+                key = f"{key} (round {row['carried_from']})"  # the same prompt drawn in two rounds: p#0 twice
+            dropped[key] = f"{what} {size} tokens {cmp} sft.max_length {max_length}"
             continue
         out.append({"input_ids": full_ids, "completion_mask": [0] * start + [1] * (len(full_ids) - start)})
     if dropped:

@@ -174,16 +174,20 @@ def _prompt_key(pair: dict) -> str:
 
 
 def split_heldout(pairs: list[dict], fraction: float) -> tuple[list[dict], list[dict]]:
-    """(train, held-out): whole groups of pairs go to one side, where a group is every pair linked to another by
-    the same prompt or the same response text (chosen or rejected, whitespace-normalised). No held-out pair shares a
-    prompt or a response with a training pair, so held-out accuracy measures preferences the RM did not see: split
+    """(train, held-out): whole groups of real pairs go to one side, where a group is every pair linked to another
+    by the same prompt or the same response text (chosen or rejected, whitespace-normalised). No held-out pair shares
+    a prompt or a response with a training pair, so held-out accuracy measures preferences the RM did not see: split
     by pair id, 5 of 23 held-out seed pairs shared a prompt with training pairs and 12 a rejected text.
 
-    The split is stratified by source (:func:`source_kind` of the group's first real, i.e. non-synthetic, pair):
-    of each source's groups, ordered by a stable hash of their smallest prompt, the first ``round(fraction * n)``
-    are held out, at least one where the source has ``1 / fraction`` groups or more. So a round's ~20 verifier
-    prompts still give held-out pairs of their own, and a pair's side depends on its prompt, not on list order."""
-    parent = list(range(len(pairs)))
+    The split is stratified by source (:func:`source_kind` of the group's pairs; seed before rounds): of each source's
+    groups, ordered by a stable hash of their smallest prompt, the first ``round(fraction * n)`` are held out, at
+    least one where the source has ``1 / fraction`` groups or more. So a round's ~20 verifier prompts still give
+    held-out pairs of their own, and a pair's side depends on its prompt, not on list order or on the synthetic
+    pairs drawn. Synthetic pairs do not link groups (an "other-prompt" pair would join two prompts): each follows the
+    side of the group its prompt and texts belong to, is its own group when they belong to none, and is left out
+    when they belong to groups on both sides."""
+    real = [i for i, p in enumerate(pairs) if source_kind(p.get("source")) != "synthetic"]
+    parent = {i: i for i in real}
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -191,19 +195,34 @@ def split_heldout(pairs: list[dict], fraction: float) -> tuple[list[dict], list[
             i = parent[i]
         return i
 
+    def keys(p: dict) -> tuple[str, ...]:
+        return (f"p:{_prompt_key(p)}", f"r:{normalise_text(p['chosen'])}", f"r:{normalise_text(p['rejected'])}")
+
     first: dict[str, int] = {}
-    for i, p in enumerate(pairs):
-        for key in (f"p:{_prompt_key(p)}", f"r:{normalise_text(p['chosen'])}", f"r:{normalise_text(p['rejected'])}"):
-            j = first.setdefault(key, i)
-            parent[find(i)] = find(j)
+    for i in real:
+        for key in keys(pairs[i]):
+            parent[find(i)] = find(first.setdefault(key, i))
     groups: dict[int, list[int]] = {}
-    for i in range(len(pairs)):
+    for i in real:
         groups.setdefault(find(i), []).append(i)
+    synthetic_alone: dict[str, list[int]] = {}
+    attached: dict[int, int] = {}  # synthetic pair -> the real group it joins
+    for i, p in enumerate(pairs):
+        if i in parent:
+            continue
+        roots = {find(first[k]) for k in keys(p) if k in first}
+        if len(roots) == 1:
+            attached[i] = roots.pop()
+        elif not roots:
+            synthetic_alone.setdefault(_prompt_key(p), []).append(i)
+        else:
+            attached[i] = -1  # texts of several groups: decided below, once the sides are known
     by_source: dict[str, list[tuple[str, list[int]]]] = {}
-    for members in groups.values():
-        kinds = sorted({source_kind(pairs[i].get("source")) for i in members} - {"synthetic"}) or ["synthetic"]
+    for members in [*groups.values(), *synthetic_alone.values()]:
+        kinds = {source_kind(pairs[i].get("source")) for i in members}
+        kind = "seed" if "seed" in kinds else min(kinds)
         key = min(_prompt_key(pairs[i]) for i in members)
-        by_source.setdefault(kinds[0], []).append((hashlib.sha256(key.encode()).hexdigest(), members))
+        by_source.setdefault(kind, []).append((hashlib.sha256(key.encode()).hexdigest(), members))
     held: set[int] = set()
     for ranked in by_source.values():
         ranked.sort()
@@ -212,7 +231,19 @@ def split_heldout(pairs: list[dict], fraction: float) -> tuple[list[dict], list[
             n = 1
         for _, members in ranked[:n]:
             held.update(members)
-    return [p for i, p in enumerate(pairs) if i not in held], [p for i, p in enumerate(pairs) if i in held]
+    left_out: set[int] = set()
+    for i, root in attached.items():
+        if root >= 0:
+            if root in held:
+                held.add(i)
+            continue
+        sides = {find(first[k]) in held for k in keys(pairs[i]) if k in first}
+        if sides == {True}:
+            held.add(i)
+        elif sides != {False}:
+            left_out.add(i)
+    train = [p for i, p in enumerate(pairs) if i not in held and i not in left_out]
+    return train, [p for i, p in enumerate(pairs) if i in held]
 
 
 def source_kind(source: str | None) -> str:
@@ -318,7 +349,10 @@ def train_reward_model(
     pairs, too_long = fit_max_length(pairs, tokenizer, cfg.max_length)
     train, heldout = split_heldout(pairs, cfg.heldout_fraction)
     if not train:
-        raise ValueError("the reward model has no training pairs (no seed pairs and no verifier-derived pairs)")
+        raise ValueError(
+            f"the reward model has no training pairs ({len(pairs)} pairs within reward_model.max_length "
+            f"{cfg.max_length}, {too_long} longer; with no seed pairs and no verifier pairs there are none at all)"
+        )
 
     kwargs = {"num_labels": 1, "dtype": torch.float32}
     if cfg.num_layers:

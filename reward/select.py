@@ -10,8 +10,8 @@ result depends on input order.
 
 Margins are raw reward-model score differences: under Bradley-Terry, a difference d means the RM puts the chosen
 answer above the rejected one with probability sigmoid(d), whatever the prompt. A pair the verifier decides (a pass
-over a failure, an on-topic pass over an off-topic one) needs no RM margin; a pair only the RM decides (chat, or two
-passes) is kept when its margin reaches ``selection.min_margin``.
+over a failure) needs no RM margin; every other pair (chat, two passes, an on-topic pass over an off-topic one, whose
+flag is a heuristic) is kept when its RM margin reaches ``selection.min_margin``.
 
     scored = combine_scores(rows)                     # after the RM: adds tier, score and rm_percentile
     sft_rows, sft_dropped = select_sft(scored, prompts, cfg.selection)
@@ -180,7 +180,7 @@ def select_pairs(
     Returns (pairs, dropped) where dropped maps prompt_id -> reason. A pair is {prompt_id, capability, prompt
     (messages), chosen, rejected, chosen_id, rejected_id, margin, p_chosen, decided_by}: ``margin`` is the RM score
     difference, ``p_chosen`` = sigmoid(margin) the RM's probability that chosen is better, ``decided_by``
-    "verifier" (the chosen side is in a higher tier) or "reward model". Both sides answer exactly the same prompt.
+    "verifier" (a pass over a failure) or "reward model" (anything else). Both sides answer exactly the same prompt.
     """
     if cfg.pair_strategy not in PAIR_STRATEGIES:
         raise ValueError(f"unknown pair_strategy {cfg.pair_strategy!r} (supported: {', '.join(PAIR_STRATEGIES)})")
@@ -207,7 +207,9 @@ def select_pairs(
             continue
         rejected = lower[-1] if cfg.pair_strategy == "best_vs_worst" else _rng(seed, pid).choice(lower)
         margin = best["rm_score"] - rejected["rm_score"]
-        decided_by = "verifier" if best["tier"] > rejected["tier"] else "reward model"
+        # Only a pass over a failure is the verifier's call; an on-topic pass over an off-topic one rests on a
+        # heuristic flag, so the RM must agree by the margin too.
+        decided_by = "verifier" if rejected["tier"] == TIER_FAIL < best["tier"] else "reward model"
         if decided_by == "reward model" and margin < cfg.min_margin - MARGIN_TOLERANCE:
             dropped[pid] = "RM margin below min_margin"
             continue
@@ -229,12 +231,13 @@ def select_pairs(
     return pairs, dropped
 
 
-def margin_sweep(scored: list[dict], prompts: dict[str, dict], cfg: SelectionConfig) -> dict[str, dict]:
+def margin_sweep(scored: list[dict], prompts: dict[str, dict], cfg: SelectionConfig, seed: int = 0) -> dict[str, dict]:
     """For each threshold of :data:`MARGIN_SWEEP` (and ``cfg.min_margin``): how many reward-model-decided pairs it
-    removes, per capability: what the margin setting costs, and which capabilities rely on the RM alone."""
+    removes, per capability: what the margin setting costs, and which capabilities rely on the RM alone. ``seed`` is
+    the one :func:`select_pairs` got, so ``best_vs_random`` draws the same rejected sides."""
     import dataclasses
 
-    candidates, _ = select_pairs(scored, prompts, dataclasses.replace(cfg, min_margin=float("-inf")))
+    candidates, _ = select_pairs(scored, prompts, dataclasses.replace(cfg, min_margin=float("-inf")), seed=seed)
     rm_only = [p for p in candidates if p["decided_by"] == "reward model"]
     out = {}
     for t in sorted({*MARGIN_SWEEP, cfg.min_margin}):

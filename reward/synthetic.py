@@ -36,15 +36,16 @@ def corrupt(reply: str, kind: str, rng: random.Random, other_replies: list[str])
         return None
     if kind == "shuffled":
         parts = _sentences(reply)
-        if len(parts) >= 3:
-            shuffled = parts[:]
-            while shuffled == parts:
-                rng.shuffle(shuffled)
-            return " ".join(shuffled)
-        shuffled = words[:]
-        while shuffled == words:
+        if len(parts) < 3 or len(set(parts)) < 2:
+            parts = words
+        if len(set(parts)) < 2:
+            return None  # every part is the same: no order to break ("go go go go go go")
+        shuffled = parts[:]
+        for _ in range(20):  # two different parts: a shuffle differs with probability >= 1/2
             rng.shuffle(shuffled)
-        return " ".join(shuffled)
+            if shuffled != parts:
+                return " ".join(shuffled)
+        return None
     if kind == "noise":
         pool = [w for r in other_replies for w in r.split()] or words
         noisy = [rng.choice(pool) if rng.random() < 1 / 3 else w for w in words]

@@ -4,17 +4,24 @@ One entry point, :func:`verify` ``(response, item, finish_reason=None) -> Verdic
 
 1. termination: a response cut off at the token limit (``finish_reason == "length"``) fails with
    :data:`TRUNCATED`, whatever the capability (chat included, which otherwise has no verifier);
-2. math (the item has an ``answer``): the final answer (see :func:`extract_answer`) equals it numerically;
-3. instruction (the item has ``constraints``): every constraint holds; dicts ``{"type": str, "value": ...}``, see
+2. math (the item has an ``answer``): the stated final answer (:func:`stated_answer`: boxed, then "the answer is",
+   then the last number before a trailing check; two different numbers offered fail as a hedge) equals it, by
+   Hugging Face's math-verify (:func:`answers_equal`);
+3. instruction (the item has ``constraints``): the reply does the task at all (:func:`task_problem`: not too short,
+   not a restatement of the prompt) and every constraint holds; dicts ``{"type": str, "value": ...}``, see
    :data:`CONSTRAINT_TYPES` for the supported types;
 4. otherwise ``passed`` is None: no verifier applies and the reward model alone judges the response.
+
+A passing reply to an item with a ``topic`` it never mentions (:func:`on_topic`) carries the flag :data:`OFF_TOPIC`
+in ``Verdict.flags``; selection ranks it below on-topic passes. The topic check is a word heuristic (plurals, word
+starts): "Honeybees" does not count for "bees".
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import json
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -53,9 +60,11 @@ _HEDGE_RE = re.compile(
     rf"|\bbetween\s+(?P<a2>{_NUM})\s+and\s+(?P<b2>{_NUM})",
     re.IGNORECASE,
 )
-# Where a response starts checking its answer: what follows is not the answer ("Check: 15 + 6 = 21").
+# Where a response starts checking its answer, at the start of a sentence: what follows is not the answer
+# ("... = 15. Check: 15 + 6 = 21"). A bare "check" inside a sentence ("The check was 45") is not one.
 _CHECK_RE = re.compile(
-    r"(?:^|(?<=[\s.!?]))(?:check|verification|verify|double[- ]check|let['\u2019]s check|to check|to verify)\b",
+    r"(?:^|(?<=[.!?]\s)|(?<=\n))[\s*#]*(?:(?:check|verification|verify|double[- ]check(?:ing)?)\s*[:,]"
+    r"|let['\u2019]s (?:double[- ])?(?:check|verify)\b|to (?:check|verify)\b|checking\s*[:,])",
     re.IGNORECASE,
 )
 _BOXED_RE = re.compile(r"\\boxed\s*\{")
@@ -243,7 +252,8 @@ def stated_answer(text: str) -> MathAnswer:
     2. else the last "answer is" / "answer:" phrase (case-insensitive): the first stated number of its sentence,
        after the sentence's last "=" if any ("the answer is 12 + 7 = 19" states 19); a denied number is skipped ("the
        answer is not 14, it is 15" states 15);
-    3. else the last stated number, leaving out a trailing check ("... = 15. Check: 15 + 6 = 21" states 15).
+    3. else the last stated number, leaving out what follows the last check that starts a sentence ("... = 15.
+       Check: 15 + 6 = 21" states 15; "The check was 45, so the tip is 15." states 15).
 
     Two different numbers offered as the answer ("15 or 16", "between 15 and 16") are a hedge: no answer.
     """
@@ -256,18 +266,20 @@ def stated_answer(text: str) -> MathAnswer:
         rest = text[phrases[-1].end() :]
         end = _SENTENCE_END_RE.search(rest)
         sentence = rest[: end.start()] if end else rest
-        if hedge := _hedge(sentence):
+        if hedge := _hedge(sentence.rsplit("=", 1)[-1]):
             return MathAnswer(None, f"hedged: {hedge}")
         stated = _numbers(sentence.rsplit("=", 1)[-1])
         if stated:
             return MathAnswer(stated[0])
-    body = _CHECK_RE.split(text, maxsplit=1)[0] if _CHECK_RE.search(text) else text
+    checks = list(_CHECK_RE.finditer(text))
+    body = text[: checks[-1].start()] if checks else text  # up to the last check that starts a sentence
     if not _numbers(body):
         body = text  # everything stated is in the check: use it rather than nothing
     sentences = [s for s in _SENTENCE_END_RE.split(body) if _numbers(s)]
     if not sentences:
         return MathAnswer(None, "no number")
-    if hedge := _hedge(sentences[-1]):
+    final = sentences[-1].rsplit("=", 1)[-1] if _numbers(sentences[-1].rsplit("=", 1)[-1]) else sentences[-1]
+    if hedge := _hedge(final):  # "between 1 and 10, so x = 7" states 7: only what follows the last "=" counts
         return MathAnswer(None, f"hedged: {hedge}")
     return MathAnswer(_numbers(sentences[-1])[-1])
 
@@ -434,17 +446,23 @@ def content_words(text: str) -> list[str]:
 
 
 def _stem(word: str) -> str:
-    return word[:-1] if len(word) > 3 and word.endswith("s") else word
+    """A plural's singular, roughly: cities -> city, boxes -> box, mountains -> mountain."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 4 and word.endswith(("ses", "xes", "ches", "shes")):
+        return word[:-2]
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
 
 def task_problem(response: str, item: Mapping[str, Any]) -> str | None:
     """Why an instruction reply does not do the task at all, whatever its constraints say, or None: too short
     (fewer than :data:`MIN_TASK_WORDS` words), or nothing but the prompt's own words (fewer than
-    :data:`MIN_NEW_WORDS` content words the prompt does not use)."""
+    :data:`MIN_NEW_WORDS` content words the prompt does not use, counting the prompt's topic words as new)."""
     if len(response.split()) < MIN_TASK_WORDS:
         return "too short to do the task"
     prompt = " ".join(m["content"] for m in item.get("messages") or [] if m["role"] == "user")
-    asked = {_stem(w) for w in content_words(prompt)}
+    # the topic's words are what the reply should talk about, not words it merely echoes ("THE MOON GLOWS.")
+    asked = {_stem(w) for w in content_words(prompt)} - {_stem(w) for w in content_words(item.get("topic") or "")}
     new = {w for w in content_words(response) if _stem(w) not in asked}
     if len(new) < MIN_NEW_WORDS:
         return "restates the prompt"
@@ -457,8 +475,10 @@ def on_topic(response: str, topic: str | None) -> bool:
     words = [_stem(w) for w in content_words(topic or "")]
     if not words:
         return True
-    said = content_words(response)
-    return any(w2.startswith(w) for w in words for w2 in said)
+    said = {_stem(w) for w in content_words(response)}
+    # a word, or the start of a longer word for topic words of 4+ letters ("mountain" in "mountainous", not "tea"
+    # in "teaches")
+    return any(w2 == w or (len(w) >= 4 and w2.startswith(w)) for w in words for w2 in said)
 
 
 OFF_TOPIC = "off-topic"

@@ -346,3 +346,25 @@ def test_heldout_split_is_stratified_by_source():
     assert not any(p["messages"][0]["content"] in held_prompts for p in train)
     few = [pair("round-2", i, 0) for i in range(4)]  # under 1 / fraction groups: nothing held out
     assert split_heldout(few, 0.1)[1] == []
+
+
+def test_synthetic_pairs_do_not_move_real_pairs_across_the_split():
+    """An "other-prompt" synthetic pair has another prompt's reply as its rejected side: linking groups through it
+    merged unrelated prompts into components of 36-44 pairs, so the held-out share of the seed pairs swung between
+    6% and 25% with the synthetic seed. The real pairs' split must not depend on the synthetic pairs at all."""
+    from reward.reward_model import _prompt_key, split_heldout
+    from reward.seed_preferences import load_seed_pairs
+    from reward.synthetic import synthetic_pairs
+
+    seed = load_seed_pairs()
+    _, held_alone = split_heldout(seed, 0.1)
+    good = [{"messages": p["messages"], "reply": p["chosen"], "capability": p["capability"]} for p in seed]
+    for s in range(4):
+        mixed = seed + synthetic_pairs(good, 48, seed=s)
+        train, held = split_heldout(mixed, 0.1)
+        assert [p for p in held if p["source"] == "seed"] == held_alone
+        held_texts = {normalise_text(p[k]) for p in held for k in ("chosen", "rejected")}
+        held_prompts = {_prompt_key(p) for p in held}
+        for p in train:
+            assert _prompt_key(p) not in held_prompts
+            assert not {normalise_text(p["chosen"]), normalise_text(p["rejected"])} & held_texts

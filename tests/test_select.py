@@ -63,7 +63,18 @@ def test_off_topic_passes_rank_between_passes_and_failures():
     )
     assert by_id(rows, "score") == {"p2#0": 0.0, "p2#1": -1.0, "p2#2": -6.0}
     pairs, _ = select_pairs(rows, PROMPTS, CFG)
-    assert (pairs[0]["chosen_id"], pairs[0]["decided_by"]) == ("p2#0", "verifier")
+    assert (pairs[0]["chosen_id"], pairs[0]["rejected_id"], pairs[0]["decided_by"]) == ("p2#0", "p2#2", "verifier")
+    # an on-topic pass over an off-topic one rests on a heuristic flag: the RM must agree by min_margin
+    two = [row for row in rows if row["candidate_id"] != "p2#2"]
+    assert select_pairs(two, PROMPTS, CFG) == ([], {"p2": "RM margin below min_margin"})  # RM: 0.0 vs 4.0
+    agree = combine_scores(
+        [
+            cand("p2", 0, "on topic", True, 3.0),
+            {**cand("p2", 1, "off topic", True, 1.0), "verifier_flags": ["off-topic"]},
+        ]
+    )
+    pairs, _ = select_pairs(agree, PROMPTS, CFG)
+    assert (pairs[0]["chosen_id"], pairs[0]["margin"], pairs[0]["decided_by"]) == ("p2#0", 2.0, "reward model")
     only_off = combine_scores(
         [{**cand("p2", 0, "a", True, 1.0), "verifier_flags": ["off-topic"]}, cand("p2", 1, "b", False, 0.0)]
     )
@@ -219,6 +230,22 @@ def test_near_tied_chat_candidates_make_no_pair():
     sweep = margin_sweep(rows, PROMPTS, CFG)
     assert sweep["0"] == {"removed": 0, "of": 1, "removed_by_capability": {}}
     assert sweep["0.5"] == {"removed": 1, "of": 1, "removed_by_capability": {"chat": 1}}
+
+
+def test_margin_sweep_describes_the_pairs_best_vs_random_drew():
+    """The sweep drew its best_vs_random pairs with seed 0 whatever the round's seed: 17 pairs removed at 1.0 were
+    reported as 12."""
+    from dataclasses import replace
+
+    cfg = replace(CFG, pair_strategy="best_vs_random", min_margin=1.0)
+    prompts = {f"c{i}": {"capability": "chat", "messages": [{"role": "user", "content": f"q{i}"}]} for i in range(20)}
+    rows = combine_scores(
+        [cand(f"c{i}", j, f"reply {j}", None, x) for i in range(20) for j, x in enumerate([3.0, 2.9, 2.8, 0.0])]
+    )
+    for seed in (0, 7, 12):
+        pairs, dropped = select_pairs(rows, prompts, cfg, seed=seed)
+        removed = sum(reason == "RM margin below min_margin" for reason in dropped.values())
+        assert margin_sweep(rows, prompts, cfg, seed=seed)["1"]["removed"] == removed
 
 
 def test_margin_edge_cases():

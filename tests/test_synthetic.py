@@ -34,3 +34,17 @@ def test_pairs_cycle_the_kinds_and_are_seeded():
     assert synthetic_pairs(good[::-1], 8, seed=1) == pairs  # input order does not matter
     assert synthetic_pairs(good, 8, seed=2) != pairs
     assert synthetic_pairs(good, 0, seed=1) == [] and synthetic_pairs([], 5, seed=1) == []
+
+
+def test_a_reply_of_identical_parts_cannot_be_shuffled_and_does_not_hang():
+    """``"Go now. Go now. Go now."`` passes the repetition filter; shuffling its identical sentences looped forever."""
+    import random
+
+    from reward.synthetic import corrupt
+
+    rng = random.Random(0)
+    assert corrupt("Go now. Go now. Go now. Go now.", "shuffled", rng, []) not in (
+        None,
+        "Go now. Go now. Go now. Go now.",
+    )
+    assert corrupt("go go go go go go go go", "shuffled", rng, []) is None

@@ -243,6 +243,12 @@ def test_termination_fails_truncated_responses_of_every_capability() -> None:
         ("The answer is 0.5.", r"\frac{1}{2}", True, r"math: correct (\frac{1}{2})"),  # a LaTeX gold answer
         ("It is somewhere between 3 and 4.", "3", False, "math: hedged: 3 or 4"),
         ("It is 15, or 15.0 if you like decimals.", "15", True, "math: correct (15)"),  # the same value twice
+        # review of the first fix: "check" only counts where it starts a sentence, the last one; a range before the
+        # final "=" is not a hedge
+        ("Tom paid 30 dollars. The check was 45, so the tip is 15.", "15", True, "math: correct (15)"),
+        ("First 3 + 4 = 7. Let me check the next step: 7 * 2 = 14.", "14", True, "math: correct (14)"),
+        ("We need an integer between 1 and 10, so x = 7.", "7", True, "math: correct (7)"),
+        ("x = 15.\n\nLet's check: 15 + 6 = 21.", "15", True, "math: correct (15)"),
     ],
 )
 def test_math_answers_are_stated_not_guessed(response: str, answer: str, ok: bool, reason: str) -> None:
@@ -287,3 +293,35 @@ def test_a_real_answer_passes_and_an_off_topic_one_is_flagged() -> None:
     assert verify('{"max_length": 181}', facts) == Verdict(False, "instruction: too short to do the task")
     assert verify('{"colour": "blue", "size": "large", "count": 3}', facts).flags == ("off-topic",)
     assert verify('{"facts": ["A mountain can be older than the oceans."]}', facts).flags == ()
+
+
+@pytest.mark.parametrize(
+    ("prompt", "topic", "constraint", "reply"),
+    [
+        ("Write one sentence about the moon. Write your entire answer in capital letters.", "the moon",
+         {"type": "uppercase"}, "THE MOON GLOWS."),
+        ("Describe coffee in a few words. Do not use any commas.", "coffee", {"type": "no_commas"}, "Coffee is warm."),
+        ("Write one sentence about gardening. Answer in valid JSON.", "gardening", {"type": "json"},
+         '{"sentence": "Gardening is relaxing."}'),
+    ],
+)  # fmt: skip
+def test_a_short_reply_about_the_topic_is_not_a_restatement(prompt, topic, constraint, reply):
+    """The topic's words are what the reply should be about: counted as echoes of the prompt, these correct replies
+    failed as "restates the prompt"."""
+    item = {"capability": "instruction", "messages": [{"role": "user", "content": prompt}], "topic": topic}
+    assert verify(reply, {**item, "constraints": [constraint]}) == Verdict(True, "all 1 constraints passed")
+
+
+@pytest.mark.parametrize(
+    ("reply", "topic", "expected"),
+    [
+        ("Cities never sleep at night.", "the city", True),  # cities -> city
+        ("Boxes were stacked to the ceiling.", "a box", True),
+        ("The mountainous north is cold.", "mountains", True),
+        ("Our team teaches well.", "tea", False),  # a 3-letter topic word must match whole
+    ],
+)
+def test_topic_words_match_plurals_and_whole_short_words(reply, topic, expected):
+    from reward.verifiers import on_topic
+
+    assert on_topic(reply, topic) is expected

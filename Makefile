@@ -40,7 +40,7 @@ regress: setup
 	$(BIN)/alignment regress --model $(MODEL) --baseline $(BASELINE) $(ARGS)
 
 lint:
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 format:
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .

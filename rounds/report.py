@@ -36,6 +36,8 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from rounds.layout import Manifest, round_index, round_path
+
 CORE_FILES = ("scores.parquet", "selection.json")
 """Files every round with a finished select stage has; the report needs them."""
 NO_VALUE = "—"
@@ -63,7 +65,7 @@ class RoundData:
     dpo: pd.DataFrame | None = None
     eval: dict | None = None
     promotion: dict | None = None
-    manifest: dict | None = None
+    manifest: Manifest | None = None
 
     @property
     def name(self) -> str:
@@ -76,12 +78,6 @@ class RoundData:
         if self.prompts is not None and "capability" in self.prompts.columns:
             caps |= set(self.prompts["capability"].astype(str))
         return sorted(caps)
-
-
-def round_index(round_dir: Path | str) -> int | None:
-    """N for a folder named ``round-<N>``, else None."""
-    m = re.fullmatch(r"round-(\d+)", Path(round_dir).name)
-    return int(m.group(1)) if m else None
 
 
 def read_json_optional(path: Path) -> dict | None:
@@ -106,6 +102,11 @@ def _with_capability(df: pd.DataFrame | None, caps: dict[str, str]) -> pd.DataFr
         mapped = mapped.fillna(df["capability"])
     df["capability"] = mapped.fillna("unknown").astype(str)
     return df
+
+
+def _manifest(path: Path) -> Manifest | None:
+    raw = read_json_optional(path)
+    return None if raw is None else Manifest.from_dict(raw, str(path))
 
 
 def load_round(round_dir: Path | str, require: tuple[str, ...] = CORE_FILES) -> RoundData:
@@ -141,7 +142,7 @@ def load_round(round_dir: Path | str, require: tuple[str, ...] = CORE_FILES) -> 
         dpo=_with_capability(dpo, caps),
         eval=read_json_optional(d / "eval.json"),
         promotion=read_json_optional(d / "promotion.json"),
-        manifest=read_json_optional(d / "manifest.json"),
+        manifest=_manifest(d / "manifest.json"),
     )
 
 
@@ -149,7 +150,7 @@ def previous_round(data: RoundData) -> RoundData | None:
     """Round N-1 of the same run folder, when it exists (its optional files only; nothing is required)."""
     if data.index is None or data.index < 2:
         return None
-    prev = data.dir.parent / f"round-{data.index - 1}"
+    prev = round_path(data.dir.parent, data.index - 1)
     return load_round(prev, require=()) if prev.is_dir() else None
 
 
@@ -187,8 +188,8 @@ def summary(data: RoundData) -> pd.DataFrame:
         if value is not None:
             rows.append({"what": what, "value": value})
 
-    stages = (data.manifest or {}).get("stages", {})
-    add("start model", (data.manifest or {}).get("start_model"))
+    manifest = data.manifest
+    add("start model", manifest.start_model if manifest else None)
     add("prompts", sel.get("prompts", None if data.prompts is None else len(data.prompts)))
     if data.candidates is not None:
         add("candidates generated", len(data.candidates))
@@ -209,10 +210,10 @@ def summary(data: RoundData) -> pd.DataFrame:
     removed = (dpo.get("dropped") or {}).get("RM margin below min_margin")
     if removed is not None:
         add("DPO pairs removed by the RM margin", removed)
-    rm = stages.get("reward_model", {}).get("metrics", {})
+    rm = manifest.metrics("reward_model") if manifest else {}
     if rm.get("heldout_accuracy") is not None:
         add("reward model held-out accuracy", f"{rm['heldout_accuracy']} on {rm.get('heldout_pairs', '?')} pairs")
-    gen = stages.get("generate", {}).get("metrics", {})
+    gen = manifest.metrics("generate") if manifest else {}
     if gen.get("backend"):
         add("generation", f"{gen['backend']}, {gen.get('tokens_per_s', '?')} tokens/s")
     if data.eval is not None:
@@ -223,7 +224,8 @@ def summary(data: RoundData) -> pd.DataFrame:
                 add(f"eval {cap}", f"{new:.3f}" + (f" (start {old:.3f}, {new - old:+.3f})" if old is not None else ""))
     if data.promotion is not None:
         add("promotion", promotion_decision(data.promotion))
-    add("round wall time (s)", (data.manifest or {}).get("wall_s"))
+    if manifest:  # the report is the last stage: every other stage has run when it reads this
+        add("stage time so far (s)", manifest.stages_total_s)
     return pd.DataFrame(rows, columns=["what", "value"])
 
 
@@ -387,7 +389,7 @@ def eval_rounds(data: RoundData) -> list[dict]:
         return [{"round": data.name, "eval": data.eval, "promotion": data.promotion}] if data.eval else []
     out = []
     for i in range(1, data.index + 1):
-        d = data.dir.parent / f"round-{i}"
+        d = round_path(data.dir.parent, i)
         ev = read_json_optional(d / "eval.json")
         if ev is not None:
             out.append({"round": d.name, "eval": ev, "promotion": read_json_optional(d / "promotion.json")})
@@ -600,7 +602,7 @@ def reward_model_trust(data: RoundData) -> pd.DataFrame | None:
     (prompt-disjoint held-out pairs) and pass-over-fail AUC per capability on this round's candidates
     (selection.json); None when neither is recorded."""
     rows = []
-    rm = ((data.manifest or {}).get("stages", {}).get("reward_model") or {}).get("metrics", {})
+    rm = data.manifest.metrics("reward_model") if data.manifest else {}
     for source, r in (rm.get("heldout_by_source") or {}).items():
         rows.append({"measure": f"held-out accuracy, {source} pairs", "value": r["accuracy"], "pairs": r["pairs"]})
     for cap, r in (data.selection.get("rm_pass_over_fail_auc") or {}).items():

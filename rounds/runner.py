@@ -2,9 +2,10 @@
 
     alignment round 1 --config configs/default.yaml [key.path=value ...]
 
-Every stage writes under ``runs/<name>/round-<N>/``. A stage is finished when its marker ``stages/<stage>.json``
-exists with a key equal to the hash of the stage's config section, the keys of the stages before it, the starting
-model and the code version; then it is skipped. Outputs are written to temporary names and renamed into place, and
+Every stage writes under ``runs/<name>/round-<N>/`` (``rounds.layout``). A stage is finished when its marker
+``stages/<stage>.json`` exists with the key its declaration gives now (``rounds.keys.stage_key``: config sections,
+user files by content, the previous stage's key and outputs, the starting model's content, earlier rounds, code and
+library versions); then it is skipped. Step checkpoints in ``work/<stage>`` are only resumed under the same key. Outputs are written to temporary names and renamed into place, and
 the marker is written last, so a killed run never leaves a stage that looks finished. vLLM stages (generate, eval)
 run as their own processes: vLLM spawns workers, and its memory is returned before training starts.
 """
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -23,69 +24,25 @@ from alignment.config import RoundConfig, config_to_dict
 from alignment.env import library_versions
 from alignment.hardware import engine_dtypes, hardware_record
 from alignment.models import resolve_model
-from alignment.records import atomic_path, json_sha256, read_json, tree_sha256, write_json
+from alignment.records import atomic_path, json_sha256, read_json, write_json
 from rounds import stages
+from rounds.keys import HashCache, code_id, content_id, model_id, stage_key
+from rounds.layout import ARTIFACTS, LINEAGE, Round, Stage, round_dirs, round_index, round_label, round_path
 
 log = logging.getLogger(__name__)
 
-# (stage, function, config sections its key depends on). Order is the dependency order.
-STAGES = [
-    ("prompts", stages.prompts, ("prompts", "eval", "decontamination")),
-    ("generate", stages.generate, ("generation", "seed", "device")),
-    ("filter", stages.filter_candidates, ("filters", "eval", "decontamination", "seed")),
-    ("verify", stages.verify, ()),
-    ("reward_model", stages.reward_model, ("reward_model", "seed", "device")),
-    ("score", stages.score, ("reward_model",)),
-    ("select", stages.select, ("selection",)),
-    ("sft", stages.sft, ("sft", "model", "seed", "device")),
-    ("dpo", stages.dpo, ("dpo", "model", "seed", "device", "eval", "generation")),  # eval: to choose variants
-    ("eval", stages.evaluate, ("eval", "generation")),
-    ("gate", stages.gate, ("gate",)),
-    ("report", stages.report, ()),
-]
+STAGES = stages.STAGES  # in order; each declared beside its body in rounds/stages.py
 
 
 def code_version() -> str:
-    """Hash of the project's source and shipped data: a code change re-runs the stages it could affect."""
-    root = Path(__file__).resolve().parent.parent
-    files = sorted(
-        p
-        for pkg in ("alignment", "rounds", "reward", "synth_data")
-        for p in (root / pkg).rglob("*")
-        if p.suffix in {".py", ".jsonl"} and "__pycache__" not in p.parts
-    )
-    return json_sha256({str(p.relative_to(root)): tree_sha256(p) for p in files})[:16]
-
-
-@dataclass
-class Round:
-    """What a stage needs: the config, where to write, where the round starts from, and earlier rounds' folders."""
-
-    cfg: RoundConfig
-    index: int
-    dir: Path
-    start_model: str
-    run_dir: Path
-    start_round: int | None = None
-    """The round whose model ``start_model`` is (None: the configured policy)."""
-    metrics: dict = field(default_factory=dict)
-
-    def path(self, name: str) -> Path:
-        return self.dir / name
-
-    def earlier_rounds(self) -> list[Path]:
-        return [self.run_dir / f"round-{i}" for i in range(1, self.index)]
-
-
-def _stage_key(cfg: RoundConfig, name: str, sections: tuple[str, ...], upstream: str, start: str, code: str) -> str:
-    conf = {s: config_to_dict(getattr(cfg, s)) for s in sections}
-    return json_sha256({"stage": name, "config": conf, "upstream": upstream, "start": start, "code": code})[:16]
+    """The pipeline's code identity as the manifest records it (every source file and the library versions)."""
+    return code_id()
 
 
 def last_promoted(run_dir: Path, before: int) -> int | None:
     """The latest round before ``before`` whose gate promoted its model (None: none did, start from the policy)."""
     for k in range(before - 1, 0, -1):
-        decision = run_dir / f"round-{k}" / "promotion.json"
+        decision = round_path(run_dir, k) / ARTIFACTS.promotion
         if decision.exists() and read_json(decision)["promoted"]:
             return k
     return None
@@ -93,14 +50,24 @@ def last_promoted(run_dir: Path, before: int) -> int | None:
 
 def start_model_for(cfg: RoundConfig, index: int) -> tuple[str, int | None]:
     """Where round ``index`` starts, and from which round: round 1 from the configured policy; round N from the last
-    promoted round's exported model (round N-1's when its gate passed), or the policy if no round was promoted.
-    Round N-1 is built first if it is missing (finishing a round skips its finished stages, so this is quick)."""
-    if index > 1:
-        run_round(cfg, index - 1)
-        parent = last_promoted(run_dir_for(cfg), index)
-        if parent is not None:
-            return str((run_dir_for(cfg) / f"round-{parent}" / "model").resolve()), parent
+    promoted earlier round's exported model, or the policy if no round was promoted. A lookup only: the earlier
+    rounds must be finished (:func:`run_round` builds them first)."""
+    parent = last_promoted(run_dir_for(cfg), index) if index > 1 else None
+    if parent is not None:
+        return str((round_path(run_dir_for(cfg), parent) / ARTIFACTS.model).resolve()), parent
     return resolve_model(cfg.model.policy, cfg.model.cache_dir), None
+
+
+def earlier_rounds_id(run_dir: Path, index: int) -> str:
+    """Identity of rounds 1..index-1 as round ``index`` reads them: every stage key and output hash they recorded.
+    Redoing an earlier round with other results changes it, so round ``index`` runs again on the new data."""
+    seen = {}
+    for k in range(1, index):
+        markers = round_path(run_dir, k) / ARTIFACTS.markers
+        seen[k] = {
+            m.stem: {key: read_json(m).get(key) for key in ("key", "outputs")} for m in sorted(markers.glob("*.json"))
+        }
+    return json_sha256(seen)[:16]
 
 
 def check_models(cfg: RoundConfig, start: str) -> None:
@@ -119,7 +86,7 @@ def run_dir_for(cfg: RoundConfig) -> Path:
 def stages_from(force: tuple[str, ...] | list[str]) -> list[str]:
     """The stages to redo for ``--force``: each named stage and every stage after it (each depends on the one before,
     directly or through the stages in between). Unknown names are a ValueError listing the stages."""
-    names = [name for name, _, _ in STAGES]
+    names = [st.name for st in STAGES]
     unknown = [f for f in force if f not in names]
     if unknown:
         raise ValueError(f"--force: unknown stage {', '.join(map(repr, unknown))} (stages: {', '.join(names)})")
@@ -128,96 +95,140 @@ def stages_from(force: tuple[str, ...] | list[str]) -> list[str]:
     return names[min(names.index(f) for f in force) :]
 
 
+def _outputs_id(round_dir: Path, stage: Stage, cache: HashCache) -> dict[str, str]:
+    return {name: content_id(round_dir / name, cache) for name in stage.outputs}
+
+
+def _discard_stale_work(round_dir: Path, stage: Stage, key: str, forced: bool) -> None:
+    """Step checkpoints in ``work/<stage>`` belong to the key of the run that wrote them (``stages/<stage>.started``):
+    a forced stage, or one whose key changed (its config, or its input: a redone SFT model under DPO), starts
+    training fresh instead of resuming another run's LoRA and optimizer state."""
+    work = round_dir / ARTIFACTS.work / stage.name
+    started = round_dir / ARTIFACTS.markers / f"{stage.name}.started"
+    previous = started.read_text().strip() if started.is_file() else None
+    if work.exists() and (forced or previous != key):
+        why = "forced" if forced else "its key changed since the run that left it"
+        log.info("stage %-12s %s: resume state in %s discarded, starting fresh", stage.name, why, work)
+        shutil.rmtree(work)
+    started.write_text(key + "\n")
+
+
 def run_round(cfg: RoundConfig, index: int, force: tuple[str, ...] | list[str] = ()) -> dict:
-    """Run (or finish) round ``index``; returns its manifest. ``force`` names stages of this round to redo, with
-    every stage after them (earlier rounds built on the way are only finished, never forced)."""
+    """Run (or finish) round ``index``; returns its manifest. Rounds 1..index-1 are finished first (their finished
+    stages are skipped, so that is quick). ``force`` names stages of this round to redo from scratch, with every
+    stage after them (earlier rounds are only finished, never forced)."""
     if index < 1:
         raise ValueError(f"round numbers start at 1, got {index}")
     redo = stages_from(force)
     stages.check_training_config(cfg)
+    for k in range(1, index):
+        _run_one_round(cfg, k, ())
+    return _run_one_round(cfg, index, redo)
+
+
+def _run_one_round(cfg: RoundConfig, index: int, redo: list[str]) -> dict:
     start, parent = start_model_for(cfg, index)
-    round_dir = run_dir_for(cfg) / f"round-{index}"
-    (round_dir / "stages").mkdir(parents=True, exist_ok=True)
+    run_dir = run_dir_for(cfg)
+    round_dir = round_path(run_dir, index)
+    (round_dir / ARTIFACTS.markers).mkdir(parents=True, exist_ok=True)
     for name in redo:
-        if (round_dir / "stages" / f"{name}.json").exists():
+        if (round_dir / ARTIFACTS.markers / f"{name}.json").exists():
             log.info("stage %-12s forced: its marker is removed, it runs again", name)
-            (round_dir / "stages" / f"{name}.json").unlink()
-    cfg_path = round_dir / "config.yaml"
+            (round_dir / ARTIFACTS.markers / f"{name}.json").unlink()
+    cfg_path = round_dir / ARTIFACTS.config
     cfg_yaml = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
     if not cfg_path.exists() or cfg_path.read_text() != cfg_yaml:
         with atomic_path(cfg_path) as tmp:
             tmp.write_text(cfg_yaml)
 
     check_models(cfg, start)
-    rnd = Round(cfg=cfg, index=index, dir=round_dir, start_model=start, run_dir=run_dir_for(cfg), start_round=parent)
-    code = code_version()
-    # the starting checkpoint's identity in the stage keys: its path, or the parent round's model hash (hashed once,
-    # when the parent round finished)
-    parent_hash = None if parent is None else read_json(Path(start).parent / "manifest.json")["outputs"]["model_sha256"]
-    start_id = start if parent_hash is None else parent_hash
-    manifest_path = round_dir / "manifest.json"
+    rnd = Round(cfg=cfg, index=index, dir=round_dir, start_model=start, run_dir=run_dir, start_round=parent)
+    cache = HashCache(run_dir / ".content-hashes.json")
+    # The starting checkpoint's identity: the parent round's model hash (recorded when it finished), else the
+    # content of the policy folder (a hub id stands for itself).
+    parent_hash = (
+        None if parent is None else read_json(Path(start).parent / ARTIFACTS.manifest)["outputs"]["model_sha256"]
+    )
+    start_id = f"sha256:{parent_hash}" if parent_hash else model_id(start, cache)
+    earlier = earlier_rounds_id(run_dir, index)
+    shared_code = code_id(frozenset(rel for st in STAGES for rel in st.code))
+    manifest_path = round_dir / ARTIFACTS.manifest
     manifest = {
         "round": index,
         "run": cfg.name,
         "start_model": start,
         "parent_round": parent,
         "config": config_to_dict(cfg),
-        "code_version": code,
+        "code_version": code_version(),
         "libraries": library_versions(),
         "hardware": hardware_record(),
         "engines": engine_dtypes(cfg),  # what each engine runs with here; stages record what actually ran
         "stages": {},
+        "timings_s": {},
+        "stages_total_s": 0.0,
     }
     log.info("round %d of run '%s' in %s, starting from %s", index, cfg.name, round_dir, start)
     upstream = ""
     t_round = time.time()
-    for name, fn, sections in STAGES:
-        key = _stage_key(cfg, name, sections, upstream, start_id, code)
-        marker = round_dir / "stages" / f"{name}.json"
+    for st in STAGES:
+        key = stage_key(st, cfg, upstream=upstream, start=start_id, earlier=earlier, code=shared_code, cache=cache)
+        marker = round_dir / ARTIFACTS.markers / f"{st.name}.json"
         if marker.exists() and (done := read_json(marker)).get("key") == key:
-            log.info("stage %-12s finished earlier (%.1fs), skipped", name, done["duration_s"])
-            manifest["stages"][name] = {**done, "skipped": True}
-            rnd.metrics[name] = done.get("metrics", {})
+            log.info("stage %-12s finished earlier (%.1fs), skipped", st.name, done["duration_s"])
+            manifest["stages"][st.name] = {**done, "skipped": True}
+            rnd.metrics[st.name] = done.get("metrics", {})
         else:
             marker.unlink(missing_ok=True)
-            log.info("stage %-12s started", name)
+            _discard_stale_work(round_dir, st, key, forced=st.name in redo)
+            log.info("stage %-12s started", st.name)
             t0 = time.time()
-            metrics = fn(rnd) or {}
+            metrics = st.run(rnd) or {}
             duration = round(time.time() - t0, 1)
             done = {
                 "key": key,
                 "duration_s": duration,
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "metrics": metrics,
+                "outputs": _outputs_id(round_dir, st, cache),
             }
             write_json(done, marker)
-            rnd.metrics[name] = metrics
-            manifest["stages"][name] = {**done, "skipped": False}
-            log.info("stage %-12s done in %.1fs", name, duration)
-        upstream = key
+            (round_dir / ARTIFACTS.markers / f"{st.name}.started").unlink(missing_ok=True)
+            shutil.rmtree(round_dir / ARTIFACTS.work / st.name, ignore_errors=True)
+            rnd.metrics[st.name] = metrics
+            manifest["stages"][st.name] = {**done, "skipped": False}
+            log.info("stage %-12s done in %.1fs", st.name, duration)
+        cache.save()
+        upstream = json_sha256({"key": key, "outputs": done.get("outputs")})[:16]
+        manifest["timings_s"][st.name] = manifest["stages"][st.name]["duration_s"]
+        # compute that built the round so far: the report stage, last, sees every stage before it
+        manifest["stages_total_s"] = round(sum(manifest["timings_s"].values()), 1)
         write_json(manifest, manifest_path)  # after every stage, so a killed run still has a record
 
+    recorded = {name: out for st in manifest["stages"].values() for name, out in (st.get("outputs") or {}).items()}
+
+    def artifact_id(name: str) -> str:  # hashed when its stage finished; hashed now if no stage declares it
+        return recorded[name] if name in recorded else content_id(round_dir / name, cache)
+
     manifest["inputs"] = {
-        "start_model_sha256": parent_hash or (tree_sha256(start) if Path(start).exists() else start),
-        "prompts_sha256": tree_sha256(round_dir / "prompts.parquet"),
-        "candidates_sha256": tree_sha256(round_dir / "candidates.parquet"),
+        "start_model_sha256": parent_hash or (content_id(start, cache) if Path(start).exists() else start),
+        "prompts_sha256": artifact_id(ARTIFACTS.prompts),
+        "candidates_sha256": artifact_id(ARTIFACTS.candidates),
     }
     manifest["outputs"] = {
-        "model_sha256": tree_sha256(round_dir / "model"),
-        "sft_data_sha256": tree_sha256(round_dir / "sft.parquet"),
-        "dpo_data_sha256": tree_sha256(round_dir / "dpo.parquet"),
+        "model_sha256": artifact_id(ARTIFACTS.model),
+        "sft_data_sha256": artifact_id(ARTIFACTS.sft_data),
+        "dpo_data_sha256": artifact_id(ARTIFACTS.dpo_data),
     }
+    cache.save()
     generated = rnd.metrics.get("generate", {})
     manifest["generation"] = {k: generated.get(k) for k in ("backend", "generator", "teacher", "sampling")}
     manifest["counts"] = {k: rnd.metrics[k] for k in ("prompts", "filter", "verify", "select") if k in rnd.metrics}
-    manifest["timings_s"] = {name: manifest["stages"][name]["duration_s"] for name, _, _ in STAGES}
-    manifest["stages_total_s"] = round(sum(manifest["timings_s"].values()), 1)  # compute that built the round
     manifest["invocation_s"] = round(time.time() - t_round, 1)  # this invocation (seconds when all were skipped)
-    manifest["eval"] = read_json(round_dir / "eval.json")
-    manifest["promotion"] = read_json(round_dir / "promotion.json")
-    manifest["model"] = str((round_dir / "model").resolve())
+    manifest["eval"] = read_json(round_dir / ARTIFACTS.eval)
+    manifest["promotion"] = read_json(round_dir / ARTIFACTS.promotion)
+    manifest["model"] = str((round_dir / ARTIFACTS.model).resolve())
     write_json(manifest, manifest_path)
-    write_lineage(run_dir_for(cfg))
+    write_lineage(run_dir)
     log.info("round %d done: model %s; eval %s", index, manifest["model"], json.dumps(manifest["eval"]["delta"]))
     if not manifest["promotion"]["promoted"]:
         log.warning(
@@ -234,9 +245,9 @@ def write_lineage(run_dir: Path) -> dict:
     """``<run>/lineage.json``: for every finished round, its parent (the round its model started from, or the base
     policy), checkpoint and data hashes, eval results and promotion decision, from the rounds' manifests."""
     rounds = []
-    for rd in sorted(run_dir.glob("round-*"), key=lambda p: int(p.name[6:]) if p.name[6:].isdigit() else -1):
-        manifest_path = rd / "manifest.json"
-        if not rd.name[6:].isdigit() or not manifest_path.exists():
+    for rd in round_dirs(run_dir):
+        manifest_path = rd / ARTIFACTS.manifest
+        if not manifest_path.exists():
             continue
         m = read_json(manifest_path)
         if "promotion" not in m:  # a round still running (or killed): its manifest has no outcome yet
@@ -245,7 +256,7 @@ def write_lineage(run_dir: Path) -> dict:
         rounds.append(
             {
                 "round": m["round"],
-                "parent": "base" if parent is None else f"round-{parent}",
+                "parent": round_label(parent),
                 "start_model": m["start_model"],
                 "start_model_sha256": m["inputs"]["start_model_sha256"],
                 "model": m["model"],
@@ -263,7 +274,7 @@ def write_lineage(run_dir: Path) -> dict:
         )
     promoted = [r["round"] for r in rounds if r["promotion"]["promoted"]]
     lineage = {"run": run_dir.name, "rounds": rounds, "last_promoted": promoted[-1] if promoted else None}
-    write_json(lineage, run_dir / "lineage.json")
+    write_json(lineage, run_dir / LINEAGE)
     return lineage
 
 
@@ -274,10 +285,9 @@ def status(output_dir: str | Path = "runs") -> list[dict]:
     root = Path(output_dir)
     runs = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     for run in runs:
-        rounds = sorted((p for p in run.glob("round-*") if p.name[6:].isdigit()), key=lambda p: int(p.name[6:]))
-        for rd in rounds:
+        for rd in round_dirs(run):
             stage_states = {}
-            for name, _, _ in STAGES:
+            for name in (st.name for st in STAGES):
                 marker = rd / "stages" / f"{name}.json"
                 stage_states[name] = read_json(marker)["duration_s"] if marker.exists() else None
             done = all(v is not None for v in stage_states.values())
@@ -286,7 +296,7 @@ def status(output_dir: str | Path = "runs") -> list[dict]:
             rows.append(
                 {
                     "run": run.name,
-                    "round": int(rd.name[6:]),
+                    "round": round_index(rd),
                     "complete": done,
                     "stages": stage_states,
                     "model": str(rd / "model") if done and (rd / "model").exists() else None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,10 +19,10 @@ import yaml
 from alignment.config import ConfigError, config_to_dict
 from alignment.records import MESSAGES_TYPE, read_json, read_parquet, write_json, write_parquet
 from reward.verifiers import verify as verify_response
+from rounds.layout import Round, Stage, round_label, round_path
 
 if TYPE_CHECKING:
     from alignment.config import RoundConfig
-    from rounds.runner import Round
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,50 @@ VERDICT_SCHEMA = pa.schema(
 )
 
 
+STAGES: list[Stage] = []
+"""The stages in the order they run: each ``@stage`` below adds one, in the order of this file."""
+
+
+def stage(
+    name: str,
+    *,
+    config: tuple[str, ...] = (),
+    outputs: tuple[str, ...] = (),
+    files: Callable[[RoundConfig], list[str]] | None = None,
+    code: tuple[str, ...] = (),
+) -> Callable[[Callable[[Round], dict]], Callable[[Round], dict]]:
+    """Declare the decorated function as the next stage, with what its key is made of (see ``Stage``)."""
+
+    def register(fn: Callable[[Round], dict]) -> Callable[[Round], dict]:
+        STAGES.append(Stage(name, fn, config, outputs, files, code))
+        return fn
+
+    return register
+
+
+def _local(spec: str | None) -> list[str]:
+    """``[spec]`` when it names a local file or folder (not "builtin", "embedded", null or a hub id)."""
+    return [spec] if spec and spec not in ("builtin", "embedded") and Path(spec).exists() else []
+
+
+def _eval_suite_files(cfg: RoundConfig) -> list[str]:
+    return [p for s in cfg.eval.suites for p in _local(s)]  # "builtin" is shipped code: in the code hash
+
+
+def _prompt_files(cfg: RoundConfig) -> list[str]:
+    sources = [f if isinstance(f, str) else f.path for f in cfg.prompts.files]
+    return sources + _eval_suite_files(cfg)  # the eval suites decontaminate the pool
+
+
+def _teacher_files(cfg: RoundConfig) -> list[str]:
+    return _local(cfg.generation.teacher)
+
+
+def _reward_files(cfg: RoundConfig) -> list[str]:
+    rm = cfg.reward_model
+    return _local(rm.seed_pairs) + _local(rm.pretrained or rm.base)
+
+
 def _prompts_by_id(rnd: Round) -> dict[str, dict]:
     return {p["prompt_id"]: p for p in read_parquet(rnd.path("prompts.parquet"))}
 
@@ -66,6 +111,9 @@ def _decontaminator(rnd: Round, *, min_words: int = 1):
     return Decontaminator(load_items(rnd.cfg.eval.suites), cfg.ngram, cfg.threshold, min_words=min_words)
 
 
+@stage(
+    "prompts", config=("prompts", "eval", "decontamination", "seed"), outputs=("prompts.parquet",), files=_prompt_files
+)
 def prompts(rnd: Round) -> dict:
     """The round's prompts: the pool (built-in + user sources) minus anything overlapping the evaluation suites
     (a verbatim eval prompt overlaps fully, so it is always removed), drawn by the configured mix with prompts solved
@@ -84,6 +132,7 @@ def prompts(rnd: Round) -> dict:
     return {"prompts": len(records), "by_capability": dict(Counter(r["capability"] for r in records)), **stats}
 
 
+@stage("generate", config=("generation", "seed", "device"), outputs=("candidates.parquet",), files=_teacher_files)
 def generate(rnd: Round) -> dict:
     """K candidates per prompt from the round's starting model or the teacher (its own process: vLLM spawns
     workers; transformers when vLLM is not installed)."""
@@ -101,9 +150,16 @@ def generate(rnd: Round) -> dict:
     return read_json(out.with_suffix(".stats.json"))
 
 
+@stage(
+    "filter",
+    config=("filters", "eval", "decontamination", "seed"),
+    outputs=("filtered.parquet",),
+    files=_eval_suite_files,
+)
 def filter_candidates(rnd: Round) -> dict:
     """Every candidate with ``drop_reason`` (null when kept), ``drop_detail`` and style ``flags``: empty, truncated,
-    degenerate repetition, eval overlap, exact/near duplicates (also of earlier rounds' SFT rows), style cap."""
+    degenerate repetition, incoherent (mean log-prob), eval overlap, exact/near duplicate replies within a prompt (also
+    of earlier rounds' SFT replies), style cap."""
     from synth_data.filters import apply_filters
     from synth_data.generate import CANDIDATE_SCHEMA
 
@@ -136,6 +192,7 @@ def filter_candidates(rnd: Round) -> dict:
     return {**stats, "earlier_sft_rows": len(earlier_sft)}
 
 
+@stage("verify", outputs=("verdicts.parquet", "rm_pairs.parquet"))
 def verify(rnd: Round) -> dict:
     """Verifier verdicts for kept candidates, and this round's verifier-derived preference pairs for the RM."""
     from reward.reward_model import verifier_pairs
@@ -157,7 +214,7 @@ def verify(rnd: Round) -> dict:
             }
         )
     write_parquet(rows, rnd.path("verdicts.parquet"), schema=VERDICT_SCHEMA)
-    pairs = verifier_pairs(prompts_by_id, rows, source=f"round-{rnd.index}")
+    pairs = verifier_pairs(prompts_by_id, rows, source=round_label(rnd.index))
     write_parquet(pairs, rnd.path("rm_pairs.parquet"), schema=PAIR_SCHEMA)
     checked = [r for r in rows if r["verified"] is not None]  # chat has no verifier: the RM alone scores it
     passed = [r for r in checked if r["verified"]]
@@ -208,6 +265,7 @@ def _synthetic_pairs(rnd: Round, seeds: list[dict]) -> list[dict]:
     return synthetic_pairs(good, rnd.cfg.reward_model.synthetic_negatives, seed=rnd.cfg.seed + rnd.index)
 
 
+@stage("reward_model", config=("reward_model", "seed", "device"), outputs=("rm", "rm_split.jsonl"), files=_reward_files)
 def reward_model(rnd: Round) -> dict:
     """Train the RM on all preference data so far (or take the configured pretrained RM as is)."""
     from alignment.models import resolve_model
@@ -225,12 +283,12 @@ def reward_model(rnd: Round) -> dict:
         rnd.path("rm"),
         seed=rnd.cfg.seed,
         device=rnd.cfg.device,
-        work_dir=rnd.path("work/rm"),
+        work_dir=rnd.path("work/reward_model"),
         report_to=rnd.cfg.report_to,
         log_dir=rnd.path("tensorboard/reward_model"),
         split_out=rnd.path("rm_split.jsonl"),
     )
-    shutil.rmtree(rnd.path("work/rm"), ignore_errors=True)
+    shutil.rmtree(rnd.path("work/reward_model"), ignore_errors=True)
     log.info(
         "reward model: held-out pairwise accuracy %s on %d pairs", metrics["heldout_accuracy"], metrics["heldout_pairs"]
     )
@@ -238,6 +296,7 @@ def reward_model(rnd: Round) -> dict:
     return {**metrics, "pair_sources": sources}
 
 
+@stage("score", config=("reward_model",), outputs=("scores.parquet",))
 def score(rnd: Round) -> dict:
     """RM score of every kept candidate (rendered from messages with the RM's own template) + verifier penalty."""
     import time
@@ -274,17 +333,20 @@ def score(rnd: Round) -> dict:
     }
 
 
+@stage("select", config=("selection", "seed"), outputs=("sft.parquet", "dpo.parquet", "selection.json"))
 def select(rnd: Round) -> dict:
     """Rejection sampling: SFT rows (best-of-K, floor, up to m per prompt) plus earlier rounds' carried-over rows, DPO
-    pairs (best vs worst or random, margin on per-prompt normalised scores); ``selection.json`` with counts by
-    capability and reason, pass rates and histograms."""
+    pairs (best vs worst or random; a pair the RM alone decides needs a raw RM margin of ``selection.min_margin``);
+    ``selection.json`` with counts by capability and reason, pass rates, the margin sweep, the RM's pass-over-fail AUC
+    and histograms."""
     from reward.select import carry_over_rows, margin_sweep, select_pairs, select_sft, selection_report
 
     cfg = rnd.cfg.selection
     prompts_by_id = _prompts_by_id(rnd)
     scored = read_parquet(rnd.path("scores.parquet"))
     sft_rows, sft_dropped = select_sft(scored, prompts_by_id, cfg)
-    pairs, pair_dropped = select_pairs(scored, prompts_by_id, cfg, seed=rnd.cfg.seed + rnd.index)
+    seed = rnd.cfg.seed + rnd.index
+    pairs, pair_dropped = select_pairs(scored, prompts_by_id, cfg, seed=seed)
     carried: list[dict] = []
     if cfg.carry_over:
         # A row carried into an earlier round appears in several sft.parquet files: carry_over_rows keeps it once,
@@ -294,7 +356,7 @@ def select(rnd: Round) -> dict:
     rows = [{**r, "carried_from": None} for r in sft_rows] + carried
     write_parquet([_sft_record(r) for r in rows], rnd.path("sft.parquet"), schema=SFT_SCHEMA)
     write_parquet(pairs, rnd.path("dpo.parquet"))
-    margins = margin_sweep(scored, prompts_by_id, cfg)
+    margins = margin_sweep(scored, prompts_by_id, cfg, seed=seed)
     report = selection_report(
         scored, prompts_by_id, sft_rows, pairs, sft_dropped, pair_dropped, carried=carried, margins=margins
     )
@@ -382,6 +444,7 @@ def sft_start_model(rnd: Round) -> str:
     return resolve_model(rnd.cfg.model.policy, rnd.cfg.model.cache_dir)
 
 
+@stage("sft", config=("sft", "model", "seed", "device"), outputs=("sft",))
 def sft(rnd: Round) -> dict:
     from alignment.sft import train_sft
 
@@ -404,6 +467,9 @@ def sft(rnd: Round) -> dict:
     return {**metrics, "start_model": start}
 
 
+@stage(
+    "dpo", config=("dpo", "model", "seed", "device", "eval", "generation"), outputs=("model",), files=_eval_suite_files
+)
 def dpo(rnd: Round) -> dict:
     """DPO from the SFT model; the merged result is the round's exported checkpoint ``model/``.
 
@@ -442,13 +508,13 @@ def dpo(rnd: Round) -> dict:
             out,
             seed=seed,
             device=cfg.device,
-            work_dir=rnd.path(f"work/dpo-{name}"),
+            work_dir=rnd.path(f"work/dpo/{name}"),
             extra_files=_training_config_file(rnd, "dpo"),
             export_dtype=cfg.model.export_dtype,
             report_to=cfg.report_to,
             log_dir=rnd.path(f"tensorboard/dpo-{name}"),
         )
-        shutil.rmtree(rnd.path(f"work/dpo-{name}"), ignore_errors=True)
+        shutil.rmtree(rnd.path(f"work/dpo/{name}"), ignore_errors=True)
     if len(runs) == 1:
         return metrics["main"]
     return {"runs": metrics, **_average_and_choose(rnd, [name for name, _, _ in runs])}
@@ -504,7 +570,7 @@ def _earlier_eval_of(rnd: Round, model: str) -> Path | None:
     model), to reuse instead of recomputing; None when there is none."""
     eval_settings = config_to_dict(rnd.cfg.eval)
     for k in range(rnd.index - 1, 0, -1):
-        rd = rnd.run_dir / f"round-{k}"
+        rd = round_path(rnd.run_dir, k)
         if not (rd / "eval.json").exists() or not (rd / "config.yaml").exists():
             continue
         if (yaml.safe_load((rd / "config.yaml").read_text()) or {}).get("eval") != eval_settings:
@@ -516,6 +582,7 @@ def _earlier_eval_of(rnd: Round, model: str) -> Path | None:
     return None
 
 
+@stage("eval", config=("eval", "generation"), outputs=("eval.json",), files=_eval_suite_files)
 def evaluate(rnd: Round) -> dict:
     """Evaluate the new checkpoint and the round's starting one on the held-out suites; write eval.json.
 
@@ -544,6 +611,7 @@ def evaluate(rnd: Round) -> dict:
     return result
 
 
+@stage("gate", config=("gate",), outputs=("promotion.json",))
 def gate(rnd: Round) -> dict:
     """Promote the round's model or not: no capability may drop more than its tolerance (and significantly, with
     ``gate.confidence``) below the round's starting model, on the same eval items. Writes ``promotion.json``;
@@ -586,6 +654,7 @@ def gate(rnd: Round) -> dict:
     return {"promoted": promoted, "regressed": [] if promoted else list(result["regressed"])}
 
 
+@stage("report", code=("rounds/report.py",))
 def report(rnd: Round) -> dict:
     """``report.html``: the round's data and eval at a glance (plots embedded), next to the earlier rounds'."""
     from rounds.report import write_report

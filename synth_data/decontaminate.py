@@ -101,10 +101,3 @@ class Decontaminator:
         if item_id is None or share < self.threshold:
             return None
         return f"eval overlap {share:.2f} with {item_id}"
-
-
-def eval_items_from_suites(suites: Iterable[str]) -> list[dict]:
-    """The items of the configured eval suites (``alignment.evaluate.load_items``)."""
-    from alignment.evaluate import load_items
-
-    return load_items(tuple(suites))

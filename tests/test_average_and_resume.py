@@ -132,7 +132,7 @@ def test_padding_free_and_padded_sft_give_the_same_loss(tiny_model_dir, tmp_path
 
 def test_training_settings_are_checked_before_any_stage(tiny_model_dir, tmp_path):
     from alignment.config import ConfigError, load_config
-    from rounds.runner import Round
+    from rounds.layout import Round
     from rounds.stages import check_training_config, sft_start_model
 
     check_training_config(load_config(None, ["sft.start_from=base"]))
@@ -169,7 +169,7 @@ def test_dpo_variants_are_trained_averaged_evaluated_and_the_best_exported(tiny_
 
     from alignment.config import config_to_dict, load_config
     from alignment.records import write_parquet
-    from rounds.runner import Round
+    from rounds.layout import Round
     from rounds.stages import dpo
 
     cfg = load_config(
@@ -218,7 +218,7 @@ def test_a_round_whose_selection_left_no_dpo_pair_exports_its_sft_model(tiny_mod
 
     from alignment.config import load_config
     from alignment.records import write_parquet
-    from rounds.runner import Round
+    from rounds.layout import Round
     from rounds.stages import dpo
 
     rnd = Round(cfg=load_config(None, []), index=2, dir=tmp_path, start_model=tiny_model_dir, run_dir=tmp_path)

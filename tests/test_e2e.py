@@ -39,7 +39,7 @@ def test_two_real_rounds_on_the_embedded_model(e2e_run, tmp_path):
             assert (rd / name).is_file(), f"round {n}: {name} missing"
         assert (rd / "model" / "model.safetensors").is_file() and (rd / "rm" / "config.json").is_file()
         manifest = json.loads((rd / "manifest.json").read_text())
-        assert list(manifest["stages"]) == [name for name, _, _ in STAGES]
+        assert list(manifest["stages"]) == [st.name for st in STAGES]
         assert manifest["libraries"]["transformers"] and manifest["code_version"]
         assert manifest["counts"]["prompts"]["drawn"] == {"chat": 2, "instruction": 3, "math": 3}
         assert manifest["generation"]["backend"] == "vllm"
@@ -131,7 +131,7 @@ def _check_selection(rd, manifest: dict) -> int:
     for p in pairs:
         chosen, rejected = scores[p["chosen_id"]], scores[p["rejected_id"]]
         assert p["margin"] == pytest.approx(chosen["rm_score"] - rejected["rm_score"], abs=1e-6)
-        assert p["decided_by"] == ("verifier" if chosen["tier"] > rejected["tier"] else "reward model")
+        assert p["decided_by"] == ("verifier" if rejected["tier"] == 0 < chosen["tier"] else "reward model")
         if p["decided_by"] == "reward model":
             assert p["margin"] >= min_margin - 1e-6
     sel = json.loads((rd / "selection.json").read_text())["dpo"]

@@ -75,7 +75,7 @@ def test_killed_mid_generation_and_mid_training_resumes_to_the_same_artifacts(e2
     alignment(*args, cwd=tmp_path)
     manifest = json.loads((rd / "manifest.json").read_text())
     assert manifest["stages"]["sft"]["metrics"]["resumed_from"].endswith("checkpoint-1")
-    stage_names = [name for name, _, _ in STAGES]
+    stage_names = [st.name for st in STAGES]
     skipped = [n for n, s in manifest["stages"].items() if s["skipped"]]
     assert skipped == stage_names[: stage_names.index("sft")]
     ref = e2e_run / "round-1"

@@ -2,12 +2,15 @@
 its stage and every stage after it, and a stage that fails leaves no marker (and keeps what earlier stages wrote)."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
 from alignment.config import load_config
 from reward.reward_model import verifier_pairs
 from rounds import runner
+from rounds.layout import Manifest, ManifestError, Stage
 
 # Per-item correctness of each model on a fake 20-item suite per capability: the base policy and each round's model.
 # A test changes an entry to inject a regression.
@@ -62,11 +65,11 @@ def fake_stages(monkeypatch, tmp_path):
         return stage
 
     stages = [
-        ("prompts", make("prompts"), ("prompts",)),
-        ("generate", make("generate"), ("generation",)),
-        ("sft", make("sft"), ("sft",)),
-        ("eval", make("eval"), ("eval",)),
-        ("gate", real.gate, ("gate",)),
+        Stage("prompts", make("prompts"), ("prompts",), ("prompts.parquet",)),
+        Stage("generate", make("generate"), ("generation",), ("candidates.parquet",)),
+        Stage("sft", make("sft"), ("sft",), ("model", "sft.parquet", "dpo.parquet")),
+        Stage("eval", make("eval"), ("eval",), ("eval.json",)),
+        Stage("gate", real.gate, ("gate",), ("promotion.json",)),
     ]
     monkeypatch.setattr(runner, "STAGES", stages)
     monkeypatch.setattr(runner, "resolve_model", lambda spec, cache_dir: str(tmp_path / "base"))
@@ -177,13 +180,14 @@ def test_a_failing_stage_leaves_no_marker_and_keeps_earlier_outputs(fake_stages,
         raise RuntimeError("training crashed")
 
     stages = list(runner.STAGES)
-    stages[2] = ("sft", boom, ("sft",))
+    stages[2] = Stage("sft", boom, ("sft",))
     monkeypatch.setattr(runner, "STAGES", stages)
     cfg = load_config(None, [f"output_dir={tmp_path}", "name=t"])
     with pytest.raises(RuntimeError, match="training crashed"):
         runner.run_round(cfg, 1)
-    marks = {p.stem for p in (tmp_path / "t" / "round-1" / "stages").iterdir()}
+    marks = {p.stem for p in (tmp_path / "t" / "round-1" / "stages").glob("*.json")}
     assert marks == {"prompts", "generate"}
+    assert (tmp_path / "t" / "round-1" / "stages" / "sft.started").is_file()  # what its resume state belongs to
     manifest = json.loads((tmp_path / "t" / "round-1" / "manifest.json").read_text())
     assert set(manifest["stages"]) == {"prompts", "generate"}
 
@@ -225,3 +229,175 @@ def test_atomic_writes_keep_the_old_file_when_writing_fails(tmp_path):
         raise RuntimeError("killed mid-write")
     assert read_json(target) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no stray temp file
+
+
+# --- what a stage's key is made of (issue 15): content, not paths; resume state tied to the key -----------------
+
+
+def _tiny_stages(
+    monkeypatch, tmp_path, calls: list[str], *, dpo_crash: list[bool] | None = None, report_code=(), seen=None
+):
+    """prompts (reads the configured prompt files) -> sft (writes sft/) -> dpo (resumable: a checkpoint in
+    work/dpo) -> eval -> gate -> report; every stage appends ``round:name`` to ``calls``."""
+    from rounds import stages as real
+
+    sft_runs: list[int] = []
+    seen = [] if seen is None else seen
+
+    def make(name):
+        def run(rnd):
+            calls.append(f"{rnd.index}:{name}")
+            if name == "prompts":
+                text = "".join(Path(p).read_text() for p in real._prompt_files(rnd.cfg))
+                (rnd.dir / "prompts.parquet").write_text(text)
+                (rnd.dir / "candidates.parquet").write_text(text)
+            if name == "sft":
+                (rnd.dir / "sft").mkdir(exist_ok=True)
+                sft_runs.append(rnd.index)  # a redone SFT gives other weights (as real training may)
+                (rnd.dir / "sft" / "weights").write_text(f"{rnd.cfg.sft.learning_rate} {len(sft_runs)}")
+                for f in ("sft.parquet", "dpo.parquet"):
+                    (rnd.dir / f).write_text("rows")
+            if name == "dpo":
+                work = rnd.dir / "work" / "dpo"
+                resumed = (work / "checkpoint-1").is_dir()
+                calls.append(f"{rnd.index}:dpo resumed" if resumed else f"{rnd.index}:dpo fresh")
+                (work / "checkpoint-1").mkdir(parents=True, exist_ok=True)
+                if dpo_crash and dpo_crash.pop(0):
+                    raise RuntimeError("killed during DPO")
+                shutil.copytree(rnd.dir / "sft", rnd.dir / "model", dirs_exist_ok=True)
+            if name == "report":  # what the real report reads, as the runner has written it by now
+                seen.append(Manifest.from_dict(json.loads((rnd.dir / "manifest.json").read_text())))
+            if name == "eval":
+                _fake_eval(rnd, f"round-{rnd.index}", rnd.dir / "eval_model.json")
+                _fake_eval(rnd, "base", rnd.dir / "eval_start.json")
+                ev = {"model": {}, "start": {}, "start_model": rnd.start_model, "delta": {}}
+                ev |= {"model_eval_file": f"round-{rnd.index}/eval_model.json"}
+                ev |= {"start_eval_file": f"round-{rnd.index}/eval_start.json"}
+                (rnd.dir / "eval.json").write_text(json.dumps(ev))
+            return {}
+
+        return run
+
+    stages = [
+        Stage("prompts", make("prompts"), ("prompts",), ("prompts.parquet",), files=real._prompt_files),
+        Stage("sft", make("sft"), ("sft",), ("sft",)),
+        Stage("dpo", make("dpo"), ("dpo",), ("model",)),
+        Stage("eval", make("eval"), ("eval",), ("eval.json",)),
+        Stage("gate", real.gate, ("gate",), ("promotion.json",)),
+        Stage("report", make("report"), code=report_code),
+    ]
+    monkeypatch.setattr(runner, "STAGES", stages)
+    monkeypatch.setattr(runner, "resolve_model", lambda spec, cache_dir: str(tmp_path / "base"))
+    monkeypatch.setattr(runner, "check_models", lambda cfg, start: None)
+    (tmp_path / "base").mkdir(exist_ok=True)
+    (tmp_path / "base" / "config.json").write_text("{}")
+
+
+def _cfg(tmp_path, *overrides):
+    prompts = tmp_path / "my_prompts.jsonl"
+    if not prompts.exists():
+        prompts.write_text('{"id": "a", "capability": "chat", "prompt": "Hello?"}\n')
+    return load_config(None, [f"output_dir={tmp_path / 'runs'}", "name=t", f"prompts.files=[{prompts}]", *overrides])
+
+
+def test_a_prompts_file_edited_in_place_reruns_prompts_and_everything_after(monkeypatch, tmp_path):
+    calls: list[str] = []
+    _tiny_stages(monkeypatch, tmp_path, calls)
+    runner.run_round(_cfg(tmp_path), 1)
+    calls.clear()
+    runner.run_round(_cfg(tmp_path), 1)
+    assert calls == []  # same path, same content: everything skipped
+    (tmp_path / "my_prompts.jsonl").write_text('{"id": "a", "capability": "chat", "prompt": "Hello there?"}\n')
+    runner.run_round(_cfg(tmp_path), 1)
+    assert calls == ["1:prompts", "1:sft", "1:dpo", "1:dpo fresh", "1:eval", "1:report"]
+
+
+def test_a_model_folder_edited_in_place_reruns_the_round(monkeypatch, tmp_path):
+    calls: list[str] = []
+    _tiny_stages(monkeypatch, tmp_path, calls)
+    runner.run_round(_cfg(tmp_path), 1)
+    calls.clear()
+    (tmp_path / "base" / "config.json").write_text('{"hidden_size": 8}')  # same path, other weights
+    runner.run_round(_cfg(tmp_path), 1)
+    assert calls[0] == "1:prompts" and "1:report" in calls
+
+
+def test_forcing_sft_after_a_killed_dpo_starts_dpo_fresh(monkeypatch, tmp_path):
+    calls: list[str] = []
+    _tiny_stages(monkeypatch, tmp_path, calls, dpo_crash=[True, True, False, True, False])
+    with pytest.raises(RuntimeError, match="killed during DPO"):
+        runner.run_round(_cfg(tmp_path), 1)
+    # the same command again: same key, so DPO resumes its own checkpoint
+    with pytest.raises(RuntimeError, match="killed during DPO"):
+        runner.run_round(_cfg(tmp_path), 1)
+    assert calls[-1] == "1:dpo resumed"
+    # --force sft: SFT is redone, and DPO must not continue the old LoRA/optimizer state on the new SFT model
+    runner.run_round(_cfg(tmp_path), 1, force=["sft"])
+    assert calls[-5:] == ["1:sft", "1:dpo", "1:dpo fresh", "1:eval", "1:report"]
+    # a changed SFT config after a killed DPO: DPO's key changes with SFT's output, so it starts fresh too
+    with pytest.raises(RuntimeError, match="killed during DPO"):
+        runner.run_round(_cfg(tmp_path, "dpo.beta=0.2"), 1)
+    calls.clear()
+    runner.run_round(_cfg(tmp_path, "dpo.beta=0.2", "sft.learning_rate=0.001"), 1)
+    assert calls[:3] == ["1:sft", "1:dpo", "1:dpo fresh"]
+    assert not (tmp_path / "runs" / "t" / "round-1" / "work" / "dpo").exists()  # cleared once finished
+
+
+def test_redoing_an_earlier_round_reruns_the_rounds_built_on_it(monkeypatch, tmp_path):
+    calls: list[str] = []
+    _tiny_stages(monkeypatch, tmp_path, calls)
+    runner.run_round(_cfg(tmp_path), 2)
+    calls.clear()
+    runner.run_round(_cfg(tmp_path), 1, force=["sft"])  # round 1's SFT output changes (its weights count runs)
+    runner.run_round(_cfg(tmp_path), 2)
+    assert "2:prompts" in calls and "2:report" in calls  # round 2 read round 1's files: not skipped on stale data
+
+
+def test_editing_a_stage_only_code_file_reruns_that_stage_alone(monkeypatch, tmp_path):
+    from rounds import keys
+
+    root = tmp_path / "src"
+    for rel in ("alignment/core.py", "rounds/report.py"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("x = 1\n")
+    monkeypatch.setattr(keys, "ROOT", root)
+    calls: list[str] = []
+    _tiny_stages(monkeypatch, tmp_path, calls, report_code=("rounds/report.py",))
+    runner.run_round(_cfg(tmp_path), 1)
+    calls.clear()
+    (root / "rounds" / "report.py").write_text("x = 2\n")
+    runner.run_round(_cfg(tmp_path), 1)
+    assert calls == ["1:report"]
+    calls.clear()
+    (root / "alignment" / "core.py").write_text("x = 2\n")  # pipeline code: every stage runs again
+    runner.run_round(_cfg(tmp_path), 1)
+    assert calls[0] == "1:prompts" and calls[-1] == "1:report"
+
+
+def test_a_library_upgrade_reruns_the_stages(monkeypatch, tmp_path):
+    from rounds import keys
+
+    calls: list[str] = []
+    _tiny_stages(monkeypatch, tmp_path, calls)
+    runner.run_round(_cfg(tmp_path), 1)
+    calls.clear()
+    monkeypatch.setattr(keys, "library_versions", lambda: {"trl": "99.0"})
+    runner.run_round(_cfg(tmp_path), 1)
+    assert calls[0] == "1:prompts"
+
+
+def test_the_report_reads_the_manifest_the_runner_writes(monkeypatch, tmp_path):
+    """The report read the manifest's ``wall_s`` after the runner renamed it: the row vanished and no test failed.
+    The report stage now reads a typed view, checked on load, of the manifest as it stands when the report runs."""
+    calls: list[str] = []
+    seen: list[Manifest] = []
+    _tiny_stages(monkeypatch, tmp_path, calls, seen=seen)
+    runner.run_round(_cfg(tmp_path), 1)
+    (view,) = seen
+    assert list(view.stages) == ["prompts", "sft", "dpo", "eval", "gate"]  # every stage before the report
+    assert view.stages_total_s == pytest.approx(sum(view.timings_s.values()), abs=0.2)
+    raw = json.loads((tmp_path / "runs" / "t" / "round-1" / "manifest.json").read_text())
+    assert Manifest.from_dict(raw).stages["report"].outputs == {}
+    raw["wall_s"] = raw.pop("stages_total_s")  # a rename in the runner ...
+    with pytest.raises(ManifestError, match="no 'stages_total_s'"):  # ... fails the reader, naming the field
+        Manifest.from_dict(raw)

@@ -1,0 +1,181 @@
+"""The run and round folder layout: where every artifact of a round lives, named once.
+
+    runs/<name>/                      a run (``config.output_dir`` / ``config.name``)
+        lineage.json                  every round's parent, hashes, eval, promotion
+        round-<N>/                    one round; the names below are :class:`Artifacts` fields
+
+The runner, the stages and the report build and parse round folders only through :func:`round_path`,
+:func:`round_index` and :func:`round_dirs`, and name files only through :data:`ARTIFACTS`, so a renamed file is one
+edit here. :class:`Round` is what a stage gets: the config, the round's folder and where the round starts from.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alignment.config import RoundConfig
+
+ROUND_PREFIX = "round-"
+_ROUND_RE = re.compile(rf"{ROUND_PREFIX}(\d+)")
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """File and folder names inside a round folder, in the order the stages write them."""
+
+    config: str = "config.yaml"
+    manifest: str = "manifest.json"
+    markers: str = "stages"
+    jobs: str = "jobs"
+    work: str = "work"
+    tensorboard: str = "tensorboard"
+    prompts: str = "prompts.parquet"
+    candidates: str = "candidates.parquet"
+    filtered: str = "filtered.parquet"
+    verdicts: str = "verdicts.parquet"
+    rm_pairs: str = "rm_pairs.parquet"
+    rm: str = "rm"
+    rm_split: str = "rm_split.jsonl"
+    scores: str = "scores.parquet"
+    sft_data: str = "sft.parquet"
+    dpo_data: str = "dpo.parquet"
+    selection: str = "selection.json"
+    sft_model: str = "sft"
+    model: str = "model"
+    variants: str = "variants"
+    eval: str = "eval.json"
+    eval_model: str = "eval_model.json"
+    eval_start: str = "eval_start.json"
+    promotion: str = "promotion.json"
+    report: str = "report.html"
+
+
+ARTIFACTS = Artifacts()
+LINEAGE = "lineage.json"
+
+
+def round_path(run_dir: Path, index: int) -> Path:
+    """``run_dir/round-<index>``."""
+    return Path(run_dir) / f"{ROUND_PREFIX}{index}"
+
+
+def round_label(index: int | None) -> str:
+    """``round-<index>``, or ``base`` for None (the configured policy): how lineage and pair sources name a round."""
+    return "base" if index is None else f"{ROUND_PREFIX}{index}"
+
+
+def round_index(path: Path | str) -> int | None:
+    """N for a folder named ``round-<N>``, else None."""
+    m = _ROUND_RE.fullmatch(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def round_dirs(run_dir: Path) -> list[Path]:
+    """The ``round-<N>`` folders of a run, by N (other folders ignored)."""
+    found = [p for p in Path(run_dir).glob(f"{ROUND_PREFIX}*") if p.is_dir() and round_index(p) is not None]
+    return sorted(found, key=lambda p: round_index(p) or 0)
+
+
+@dataclass
+class Round:
+    """What a stage needs: the config, where to write, where the round starts from, and earlier rounds' folders."""
+
+    cfg: RoundConfig
+    index: int
+    dir: Path
+    start_model: str
+    run_dir: Path
+    start_round: int | None = None
+    """The round whose model ``start_model`` is (None: the configured policy)."""
+    metrics: dict = field(default_factory=dict)
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def earlier_rounds(self) -> list[Path]:
+        return [round_path(self.run_dir, i) for i in range(1, self.index)]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage and everything its key is made of, declared beside its body in ``rounds.stages``.
+
+    The runner derives the stage's key from this declaration (``rounds.keys.stage_key``): the values of the
+    ``config`` sections, the content of the user ``files`` it reads, the previous stage's key and output content, the
+    starting model's content, earlier rounds' stages, the pipeline's code and library versions, and the stage's own
+    extra ``code`` files. A stage whose key is unchanged is skipped."""
+
+    name: str
+    run: Callable[[Round], dict]
+    config: tuple[str, ...] = ()
+    """Config sections (or top-level keys such as ``seed``) the stage reads."""
+    outputs: tuple[str, ...] = ()
+    """Artifacts (``ARTIFACTS`` names) the stage writes: hashed into the next stage's key."""
+    files: Callable[[RoundConfig], list[str]] | None = None
+    """User files or folders the stage reads (prompt files, seed pairs, eval suites, model folders), hashed by
+    content: an edit in place re-runs the stage."""
+    code: tuple[str, ...] = ()
+    """Source files (relative to the repository) only this stage runs, kept out of every other stage's code hash:
+    editing them re-runs this stage alone."""
+
+
+class ManifestError(ValueError):
+    """A round's manifest.json lacks a field the readers rely on (renamed or never written)."""
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """One stage as the manifest records it."""
+
+    key: str
+    duration_s: float
+    metrics: dict
+    skipped: bool
+    outputs: dict
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The fields of ``manifest.json`` that readers (the report, status) use, checked on load: a field the runner
+    renames fails here, naming it, instead of vanishing from a page."""
+
+    round: int
+    run: str
+    start_model: str
+    stages: dict[str, StageRecord]
+    timings_s: dict[str, float]
+    stages_total_s: float
+    """Seconds of the stages that built the round so far (the report stage, last, sees all the others)."""
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "manifest.json") -> Manifest:
+        def need(obj: dict, key: str, where: str) -> Any:
+            if key not in obj:
+                raise ManifestError(f"{source}: no {where}{key!r} (written by rounds.runner)")
+            return obj[key]
+
+        stages = {}
+        for name, rec in need(data, "stages", "").items():
+            stages[name] = StageRecord(
+                key=need(rec, "key", f"stages.{name}."),
+                duration_s=float(need(rec, "duration_s", f"stages.{name}.")),
+                metrics=dict(need(rec, "metrics", f"stages.{name}.") or {}),
+                skipped=bool(rec.get("skipped", False)),
+                outputs=dict(rec.get("outputs") or {}),
+            )
+        return cls(
+            round=int(need(data, "round", "")),
+            run=str(need(data, "run", "")),
+            start_model=str(need(data, "start_model", "")),
+            stages=stages,
+            timings_s={k: float(v) for k, v in need(data, "timings_s", "").items()},
+            stages_total_s=float(need(data, "stages_total_s", "")),
+        )
+
+    def metrics(self, stage: str) -> dict:
+        """A stage's metrics ({} when the stage has not run)."""
+        return self.stages[stage].metrics if stage in self.stages else {}

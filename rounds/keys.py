@@ -78,13 +78,19 @@ def model_id(spec: str, cache: HashCache | None = None) -> str:
     return f"sha256:{content_id(spec, cache)}" if Path(spec).exists() else spec
 
 
-def source_files(exclude: frozenset[str] = frozenset()) -> dict[str, Path]:
-    """The pipeline's source and shipped data (relative path -> file), minus ``exclude``."""
+def _excluded(rel: str, exclude: frozenset[str]) -> bool:
+    return any(rel == e or rel.startswith(e.rstrip("/") + "/") for e in exclude)
+
+
+def source_files(exclude: frozenset[str] = frozenset(), packages: tuple[str, ...] = CODE_PACKAGES) -> dict[str, Path]:
+    """The source and shipped data (relative path -> file) of ``packages`` (files or folders relative to the
+    repository), minus ``exclude`` (files, or folders and everything in them)."""
     files = {}
-    for pkg in CODE_PACKAGES:
-        for p in sorted((ROOT / pkg).rglob("*")):
+    for pkg in packages:
+        root = ROOT / pkg
+        for p in [root] if root.is_file() else sorted(root.rglob("*")):
             rel = str(p.relative_to(ROOT))
-            if p.suffix in {".py", ".jsonl"} and "__pycache__" not in p.parts and rel not in exclude:
+            if p.suffix in {".py", ".jsonl"} and "__pycache__" not in p.parts and not _excluded(rel, exclude):
                 files[rel] = p
     return files
 
@@ -115,7 +121,7 @@ def stage_key(
     and output hashes of the stage before), ``start`` (the starting model's identity), ``earlier`` (earlier rounds'
     stages), ``code`` (the shared code id) and the stage's own code files."""
     conf: dict[str, Any] = {s: config_to_dict(getattr(cfg, s)) for s in stage.config}
-    own_code = {rel: file_sha256(ROOT / rel) for rel in stage.code}
+    own_code = {rel: file_sha256(p) for rel, p in source_files(packages=stage.code).items()}
     files = files_id(stage.files(cfg), cache) if stage.files else {}
     parts = {"stage": stage.name, "config": conf, "files": files, "upstream": upstream, "start": start}
     parts |= {"earlier": earlier, "code": code, "own_code": own_code}

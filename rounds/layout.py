@@ -119,8 +119,8 @@ class Stage:
     """User files or folders the stage reads (prompt files, seed pairs, eval suites, model folders), hashed by
     content: an edit in place re-runs the stage."""
     code: tuple[str, ...] = ()
-    """Source files (relative to the repository) only this stage runs, kept out of every other stage's code hash:
-    editing them re-runs this stage alone."""
+    """Source files or folders (relative to the repository) only this stage runs, kept out of every other stage's
+    code hash: editing them re-runs this stage alone."""
 
 
 class ManifestError(ValueError):

@@ -654,7 +654,7 @@ def gate(rnd: Round) -> dict:
     return {"promoted": promoted, "regressed": [] if promoted else list(result["regressed"])}
 
 
-@stage("report", code=("rounds/report.py",))
+@stage("report", code=("rounds/report",))
 def report(rnd: Round) -> dict:
     """``report.html``: the round's data and eval at a glance (plots embedded), next to the earlier rounds'."""
     from rounds.report import write_report

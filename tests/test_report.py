@@ -1,4 +1,4 @@
-"""rounds/report.py: report.html from a round folder (synthetic rounds here; the tiny real run in the e2e tests),
+"""rounds/report/: report.html from a round folder (synthetic rounds here; the tiny real run in the e2e tests),
 its check in headless Chromium, and notebooks/inspect_round.ipynb executed against a real round."""
 
 from __future__ import annotations
@@ -123,6 +123,15 @@ def _write_round(run: Path, index: int, *, promotion: dict | str | None = None, 
             "dropped_by_capability": {"chat": {"margin below min_margin": 1}, "math": {"margin below min_margin": 1}},
         },
     }
+    # the verifier counts and the RM's AUC as the select stage writes them, from these scores
+    from reward.select import combine_scores, selection_report
+
+    prompts = {pid: {"capability": pid.split("-")[0], "messages": []} for pid in scores["prompt_id"].unique()}
+    records = [
+        {**r, "verified": None if pd.isna(r["verified"]) else bool(r["verified"])} for r in scores.to_dict("records")
+    ]
+    real = selection_report(combine_scores(records), prompts, [], [], {}, {})
+    selection |= {k: real[k] for k in ("verifier", "candidates_by_capability", "rm_pass_over_fail_auc")}
     (d / "selection.json").write_text(json.dumps(selection))
     if eval_ok:
         ev = {
@@ -276,13 +285,6 @@ def test_examples_best_and_worst_without_repeats(run_dir: Path) -> None:
     assert math["prompt"].iloc[0].startswith("What is")
 
 
-def test_rm_auc() -> None:
-    assert report.rm_auc(pd.Series([2.0, 3.0]), pd.Series([0.0, 1.0])) == 1.0
-    assert report.rm_auc(pd.Series([0.0]), pd.Series([1.0])) == 0.0
-    assert report.rm_auc(pd.Series([1.0]), pd.Series([1.0])) == 0.5
-    assert report.rm_auc(pd.Series([], dtype=float), pd.Series([1.0])) is None
-
-
 def test_round_without_previous_or_index(tmp_path: Path, run_dir: Path) -> None:
     solo = tmp_path / "solo"
     shutil.copytree(run_dir / "round-1", solo)
@@ -307,7 +309,7 @@ def test_cli_report(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
 
 
 def test_chromium_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(report.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(report.ChromiumNotFound, match="apt-get install -y chromium"):
         check_in_browser(tmp_path / "x.html")
 

@@ -357,15 +357,15 @@ def test_editing_a_stage_only_code_file_reruns_that_stage_alone(monkeypatch, tmp
     from rounds import keys
 
     root = tmp_path / "src"
-    for rel in ("alignment/core.py", "rounds/report.py"):
+    for rel in ("alignment/core.py", "rounds/report/page.py"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text("x = 1\n")
     monkeypatch.setattr(keys, "ROOT", root)
     calls: list[str] = []
-    _tiny_stages(monkeypatch, tmp_path, calls, report_code=("rounds/report.py",))
+    _tiny_stages(monkeypatch, tmp_path, calls, report_code=("rounds/report",))
     runner.run_round(_cfg(tmp_path), 1)
     calls.clear()
-    (root / "rounds" / "report.py").write_text("x = 2\n")
+    (root / "rounds" / "report" / "page.py").write_text("x = 2\n")
     runner.run_round(_cfg(tmp_path), 1)
     assert calls == ["1:report"]
     calls.clear()

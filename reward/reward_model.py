@@ -395,44 +395,60 @@ def train_reward_model(
         "use_margin": cfg.use_margin,
         "heldout_accuracy": None,
     }
-    scores: list[dict] = []
-    if heldout:
-        scorer = RewardScorer(
-            str(out), device=device, batch_size=cfg.score_batch_size, max_length=cfg.max_length, precision=cfg.precision
-        )
-        chosen = scorer.score([_conversation(p["messages"], p["chosen"]) for p in heldout])
-        rejected = scorer.score([_conversation(p["messages"], p["rejected"]) for p in heldout])
-        right = [c > r for c, r in zip(chosen, rejected, strict=True)]
-        scores = [
-            {"chosen_score": round(c, 4), "rejected_score": round(r, 4), "right": ok}
-            for c, r, ok in zip(chosen, rejected, right, strict=True)
-        ]
-        by_source: dict[str, list[bool]] = {}
-        for p, ok in zip(heldout, right, strict=True):
-            by_source.setdefault(source_kind(p.get("source")), []).append(ok)
-        metrics["heldout_by_source"] = {
-            src: {"accuracy": round(sum(v) / len(v), 4), "pairs": len(v)} for src, v in sorted(by_source.items())
-        }
-        # The floor applies to real preferences (seed and verifier pairs); synthetic negatives are easy by design.
-        real = [ok for p, ok in zip(heldout, right, strict=True) if source_kind(p.get("source")) != "synthetic"]
-        metrics["heldout_pairs"] = len(real)
-        metrics["heldout_accuracy"] = round(sum(real) / len(real), 4) if real else None
+    accuracy, scores = heldout_accuracy(heldout, str(out), cfg, device)
+    metrics |= accuracy
     if split_out is not None:
-
-        def line(p: dict, side: str, extra: dict) -> dict:
-            return {
-                "pair_id": p["pair_id"],
-                "source": source_kind(p.get("source")),
-                "capability": p.get("capability"),
-                "side": side,
-                "prompt": _prompt_key(p),
-                **extra,
-            }
-
-        rows = [line(p, "train", {}) for p in train]
-        rows += [line(p, "heldout", extra) for p, extra in zip(heldout, scores, strict=True)]
-        write_jsonl(rows, split_out)
+        write_split(train, heldout, scores, split_out)
     return metrics
+
+
+def heldout_accuracy(heldout: list[dict], rm_path: str, cfg: RewardModelConfig, device: str) -> tuple[dict, list[dict]]:
+    """Pairwise accuracy of the RM at ``rm_path`` on ``heldout``: per source, and over the real (non-synthetic)
+    pairs, to which ``min_heldout_accuracy`` applies (synthetic negatives are easy by design); and each pair's
+    scores, for :func:`write_split`."""
+    if not heldout:
+        return {}, []
+    scorer = RewardScorer(
+        rm_path, device=device, batch_size=cfg.score_batch_size, max_length=cfg.max_length, precision=cfg.precision
+    )
+    chosen = scorer.score([_conversation(p["messages"], p["chosen"]) for p in heldout])
+    rejected = scorer.score([_conversation(p["messages"], p["rejected"]) for p in heldout])
+    right = [c > r for c, r in zip(chosen, rejected, strict=True)]
+    by_source: dict[str, list[bool]] = {}
+    for p, ok in zip(heldout, right, strict=True):
+        by_source.setdefault(source_kind(p.get("source")), []).append(ok)
+    real = [ok for p, ok in zip(heldout, right, strict=True) if source_kind(p.get("source")) != "synthetic"]
+    metrics = {
+        "heldout_by_source": {
+            src: {"accuracy": round(sum(v) / len(v), 4), "pairs": len(v)} for src, v in sorted(by_source.items())
+        },
+        "heldout_pairs": len(real),
+        "heldout_accuracy": round(sum(real) / len(real), 4) if real else None,
+    }
+    scores = [
+        {"chosen_score": round(c, 4), "rejected_score": round(r, 4), "right": ok}
+        for c, r, ok in zip(chosen, rejected, right, strict=True)
+    ]
+    return metrics, scores
+
+
+def write_split(train: list[dict], heldout: list[dict], scores: list[dict], path: Path) -> None:
+    """``rm_split.jsonl``: one line per pair used (pair id, source, capability, ``side`` train or heldout, the
+    prompt); held-out lines add both RM scores and whether the RM ranked the pair right."""
+
+    def line(p: dict, side: str, extra: dict) -> dict:
+        return {
+            "pair_id": p["pair_id"],
+            "source": source_kind(p.get("source")),
+            "capability": p.get("capability"),
+            "side": side,
+            "prompt": _prompt_key(p),
+            **extra,
+        }
+
+    rows = [line(p, "train", {}) for p in train]
+    rows += [line(p, "heldout", extra) for p, extra in zip(heldout, scores, strict=True)]
+    write_jsonl(rows, path)
 
 
 def fit_max_length(pairs: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:

@@ -126,3 +126,29 @@ def stage_key(
     parts = {"stage": stage.name, "config": conf, "files": files, "upstream": upstream, "start": start}
     parts |= {"earlier": earlier, "code": code, "own_code": own_code}
     return json_sha256(parts)[:16]
+
+
+# What user files each stage reads (its ``files`` declaration): hashed by content into its key.
+
+
+def local_path(spec: str | None) -> list[str]:
+    """``[spec]`` when it names a local file or folder (not "builtin", "embedded", null or a hub id)."""
+    return [spec] if spec and spec not in ("builtin", "embedded") and Path(spec).exists() else []
+
+
+def eval_suite_files(cfg: RoundConfig) -> list[str]:
+    return [p for s in cfg.eval.suites for p in local_path(s)]  # "builtin" is shipped code: in the code hash
+
+
+def prompt_files(cfg: RoundConfig) -> list[str]:
+    sources = [f if isinstance(f, str) else f.path for f in cfg.prompts.files]
+    return sources + eval_suite_files(cfg)  # the eval suites decontaminate the pool
+
+
+def teacher_files(cfg: RoundConfig) -> list[str]:
+    return local_path(cfg.generation.teacher)
+
+
+def reward_files(cfg: RoundConfig) -> list[str]:
+    rm = cfg.reward_model
+    return local_path(rm.seed_pairs) + local_path(rm.pretrained or rm.base)

@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from alignment.config import RoundConfig
+from alignment.records import MESSAGES_TYPE
 
 ROUND_PREFIX = "round-"
 _ROUND_RE = re.compile(rf"{ROUND_PREFIX}(\d+)")
@@ -56,6 +59,46 @@ class Artifacts:
 
 ARTIFACTS = Artifacts()
 LINEAGE = "lineage.json"
+
+
+# Schemas of the parquet artifacts the stages write (candidates: synth_data.generate.CANDIDATE_SCHEMA).
+PAIR_SCHEMA = pa.schema(
+    [
+        ("pair_id", pa.string()),
+        ("capability", pa.string()),
+        ("messages", MESSAGES_TYPE),
+        ("chosen", pa.string()),
+        ("rejected", pa.string()),
+        ("source", pa.string()),
+        ("margin", pa.float64()),
+    ]
+)
+
+
+VERDICT_SCHEMA = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("candidate_id", pa.string()),
+        ("text", pa.string()),
+        ("verified", pa.bool_()),
+        ("verifier_reason", pa.string()),
+        ("verifier_flags", pa.list_(pa.string())),
+    ]
+)
+
+
+SFT_SCHEMA = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("candidate_id", pa.string()),
+        ("capability", pa.string()),
+        ("messages", MESSAGES_TYPE),
+        ("score", pa.float64()),
+        ("rm_score", pa.float64()),
+        ("rm_percentile", pa.float64()),
+        ("carried_from", pa.int64()),
+    ]
+)
 
 
 def round_path(run_dir: Path, index: int) -> Path:

@@ -126,10 +126,8 @@ def run_round(cfg: RoundConfig, index: int, force: tuple[str, ...] | list[str] =
     return _run_one_round(cfg, index, redo)
 
 
-def _run_one_round(cfg: RoundConfig, index: int, redo: list[str]) -> dict:
-    start, parent = start_model_for(cfg, index)
-    run_dir = run_dir_for(cfg)
-    round_dir = round_path(run_dir, index)
+def _prepare_round_dir(cfg: RoundConfig, round_dir: Path, redo: list[str]) -> None:
+    """Create the round folder, remove the markers of forced stages, and snapshot the resolved config."""
     (round_dir / ARTIFACTS.markers).mkdir(parents=True, exist_ok=True)
     for name in redo:
         if (round_dir / ARTIFACTS.markers / f"{name}.json").exists():
@@ -141,6 +139,87 @@ def _run_one_round(cfg: RoundConfig, index: int, redo: list[str]) -> dict:
         with atomic_path(cfg_path) as tmp:
             tmp.write_text(cfg_yaml)
 
+
+def _run_stage(rnd: Round, st: Stage, key: str, forced: bool, cache: HashCache) -> dict:
+    """Run one stage whose marker is missing or stale; returns the marker it wrote (key, duration, metrics, output
+    hashes). The marker is written last, after the outputs are in place."""
+    marker = rnd.dir / ARTIFACTS.markers / f"{st.name}.json"
+    marker.unlink(missing_ok=True)
+    _discard_stale_work(rnd.dir, st, key, forced=forced)
+    log.info("stage %-12s started", st.name)
+    t0 = time.time()
+    metrics = st.run(rnd) or {}
+    duration = round(time.time() - t0, 1)
+    done = {
+        "key": key,
+        "duration_s": duration,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "metrics": metrics,
+        "outputs": _outputs_id(rnd.dir, st, cache),
+    }
+    write_json(done, marker)
+    (rnd.dir / ARTIFACTS.markers / f"{st.name}.started").unlink(missing_ok=True)
+    shutil.rmtree(rnd.dir / ARTIFACTS.work / st.name, ignore_errors=True)
+    log.info("stage %-12s done in %.1fs", st.name, duration)
+    return done
+
+
+def _run_stages(rnd: Round, manifest: dict, redo: list[str], start_id: str, cache: HashCache) -> None:
+    """Every stage in order: skipped when its marker holds the key its declaration gives now, run otherwise. The
+    manifest is written after every stage, so a killed run still has a record (and the report stage, last, sees
+    the timings of all the others)."""
+    earlier = earlier_rounds_id(rnd.run_dir, rnd.index)
+    shared_code = code_id(frozenset(rel for st in STAGES for rel in st.code))
+    upstream = ""
+    for st in STAGES:
+        key = stage_key(st, rnd.cfg, upstream=upstream, start=start_id, earlier=earlier, code=shared_code, cache=cache)
+        marker = rnd.dir / ARTIFACTS.markers / f"{st.name}.json"
+        if marker.exists() and (done := read_json(marker)).get("key") == key:
+            log.info("stage %-12s finished earlier (%.1fs), skipped", st.name, done["duration_s"])
+            manifest["stages"][st.name] = {**done, "skipped": True}
+        else:
+            done = _run_stage(rnd, st, key, st.name in redo, cache)
+            manifest["stages"][st.name] = {**done, "skipped": False}
+        rnd.metrics[st.name] = done.get("metrics", {})
+        cache.save()
+        upstream = json_sha256({"key": key, "outputs": done.get("outputs")})[:16]
+        manifest["timings_s"][st.name] = done["duration_s"]
+        manifest["stages_total_s"] = round(sum(manifest["timings_s"].values()), 1)
+        write_json(manifest, rnd.dir / ARTIFACTS.manifest)
+
+
+def _finish_manifest(rnd: Round, manifest: dict, parent_hash: str | None, cache: HashCache) -> None:
+    """The round's record once every stage is done: input and output hashes, counts, eval and promotion."""
+    recorded = {name: out for st in manifest["stages"].values() for name, out in (st.get("outputs") or {}).items()}
+
+    def artifact_id(name: str) -> str:  # hashed when its stage finished; hashed now if no stage declares it
+        return recorded[name] if name in recorded else content_id(rnd.dir / name, cache)
+
+    start = rnd.start_model
+    manifest["inputs"] = {
+        "start_model_sha256": parent_hash or (content_id(start, cache) if Path(start).exists() else start),
+        "prompts_sha256": artifact_id(ARTIFACTS.prompts),
+        "candidates_sha256": artifact_id(ARTIFACTS.candidates),
+    }
+    manifest["outputs"] = {
+        "model_sha256": artifact_id(ARTIFACTS.model),
+        "sft_data_sha256": artifact_id(ARTIFACTS.sft_data),
+        "dpo_data_sha256": artifact_id(ARTIFACTS.dpo_data),
+    }
+    cache.save()
+    generated = rnd.metrics.get("generate", {})
+    manifest["generation"] = {k: generated.get(k) for k in ("backend", "generator", "teacher", "sampling")}
+    manifest["counts"] = {k: rnd.metrics[k] for k in ("prompts", "filter", "verify", "select") if k in rnd.metrics}
+    manifest["eval"] = read_json(rnd.dir / ARTIFACTS.eval)
+    manifest["promotion"] = read_json(rnd.dir / ARTIFACTS.promotion)
+    manifest["model"] = str((rnd.dir / ARTIFACTS.model).resolve())
+
+
+def _run_one_round(cfg: RoundConfig, index: int, redo: list[str]) -> dict:
+    start, parent = start_model_for(cfg, index)
+    run_dir = run_dir_for(cfg)
+    round_dir = round_path(run_dir, index)
+    _prepare_round_dir(cfg, round_dir, redo)
     check_models(cfg, start)
     rnd = Round(cfg=cfg, index=index, dir=round_dir, start_model=start, run_dir=run_dir, start_round=parent)
     cache = HashCache(run_dir / ".content-hashes.json")
@@ -150,9 +229,6 @@ def _run_one_round(cfg: RoundConfig, index: int, redo: list[str]) -> dict:
         None if parent is None else read_json(Path(start).parent / ARTIFACTS.manifest)["outputs"]["model_sha256"]
     )
     start_id = f"sha256:{parent_hash}" if parent_hash else model_id(start, cache)
-    earlier = earlier_rounds_id(run_dir, index)
-    shared_code = code_id(frozenset(rel for st in STAGES for rel in st.code))
-    manifest_path = round_dir / ARTIFACTS.manifest
     manifest = {
         "round": index,
         "run": cfg.name,
@@ -168,66 +244,11 @@ def _run_one_round(cfg: RoundConfig, index: int, redo: list[str]) -> dict:
         "stages_total_s": 0.0,
     }
     log.info("round %d of run '%s' in %s, starting from %s", index, cfg.name, round_dir, start)
-    upstream = ""
     t_round = time.time()
-    for st in STAGES:
-        key = stage_key(st, cfg, upstream=upstream, start=start_id, earlier=earlier, code=shared_code, cache=cache)
-        marker = round_dir / ARTIFACTS.markers / f"{st.name}.json"
-        if marker.exists() and (done := read_json(marker)).get("key") == key:
-            log.info("stage %-12s finished earlier (%.1fs), skipped", st.name, done["duration_s"])
-            manifest["stages"][st.name] = {**done, "skipped": True}
-            rnd.metrics[st.name] = done.get("metrics", {})
-        else:
-            marker.unlink(missing_ok=True)
-            _discard_stale_work(round_dir, st, key, forced=st.name in redo)
-            log.info("stage %-12s started", st.name)
-            t0 = time.time()
-            metrics = st.run(rnd) or {}
-            duration = round(time.time() - t0, 1)
-            done = {
-                "key": key,
-                "duration_s": duration,
-                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "metrics": metrics,
-                "outputs": _outputs_id(round_dir, st, cache),
-            }
-            write_json(done, marker)
-            (round_dir / ARTIFACTS.markers / f"{st.name}.started").unlink(missing_ok=True)
-            shutil.rmtree(round_dir / ARTIFACTS.work / st.name, ignore_errors=True)
-            rnd.metrics[st.name] = metrics
-            manifest["stages"][st.name] = {**done, "skipped": False}
-            log.info("stage %-12s done in %.1fs", st.name, duration)
-        cache.save()
-        upstream = json_sha256({"key": key, "outputs": done.get("outputs")})[:16]
-        manifest["timings_s"][st.name] = manifest["stages"][st.name]["duration_s"]
-        # compute that built the round so far: the report stage, last, sees every stage before it
-        manifest["stages_total_s"] = round(sum(manifest["timings_s"].values()), 1)
-        write_json(manifest, manifest_path)  # after every stage, so a killed run still has a record
-
-    recorded = {name: out for st in manifest["stages"].values() for name, out in (st.get("outputs") or {}).items()}
-
-    def artifact_id(name: str) -> str:  # hashed when its stage finished; hashed now if no stage declares it
-        return recorded[name] if name in recorded else content_id(round_dir / name, cache)
-
-    manifest["inputs"] = {
-        "start_model_sha256": parent_hash or (content_id(start, cache) if Path(start).exists() else start),
-        "prompts_sha256": artifact_id(ARTIFACTS.prompts),
-        "candidates_sha256": artifact_id(ARTIFACTS.candidates),
-    }
-    manifest["outputs"] = {
-        "model_sha256": artifact_id(ARTIFACTS.model),
-        "sft_data_sha256": artifact_id(ARTIFACTS.sft_data),
-        "dpo_data_sha256": artifact_id(ARTIFACTS.dpo_data),
-    }
-    cache.save()
-    generated = rnd.metrics.get("generate", {})
-    manifest["generation"] = {k: generated.get(k) for k in ("backend", "generator", "teacher", "sampling")}
-    manifest["counts"] = {k: rnd.metrics[k] for k in ("prompts", "filter", "verify", "select") if k in rnd.metrics}
+    _run_stages(rnd, manifest, redo, start_id, cache)
+    _finish_manifest(rnd, manifest, parent_hash, cache)
     manifest["invocation_s"] = round(time.time() - t_round, 1)  # this invocation (seconds when all were skipped)
-    manifest["eval"] = read_json(round_dir / ARTIFACTS.eval)
-    manifest["promotion"] = read_json(round_dir / ARTIFACTS.promotion)
-    manifest["model"] = str((round_dir / ARTIFACTS.model).resolve())
-    write_json(manifest, manifest_path)
+    write_json(manifest, round_dir / ARTIFACTS.manifest)
     write_lineage(run_dir)
     log.info("round %d done: model %s; eval %s", index, manifest["model"], json.dumps(manifest["eval"]["delta"]))
     if not manifest["promotion"]["promoted"]:

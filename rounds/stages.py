@@ -17,39 +17,15 @@ import pyarrow as pa
 import yaml
 
 from alignment.config import ConfigError, config_to_dict
-from alignment.records import MESSAGES_TYPE, read_json, read_parquet, write_json, write_parquet
+from alignment.records import read_json, read_parquet, write_json, write_parquet
 from reward.verifiers import verify as verify_response
-from rounds.layout import Round, Stage, round_label, round_path
+from rounds.keys import eval_suite_files, prompt_files, reward_files, teacher_files
+from rounds.layout import PAIR_SCHEMA, SFT_SCHEMA, VERDICT_SCHEMA, Round, Stage, round_label, round_path
 
 if TYPE_CHECKING:
     from alignment.config import RoundConfig
 
 log = logging.getLogger(__name__)
-
-PAIR_SCHEMA = pa.schema(
-    [
-        ("pair_id", pa.string()),
-        ("capability", pa.string()),
-        ("messages", MESSAGES_TYPE),
-        ("chosen", pa.string()),
-        ("rejected", pa.string()),
-        ("source", pa.string()),
-        ("margin", pa.float64()),
-    ]
-)
-
-
-VERDICT_SCHEMA = pa.schema(
-    [
-        ("prompt_id", pa.string()),
-        ("candidate_id", pa.string()),
-        ("text", pa.string()),
-        ("verified", pa.bool_()),
-        ("verifier_reason", pa.string()),
-        ("verifier_flags", pa.list_(pa.string())),
-    ]
-)
-
 
 STAGES: list[Stage] = []
 """The stages in the order they run: each ``@stage`` below adds one, in the order of this file."""
@@ -72,29 +48,6 @@ def stage(
     return register
 
 
-def _local(spec: str | None) -> list[str]:
-    """``[spec]`` when it names a local file or folder (not "builtin", "embedded", null or a hub id)."""
-    return [spec] if spec and spec not in ("builtin", "embedded") and Path(spec).exists() else []
-
-
-def _eval_suite_files(cfg: RoundConfig) -> list[str]:
-    return [p for s in cfg.eval.suites for p in _local(s)]  # "builtin" is shipped code: in the code hash
-
-
-def _prompt_files(cfg: RoundConfig) -> list[str]:
-    sources = [f if isinstance(f, str) else f.path for f in cfg.prompts.files]
-    return sources + _eval_suite_files(cfg)  # the eval suites decontaminate the pool
-
-
-def _teacher_files(cfg: RoundConfig) -> list[str]:
-    return _local(cfg.generation.teacher)
-
-
-def _reward_files(cfg: RoundConfig) -> list[str]:
-    rm = cfg.reward_model
-    return _local(rm.seed_pairs) + _local(rm.pretrained or rm.base)
-
-
 def _prompts_by_id(rnd: Round) -> dict[str, dict]:
     return {p["prompt_id"]: p for p in read_parquet(rnd.path("prompts.parquet"))}
 
@@ -112,7 +65,7 @@ def _decontaminator(rnd: Round, *, min_words: int = 1):
 
 
 @stage(
-    "prompts", config=("prompts", "eval", "decontamination", "seed"), outputs=("prompts.parquet",), files=_prompt_files
+    "prompts", config=("prompts", "eval", "decontamination", "seed"), outputs=("prompts.parquet",), files=prompt_files
 )
 def prompts(rnd: Round) -> dict:
     """The round's prompts: the pool (built-in + user sources) minus anything overlapping the evaluation suites
@@ -132,7 +85,7 @@ def prompts(rnd: Round) -> dict:
     return {"prompts": len(records), "by_capability": dict(Counter(r["capability"] for r in records)), **stats}
 
 
-@stage("generate", config=("generation", "seed", "device"), outputs=("candidates.parquet",), files=_teacher_files)
+@stage("generate", config=("generation", "seed", "device"), outputs=("candidates.parquet",), files=teacher_files)
 def generate(rnd: Round) -> dict:
     """K candidates per prompt from the round's starting model or the teacher (its own process: vLLM spawns
     workers; transformers when vLLM is not installed)."""
@@ -154,7 +107,7 @@ def generate(rnd: Round) -> dict:
     "filter",
     config=("filters", "eval", "decontamination", "seed"),
     outputs=("filtered.parquet",),
-    files=_eval_suite_files,
+    files=eval_suite_files,
 )
 def filter_candidates(rnd: Round) -> dict:
     """Every candidate with ``drop_reason`` (null when kept), ``drop_detail`` and style ``flags``: empty, truncated,
@@ -265,7 +218,7 @@ def _synthetic_pairs(rnd: Round, seeds: list[dict]) -> list[dict]:
     return synthetic_pairs(good, rnd.cfg.reward_model.synthetic_negatives, seed=rnd.cfg.seed + rnd.index)
 
 
-@stage("reward_model", config=("reward_model", "seed", "device"), outputs=("rm", "rm_split.jsonl"), files=_reward_files)
+@stage("reward_model", config=("reward_model", "seed", "device"), outputs=("rm", "rm_split.jsonl"), files=reward_files)
 def reward_model(rnd: Round) -> dict:
     """Train the RM on all preference data so far (or take the configured pretrained RM as is)."""
     from alignment.models import resolve_model
@@ -364,20 +317,6 @@ def select(rnd: Round) -> dict:
     return report
 
 
-SFT_SCHEMA = pa.schema(
-    [
-        ("prompt_id", pa.string()),
-        ("candidate_id", pa.string()),
-        ("capability", pa.string()),
-        ("messages", MESSAGES_TYPE),
-        ("score", pa.float64()),
-        ("rm_score", pa.float64()),
-        ("rm_percentile", pa.float64()),
-        ("carried_from", pa.int64()),
-    ]
-)
-
-
 def _sft_record(row: dict) -> dict:
     return {name: row.get(name) for name in SFT_SCHEMA.names}
 
@@ -468,7 +407,7 @@ def sft(rnd: Round) -> dict:
 
 
 @stage(
-    "dpo", config=("dpo", "model", "seed", "device", "eval", "generation"), outputs=("model",), files=_eval_suite_files
+    "dpo", config=("dpo", "model", "seed", "device", "eval", "generation"), outputs=("model",), files=eval_suite_files
 )
 def dpo(rnd: Round) -> dict:
     """DPO from the SFT model; the merged result is the round's exported checkpoint ``model/``.
@@ -582,7 +521,7 @@ def _earlier_eval_of(rnd: Round, model: str) -> Path | None:
     return None
 
 
-@stage("eval", config=("eval", "generation"), outputs=("eval.json",), files=_eval_suite_files)
+@stage("eval", config=("eval", "generation"), outputs=("eval.json",), files=eval_suite_files)
 def evaluate(rnd: Round) -> dict:
     """Evaluate the new checkpoint and the round's starting one on the held-out suites; write eval.json.
 

@@ -239,6 +239,7 @@ def _tiny_stages(
 ):
     """prompts (reads the configured prompt files) -> sft (writes sft/) -> dpo (resumable: a checkpoint in
     work/dpo) -> eval -> gate -> report; every stage appends ``round:name`` to ``calls``."""
+    from rounds import keys
     from rounds import stages as real
 
     sft_runs: list[int] = []
@@ -248,7 +249,7 @@ def _tiny_stages(
         def run(rnd):
             calls.append(f"{rnd.index}:{name}")
             if name == "prompts":
-                text = "".join(Path(p).read_text() for p in real._prompt_files(rnd.cfg))
+                text = "".join(Path(p).read_text() for p in keys.prompt_files(rnd.cfg))
                 (rnd.dir / "prompts.parquet").write_text(text)
                 (rnd.dir / "candidates.parquet").write_text(text)
             if name == "sft":
@@ -279,7 +280,7 @@ def _tiny_stages(
         return run
 
     stages = [
-        Stage("prompts", make("prompts"), ("prompts",), ("prompts.parquet",), files=real._prompt_files),
+        Stage("prompts", make("prompts"), ("prompts",), ("prompts.parquet",), files=keys.prompt_files),
         Stage("sft", make("sft"), ("sft",), ("sft",)),
         Stage("dpo", make("dpo"), ("dpo",), ("model",)),
         Stage("eval", make("eval"), ("eval",), ("eval.json",)),

@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 
 from alignment.models import ModelError
+from alignment.records import check_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +68,14 @@ def _check_same_architecture(folders: list[Path]) -> list[dict[str, Path]]:
 
 
 def average_models(
-    models: list[str | Path], out: Path, weights: list[float] | None = None, dtype: str = "fp32"
+    models: list[str | Path],
+    out: Path,
+    weights: list[float] | None = None,
+    dtype: str = "fp32",
+    overwrite: bool = False,
 ) -> dict:
-    """Average ``models`` into ``out``; returns the record written to ``out/average.json``."""
+    """Average ``models`` into ``out``; returns the record written to ``out/average.json``. An ``out`` that is a file,
+    or a folder with something in it (unless ``overwrite``), is refused before any model is read."""
     import torch
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM
@@ -77,6 +83,7 @@ def average_models(
     from alignment.models import load_chat_tokenizer
     from alignment.train_common import save_merged
 
+    check_output_dir(out, overwrite)
     folders = [Path(m) for m in models]
     for f in folders:
         if not f.is_dir():
@@ -116,9 +123,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--weights", nargs="+", type=float, default=None, help="one per model (normalised); default uniform")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists and is not empty")
 
 
 def run(args: argparse.Namespace) -> dict:
-    record = average_models(args.models, args.out, args.weights, args.dtype)
+    record = average_models(args.models, args.out, args.weights, args.dtype, overwrite=args.overwrite)
     print(f"averaged {len(record['models'])} models (weights {[round(x, 4) for x in record['weights']]}) -> {args.out}")
     return record

@@ -25,7 +25,7 @@ from alignment.config import GenerationConfig, load_config
 from alignment.hardware import hardware_record
 from alignment.jobs import read_job
 from alignment.models import end_of_turn_ids, load_chat_tokenizer, resolve_model
-from alignment.records import write_json, write_jsonl
+from alignment.records import check_output_file, write_json, write_jsonl
 from reward.verifiers import verify
 from synth_data.suite_format import load_suite
 from synth_data.suites import builtin_eval_suite_paths
@@ -262,6 +262,7 @@ def run_eval(model_spec: str, suites: list[str] | tuple[str, ...], out: Path, **
 
 def run(args: argparse.Namespace) -> dict:
     """``alignment eval``: the suites, or lm-eval tasks with ``--lm-eval-tasks``."""
+    check_output_file(args.out)
     if args.lm_eval_tasks:
         if args.suite:
             raise ValueError(

@@ -37,6 +37,29 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def check_output_file(path: str | Path, flag: str = "--out") -> Path:
+    """Fail before any work when ``path`` cannot take an output file: it is a folder, or its parent is a file.
+    (An eval into a folder ran to the end, then lost its results to IsADirectoryError.)"""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder: give a file path such as {path / 'eval.json'}")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ValueError(f"{flag} {path}: {parent} is a file, not a folder")
+    return path
+
+
+def check_output_dir(path: str | Path, overwrite: bool = False, flag: str = "--out") -> Path:
+    """Fail before any work when ``path`` cannot take an output folder: it is a file, or a folder with something
+    in it and ``overwrite`` is off (what is there is never deleted without being told to)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path} is a file: give a folder path")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise ValueError(f"{flag} {path} exists and is not empty: choose another folder, or pass --overwrite")
+    return path
+
+
 def candidate_order(candidate_id: str) -> tuple:
     """Sort key of a candidate id ``<prompt_id>#<n>``: by prompt, then by number (``p#2`` before ``p#10``, which
     string order puts the other way round). Ids of another shape sort by their text, before numbered ones."""

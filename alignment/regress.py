@@ -18,13 +18,15 @@ the model now answers differently does. How many baseline verdicts changed is pr
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from alignment.compare import compare, items_path, read_item_records
 from alignment.evaluate import load_items, run_eval, score_responses
-from alignment.records import read_json, write_json, write_jsonl
+from alignment.records import check_output_file, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 SHOW_FLIPS = 8  # flipped items listed per regressed capability
@@ -87,6 +89,38 @@ def format_table(result: dict, new_items: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+SETTINGS_KEYS = ("suites", "max_items", "max_new_tokens", "backend", "seed", "samples", "temperature", "top_p")
+
+
+def _json_file(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {what}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); {what}") from None
+
+
+def read_baseline(baseline: Path) -> dict:
+    """Check every file of ``baseline`` before any model is loaded (a bad one used to surface after the whole eval):
+    the summary ``X.json``, its settings ``X.settings.json`` with every key regress needs, its per-item records
+    ``X.items.jsonl`` and the suites the settings name. Returns the settings."""
+    summary = _json_file(baseline, "the baseline is an `alignment eval` output (make one with `alignment eval --out`)")
+    if not isinstance(summary, dict) or not all(isinstance(v, dict) and "accuracy" in v for v in summary.values()):
+        raise ValueError(f"{baseline}: not an `alignment eval` summary ({{capability: {{accuracy, n}}}})")
+    path = settings_path(baseline)
+    s = _json_file(path, "the baseline's eval settings (written by `alignment eval` beside its output) are needed")
+    missing = [k for k in SETTINGS_KEYS if not isinstance(s, dict) or k not in s]
+    if missing:
+        raise ValueError(f"{path}: missing {', '.join(missing)} (the settings `alignment eval` writes)")
+    if not items_path(baseline).is_file():
+        raise FileNotFoundError(f"{items_path(baseline)} not found: the baseline's per-item results are needed")
+    if not read_item_records(baseline):  # also names file:line of a malformed record
+        raise ValueError(f"{items_path(baseline)}: no item records")
+    load_items(s["suites"], s["max_items"])  # the suites exist and parse
+    return s
+
+
 def rescore_baseline(baseline: Path, suites: list[str], max_items: int | None, out: Path) -> dict:
     """Verify ``baseline``'s stored responses again against today's suite items and verifiers; write the result as an
     eval output at ``out`` (``X.json`` + ``X.items.jsonl``). A record whose item is no longer in the suites, or that
@@ -139,16 +173,8 @@ def regress(
     today's verifiers (:func:`rescore_baseline`, ``out/baseline.rescored.json``); returns :func:`compare`'s result
     with ``baseline_rescored`` (also written to ``out/regress.json``)."""
     baseline = Path(baseline)
-    if not baseline.is_file():
-        raise FileNotFoundError(f"baseline {baseline} not found (make one with `alignment eval --out {baseline}`)")
-    if not settings_path(baseline).is_file():
-        raise FileNotFoundError(
-            f"{settings_path(baseline)} not found: the baseline's eval settings (written by `alignment eval` beside "
-            "its output) are needed to evaluate the model the same way"
-        )
-    if not items_path(baseline).is_file():
-        raise FileNotFoundError(f"{items_path(baseline)} not found: the baseline's per-item results are needed")
-    s = read_json(settings_path(baseline))
+    s = read_baseline(baseline)
+    check_output_file(Path(out) / "eval.json")
     eval_json = Path(out) / "eval.json"
     run_eval(
         model,

@@ -1,0 +1,120 @@
+"""Bad input, table-driven, through the real CLI in a subprocess: each case exits 2 with one line naming the file,
+flag or key and what is wrong, before any work (no model loaded, no stage started), and leaves what was there as it
+was. The cases grow with issue 16; every one failed late, with a traceback, or destroyed data before."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    args: Callable[[Path], list[str]]
+    """The CLI arguments, given a scratch folder the setup filled."""
+    message: str
+    """Text the error line must contain ({tmp} stands for the scratch folder)."""
+    setup: Callable[[Path], None] = lambda tmp: None
+    untouched: tuple[str, ...] = ()
+    """Files (relative to the scratch folder) that must still hold what the setup wrote."""
+    absent: tuple[str, ...] = ()
+    """Paths (relative, glob patterns) that must not exist afterwards: no output, no stray temporary folder."""
+
+
+def _dir_with_a_file(tmp: Path) -> None:
+    (tmp / "keep").mkdir()
+    (tmp / "keep" / "notes.txt").write_text("my notes")
+
+
+def _file(tmp: Path) -> None:
+    (tmp / "out.bin").write_text("mine")
+
+
+def _baseline(tmp: Path, summary: str | None = None, settings: str | None = None, drop: str | None = None) -> None:
+    keys = {"suites": ["builtin"], "max_items": 2, "max_new_tokens": 8, "backend": "vllm", "seed": 0, "samples": 1}
+    keys |= {"temperature": 0.0, "top_p": 1.0}
+    keys.pop(drop, None)
+    (tmp / "base.json").write_text(summary if summary is not None else json.dumps({"math": {"accuracy": 1, "n": 1}}))
+    (tmp / "base.settings.json").write_text(settings if settings is not None else json.dumps(keys))
+    record = {"id": "math-eval-0-0", "capability": "math", "response": "1", "correct": True}
+    (tmp / "base.items.jsonl").write_text(json.dumps(record) + "\n")
+
+
+MODEL = str(ROOT / "tests")  # never loaded: every case fails before that
+
+CASES = [
+    Case(
+        "average --out an existing folder with files in it",
+        lambda t: ["average", "--models", MODEL, MODEL, "--out", str(t / "keep")],
+        "--out {tmp}/keep exists and is not empty",
+        setup=_dir_with_a_file,
+        untouched=("keep/notes.txt",),
+    ),
+    Case(
+        "average --out an existing file",
+        lambda t: ["average", "--models", MODEL, MODEL, "--out", str(t / "out.bin")],
+        "--out {tmp}/out.bin is a file",
+        setup=_file,
+        untouched=("out.bin",),
+        absent=("out.bin.tmp",),
+    ),
+    Case(
+        "eval --out a folder",
+        lambda t: ["eval", "--model", MODEL, "--suite", "builtin", "--out", str(t / "keep")],
+        "--out {tmp}/keep is a folder",
+        setup=_dir_with_a_file,
+        untouched=("keep/notes.txt",),
+    ),
+    Case(
+        "regress --baseline with malformed JSON",
+        lambda t: ["regress", "--model", MODEL, "--baseline", str(t / "base.json"), "--out", str(t / "r")],
+        "{tmp}/base.json: not valid JSON",
+        setup=lambda t: _baseline(t, summary='{"math": {"accuracy": 1,\n'),
+        absent=("r",),
+    ),
+    Case(
+        "regress --baseline whose settings miss a key",
+        lambda t: ["regress", "--model", MODEL, "--baseline", str(t / "base.json"), "--out", str(t / "r")],
+        "{tmp}/base.settings.json: missing max_new_tokens",
+        setup=lambda t: _baseline(t, drop="max_new_tokens"),
+        absent=("r",),
+    ),
+    Case(
+        "regress --baseline whose settings are malformed",
+        lambda t: ["regress", "--model", MODEL, "--baseline", str(t / "base.json"), "--out", str(t / "r")],
+        "{tmp}/base.settings.json: not valid JSON",
+        setup=lambda t: _baseline(t, settings="{suites: builtin"),
+        absent=("r",),
+    ),
+    Case(
+        "regress --baseline that does not exist",
+        lambda t: ["regress", "--model", MODEL, "--baseline", str(t / "nope.json"), "--out", str(t / "r")],
+        "{tmp}/nope.json not found",
+        absent=("r",),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_is_one_clear_line_before_any_work(case: Case, tmp_path: Path) -> None:
+    case.setup(tmp_path)
+    before = {rel: (tmp_path / rel).read_bytes() for rel in case.untouched}
+    proc = subprocess.run(
+        [sys.executable, "-m", "alignment.cli", *case.args(tmp_path)], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert proc.returncode == 2, proc.stdout[-1000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert case.message.format(tmp=tmp_path) in proc.stderr, proc.stderr[-2000:]
+    for rel, data in before.items():
+        assert (tmp_path / rel).read_bytes() == data, f"{rel} was changed"
+    for pattern in case.absent:
+        assert not list(tmp_path.glob(pattern)), f"{pattern} exists"
+    assert "Loading" not in proc.stderr and "vLLM" not in proc.stderr  # no model was loaded

@@ -10,17 +10,43 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+
+TRACKERS = (
+    "azure_ml",
+    "clearml",
+    "codecarbon",
+    "comet_ml",
+    "dagshub",
+    "dvclive",
+    "flyte",
+    "kubeflow",
+    "mlflow",
+    "neptune",
+    "swanlab",
+    "tensorboard",
+    "trackio",
+    "wandb",
+)
+"""The ``report_to`` names transformers knows (``transformers.integrations.integration_utils.INTEGRATION_TO_CALLBACK``;
+a test keeps the two in step)."""
 
 
 class ConfigError(ValueError):
     """A config file or override is malformed; the message names the file and the dotted key."""
+
+
+def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None) -> Any:
+    """A field whose value must lie in a range, checked when the config is loaded (not when a stage first uses it,
+    minutes into a round)."""
+    return field(default=default, metadata={"ge": ge, "gt": gt, "le": le})
 
 
 @dataclass(frozen=True)
@@ -40,7 +66,7 @@ class ModelConfig:
     once into an HF folder), a local HF folder, or a hub id (needs network or a populated HF cache)."""
     cache_dir: str = ".cache/models"
     """Where the embedded model is converted to an HF folder (relative paths are relative to the working directory)."""
-    export_dtype: str = "fp32"
+    export_dtype: Literal["fp32", "bf16"] = "fp32"
     """Weights dtype of the folders a round exports (sft/, model/): fp32 or bf16 (half the size; vLLM and
     transformers load either)."""
 
@@ -99,8 +125,8 @@ class VllmConfig:
     """CPU only: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)."""
     gpu_memory_utilization: float = 0.85
     """GPU only: fraction of GPU memory vLLM may take."""
-    tensor_parallel_size: int = 1
-    dtype: str = "auto"
+    tensor_parallel_size: int = bounded(1, ge=1)
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """auto (bf16 only where the hardware computes it natively: a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX;
     fp32 otherwise, never the checkpoint's own dtype), fp32, bf16 or fp16 (GPU). The same policy holds for every
     engine (``alignment.hardware``); ``alignment env`` shows what each resolves to on this machine."""
@@ -123,25 +149,25 @@ class SamplingOverride:
 
 @dataclass(frozen=True)
 class TransformersGenConfig:
-    batch_size: int = 16
+    batch_size: int = bounded(16, ge=1)
     """Prompts per ``generate`` call (each expanded to K sequences)."""
-    dtype: str = "auto"
+    dtype: Literal["auto", "fp32", "bf16"] = "auto"
     """auto (bf16 where the CPU/GPU has native bf16, else fp32), fp32 or bf16 (``alignment.hardware``)."""
 
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    backend: str = "auto"
+    backend: Literal["auto", "vllm", "transformers"] = "auto"
     """vllm, transformers, or auto (vLLM when installed, else transformers ``generate``)."""
     teacher: str | None = None
     """Generate candidates with this model instead of the round's policy (distillation): "embedded", an HF folder or
     a hub id. Every candidate records its generator."""
-    num_candidates: int = 4
+    num_candidates: int = bounded(4, ge=1)
     """K: candidates sampled per prompt (SamplingParams(n=K), so one prompt's KV cache serves its K samples)."""
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_new_tokens: int = 128
-    adaptive_k: int = 0
+    temperature: float = bounded(0.8, ge=0)
+    top_p: float = bounded(0.95, gt=0, le=1)
+    max_new_tokens: int = bounded(128, ge=1)
+    adaptive_k: int = bounded(0, ge=0)
     """Adaptive K: prompts where none of the K candidates passed its verifier are resampled once, in the same engine,
     with this many more samples (0: off). Prompts without a verifier (chat) are never resampled."""
     per_round: dict[int, SamplingOverride] = field(default_factory=dict)
@@ -202,10 +228,10 @@ class RewardModelConfig:
     train ~3.5x faster (measured 816 vs 227 tokens/s in bf16)."""
     seed_pairs: str | None = "builtin"
     """Seed preference set: "builtin" (reward/data/seed_preferences.jsonl), a JSONL path, or null for none."""
-    max_length: int = 384
-    epochs: float = 1.0
-    learning_rate: float = 1e-4
-    batch_size: int = 8
+    max_length: int = bounded(384, ge=16)
+    epochs: float = bounded(1.0, gt=0)
+    learning_rate: float = bounded(1e-4, gt=0)
+    batch_size: int = bounded(8, ge=1)
     gradient_accumulation_steps: int = 1
     max_steps: int = -1
     """Stop after this many optimizer steps (-1: run the epochs)."""
@@ -215,13 +241,13 @@ class RewardModelConfig:
     synthetic_negatives: int = 48
     """Pairs of a good reply over a broken copy of it (shuffled, noised, truncated, or another prompt's reply;
     ``reward.synthetic``), added to the real pairs each round so the RM learns what incoherent looks like; 0: none."""
-    heldout_fraction: float = 0.1
+    heldout_fraction: float = bounded(0.1, ge=0, le=0.5)
     """Share of pairs held out to measure pairwise accuracy: whole groups of pairs linked by a prompt or a response
     text, so no held-out pair shares either with a training pair (``reward.reward_model.split_heldout``)."""
-    precision: str = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     """Training and scoring: auto (bf16 autocast where the CPU/GPU has native bf16, else fp32), fp32 or bf16."""
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(enabled=False))
-    score_batch_size: int = 16
+    score_batch_size: int = bounded(16, ge=1)
     use_margin: bool = False
     """Bradley-Terry loss with a margin term (-log sigmoid(r_chosen - r_rejected - margin)) for pairs that carry a
     ``margin``; off: the plain Bradley-Terry loss."""
@@ -236,7 +262,7 @@ class SelectionConfig:
     verifier tier); the Bradley-Terry model reads it as P(chosen > rejected) = sigmoid(margin), so 1.0 asks for 0.73.
     Pairs a verifier decides (a pass over a fail) are kept at any RM margin. ``selection.json`` records how many
     pairs each threshold in ``reward.select.MARGIN_SWEEP`` would remove."""
-    pair_strategy: str = "best_vs_worst"
+    pair_strategy: Literal["best_vs_worst", "best_vs_random"] = "best_vs_worst"
     """best_vs_worst or best_vs_random (the rejected side drawn, seeded, among the prompt's other candidates)."""
     sft_min_score: float | None = None
     """Absolute floor on the RM score of an SFT row (null: none)."""
@@ -251,14 +277,14 @@ class SelectionConfig:
 
 @dataclass(frozen=True)
 class SftConfig:
-    epochs: float = 1.0
-    learning_rate: float = 2e-4
-    batch_size: int = 8
+    epochs: float = bounded(1.0, gt=0)
+    learning_rate: float = bounded(2e-4, gt=0)
+    batch_size: int = bounded(8, ge=1)
     gradient_accumulation_steps: int = 1
-    max_length: int = 512
+    max_length: int = bounded(512, ge=16)
     max_steps: int = -1
     """Stop after this many optimizer steps (-1: run the epochs)."""
-    precision: str = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     """auto (bf16 autocast where the CPU/GPU has native bf16, else fp32), fp32 or bf16."""
     padding_free: bool = False
     """Concatenate a batch's rows into one sequence (position ids restart per row, attention stays within a row)
@@ -278,7 +304,7 @@ class SftConfig:
     save_steps: int = 20
     """Write a step checkpoint (adapters or weights, optimizer, scheduler, RNG) every N optimizer steps into the
     stage's work folder; a killed run resumes from the last one. 0 disables step checkpoints."""
-    start_from: str = "previous"
+    start_from: Literal["previous", "base"] = "previous"
     """previous: continue from the round's starting checkpoint (the last round's model); base: start every round
     from the run's first policy (model.policy) on the accumulated SFT data, as Llama 3 did (needs
     selection.carry_over)."""
@@ -300,13 +326,13 @@ class DpoConfig:
     beta: float = 0.1
     nll_weight: float = 0.2
     """Weight of the NLL term on the chosen response (Llama 3 uses 0.2); 0 disables it."""
-    epochs: float = 1.0
-    learning_rate: float = 5e-5
-    batch_size: int = 8
+    epochs: float = bounded(1.0, gt=0)
+    learning_rate: float = bounded(5e-5, gt=0)
+    batch_size: int = bounded(8, ge=1)
     gradient_accumulation_steps: int = 1
-    max_length: int = 512
+    max_length: int = bounded(512, ge=16)
     max_steps: int = -1
-    precision: str = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     """As sft.precision."""
     mask_formatting_tokens: bool = True
     """Leave the completion's formatting tokens (end-of-turn and what the chat template writes after it; role
@@ -367,7 +393,7 @@ class RoundConfig:
     """Run name: outputs go to <output_dir>/<name>/round-<N>/."""
     output_dir: str = "runs"
     seed: int = 0
-    device: str = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto, cpu or cuda: where training runs; vLLM picks its own platform from the installed build."""
     model: ModelConfig = field(default_factory=ModelConfig)
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
@@ -380,7 +406,7 @@ class RoundConfig:
     dpo: DpoConfig = field(default_factory=DpoConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     gate: GateConfig = field(default_factory=GateConfig)
-    report_to: tuple[str, ...] = ("tensorboard",)
+    report_to: tuple[str, ...] = field(default=("tensorboard",), metadata={"each": TRACKERS})
     """Where the reward model, SFT and DPO trainers log their metrics: tensorboard (local, under
     <round>/tensorboard/<stage>/), and any other integration transformers knows (wandb, mlflow, ...), passed to
     TrainingArguments.report_to as is; [] for none."""
@@ -392,6 +418,13 @@ class RoundConfig:
 def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     """Check/convert a YAML value to the annotated type ``tp``; raise ConfigError naming ``key`` otherwise."""
     origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(f"{source}: '{key}' must be one of {', '.join(map(repr, choices))}, got {value!r}{hint}")
+        return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: '{key}' must be a mapping, got {type(value).__name__}")
@@ -457,11 +490,29 @@ def _build(cls: type, data: dict, prefix: str, source: str) -> Any:
         if key not in names:
             dotted = f"{prefix}.{key}" if prefix else str(key)
             raise ConfigError(f"{source}: unknown key '{dotted}' (known keys here: {', '.join(sorted(names))})")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for name, value in data.items():
         dotted = f"{prefix}.{name}" if prefix else name
         kwargs[name] = _coerce(value, hints[name], dotted, source)
+        _check_bounds(kwargs[name], fields[name].metadata, dotted, source)
     return cls(**kwargs)
+
+
+def _check_bounds(value: Any, meta: Any, key: str, source: str) -> None:
+    if value is None or not meta:
+        return
+    ge, gt, le = meta.get("ge"), meta.get("gt"), meta.get("le")
+    if (ge is not None and value < ge) or (gt is not None and value <= gt) or (le is not None and value > le):
+        low = f">= {ge}" if ge is not None else f"> {gt}" if gt is not None else ""
+        high = f"<= {le}" if le is not None else ""
+        raise ConfigError(f"{source}: '{key}' must be {' and '.join(x for x in (low, high) if x)}, got {value!r}")
+    if meta.get("each") is not None:
+        bad = [v for v in value if v not in meta["each"]]
+        if bad:
+            near = difflib.get_close_matches(str(bad[0]), meta["each"], n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(f"{source}: '{key}' has unknown entry {bad[0]!r}{hint}; known: {', '.join(meta['each'])}")
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:

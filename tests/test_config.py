@@ -102,3 +102,32 @@ def test_config_is_frozen_and_round_trips(tmp_path):
     path = tmp_path / "x.yaml"
     path.write_text(yaml.safe_dump(config_to_dict(cfg)))
     assert load_config(path) == cfg
+
+
+def test_known_trackers_are_the_ones_transformers_knows():
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    from alignment.config import TRACKERS
+
+    assert sorted(TRACKERS) == sorted(INTEGRATION_TO_CALLBACK)
+
+
+def test_every_literal_and_bounded_default_is_itself_valid():
+    """The defaults are never checked on load (only the values a file or override sets): check them here."""
+    import dataclasses
+    import typing
+
+    from alignment.config import RoundConfig
+
+    def walk(cls):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp, default = hints[f.name], f.default
+            if dataclasses.is_dataclass(tp):
+                walk(tp)
+            elif typing.get_origin(tp) is typing.Literal:
+                assert default in typing.get_args(tp), (cls.__name__, f.name)
+            elif f.metadata.get("ge") is not None and default is not dataclasses.MISSING:
+                assert default >= f.metadata["ge"], (cls.__name__, f.name)
+
+    walk(RoundConfig)

@@ -18,6 +18,9 @@ import os
 import sys
 
 from alignment import average, evaluate, regress
+from alignment.models import PROJECT_ROOT
+
+DEFAULT_CONFIG = str(PROJECT_ROOT / "configs" / "default.yaml")
 
 
 def _round(args: argparse.Namespace) -> None:
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("round", help="run round N: generate, score, select, SFT, DPO, export, eval")
     p.add_argument("round", type=int)
-    p.add_argument("--config", default="configs/default.yaml")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config (default: the project's configs/default.yaml)")
     p.add_argument(
         "overrides",
         nargs="*",
@@ -109,11 +112,13 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=average.run)
 
     p = sub.add_parser("prepare-model", help="convert the embedded SmolLM2-135M-Instruct GGUF to an HF folder")
-    p.add_argument("--cache-dir", default=".cache/models")
+    p.add_argument(
+        "--cache-dir", default=".cache/models", help="relative to the project folder (default .cache/models)"
+    )
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("env", help="what a bug report needs: CPU and flags, GPUs, each engine's dtype, versions")
-    p.add_argument("--config", default="configs/default.yaml", help="the config whose engine settings are shown")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="the config whose engine settings are shown")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_env)
 

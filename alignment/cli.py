@@ -16,6 +16,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from alignment import average, evaluate, regress
 from alignment.models import PROJECT_ROOT
@@ -42,11 +43,14 @@ def _round(args: argparse.Namespace) -> None:
 def _status(args: argparse.Namespace) -> None:
     from rounds.runner import format_status, status
 
+    if not Path(args.output_dir).is_dir():
+        raise FileNotFoundError(
+            f"--output-dir {args.output_dir}: no such folder (rounds write under the config's output_dir, default runs/)"
+        )
     print(format_status(status(args.output_dir)))
 
 
 def _report(args: argparse.Namespace) -> None:
-    from pathlib import Path
 
     from rounds.report import write_report
 
@@ -124,6 +128,10 @@ def main(argv: list[str] | None = None) -> None:
 
     args, extra = parser.parse_known_args(argv)
     if extra:
+        dashed = [e for e in extra if e.startswith("--") and "=" in e and "." in e.split("=", 1)[0]]
+        if dashed:
+            fixed = " ".join(e.lstrip("-") for e in dashed)
+            parser.error(f"unrecognized arguments: {' '.join(dashed)} (config overrides take no dashes: {fixed})")
         if args.command != "round" or any("=" not in e or e.startswith("-") for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]

@@ -564,7 +564,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from e
         if loaded is None:
-            loaded = {}
+            raise ConfigError(f"{path}: the file is empty (leave --config out to run on the defaults)")
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
         data = loaded

@@ -154,6 +154,13 @@ def evaluate(
     return summary, records, seconds, {"backend": backend.name, "device": backend.device, "dtype": backend.dtype}
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value} (leave the flag out for every item)")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="HF model folder, hub id, or 'embedded'")
     parser.add_argument(
@@ -171,7 +178,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="output JSON: {capability: {accuracy, n}}")
     parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--max-items", type=int, default=None, help="only the first N items of each suite")
+    parser.add_argument(
+        "--max-items", type=_positive_int, default=None, help="only the first N items of each suite (default: all)"
+    )
     parser.add_argument(
         "--config",
         default=None,

@@ -132,7 +132,48 @@ CASES = [
 ]
 
 
+def _scores_without_verdicts(tmp: Path) -> None:
+    import pandas as pd
+
+    (tmp / "round-1").mkdir()
+    pd.DataFrame({"prompt_id": ["p"], "candidate_id": ["p#0"], "text": ["hi"]}).to_parquet(
+        tmp / "round-1/scores.parquet"
+    )
+    (tmp / "round-1" / "selection.json").write_text("{}")
+
+
 CASES += [
+    Case(
+        "round --config an empty YAML file",
+        lambda t: ["round", "1", "--config", str(t / "empty.yaml"), f"output_dir={t / 'runs'}"],
+        "{tmp}/empty.yaml: the file is empty",
+        setup=lambda t: (t / "empty.yaml").write_text("# nothing yet\n"),
+        absent=("runs",),
+    ),
+    Case(
+        "round with an override written as a flag",
+        lambda t: ["round", "1", "--generation.num_candidates=8"],
+        "config overrides take no dashes: generation.num_candidates=8",
+        absent=("runs",),
+    ),
+    Case(
+        "eval --max-items 0",
+        lambda t: ["eval", "--model", MODEL, "--suite", "builtin", "--max-items", "0", "--out", str(t / "e.json")],
+        "--max-items: must be 1 or more, got 0",
+        absent=("e.json",),
+    ),
+    Case(
+        "status --output-dir a folder that does not exist",
+        lambda t: ["status", "--output-dir", str(t / "rnus")],
+        "--output-dir {tmp}/rnus: no such folder",
+    ),
+    Case(
+        "report on a round whose scores.parquet lacks the verdicts",
+        lambda t: ["report", str(t / "round-1")],
+        ("{tmp}/round-1/scores.parquet: no column verified, rm_score, score", "it has prompt_id, candidate_id, text"),
+        setup=_scores_without_verdicts,
+        absent=("round-1/report.html",),
+    ),
     Case(
         "round with a relative policy path that does not exist",
         _round("model.policy=models/nope"),

@@ -50,6 +50,9 @@ def test_unknown_forced_stage_is_one_clear_line_and_status_runs(tmp_path):
     assert proc.returncode == 2 and "unknown stage 'sftt'" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists()
     proc = run_cli("status", "--output-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert proc.returncode == 2 and f"--output-dir {tmp_path / 'runs'}: no such folder" in proc.stderr
+    (tmp_path / "runs").mkdir()
+    proc = run_cli("status", "--output-dir", str(tmp_path / "runs"), cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip() == "no runs found"
 
 

@@ -18,6 +18,8 @@ from rounds.layout import Manifest, round_index, round_path
 
 CORE_FILES = ("scores.parquet", "selection.json")
 """Files every round with a finished select stage has; the report needs them."""
+SCORE_COLUMNS = ("prompt_id", "candidate_id", "text", "verified", "rm_score", "score")
+"""Columns of scores.parquet the report reads."""
 NO_VALUE = "—"
 EXAMPLE_CHARS = 1200
 """Longer prompts and responses are cut in the examples section (the parquet files have them whole)."""
@@ -102,7 +104,13 @@ def load_round(round_dir: Path | str, require: tuple[str, ...] = CORE_FILES) -> 
             caps.update(zip(df["prompt_id"], df["capability"], strict=True))
     scores = _read_parquet_optional(d / "scores.parquet")
     if scores is None:
-        scores = pd.DataFrame(columns=["prompt_id", "candidate_id", "text", "verified", "rm_score", "score"])
+        scores = pd.DataFrame(columns=list(SCORE_COLUMNS))
+    missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
+    if missing:
+        raise ValueError(
+            f"{d / 'scores.parquet'}: no column {', '.join(missing)} (not a scores file of the score stage; "
+            f"it has {', '.join(map(str, scores.columns))})"
+        )
     selection = read_json_optional(d / "selection.json") or {}
     return RoundData(
         dir=d,

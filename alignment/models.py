@@ -101,6 +101,21 @@ def convert_embedded(dest: Path) -> Path:
     return dest
 
 
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+
+
+def check_model_folder(path: Path) -> None:
+    """An HF model folder has config.json, tokenizer files and weights: checked before anything loads (a folder with
+    only config.json failed in the tokenizer naming nothing; one without weights after ~38 s, deep in a traceback)."""
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise ModelError(f"{path}: not an HF model folder (no config.json)")
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelError(f"{path}: no tokenizer files (looked for {', '.join(TOKENIZER_FILES)})")
+    if not any(next(path.glob(p), None) for p in WEIGHT_PATTERNS):
+        raise ModelError(f"{path}: no weights (looked for {', '.join(WEIGHT_PATTERNS)})")
+
+
 def cache_root(cache_dir: str | Path) -> Path:
     """``model.cache_dir`` as a folder: absolute as given, a relative one under :data:`PROJECT_ROOT`."""
     path = Path(cache_dir).expanduser()
@@ -124,8 +139,7 @@ def resolve_model(spec: str, cache_dir: str | Path = ".cache/models") -> str:
         return str(dest)
     path = Path(spec)
     if path.exists():
-        if not (path / "config.json").is_file():
-            raise ModelError(f"{path}: not an HF model folder (no config.json)")
+        check_model_folder(path)
         return str(path.resolve())
     first = spec.split("/", 1)[0]
     if spec.startswith((".", "/", "~")) or spec.count("/") != 1 or Path(first).is_dir():

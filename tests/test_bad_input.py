@@ -142,7 +142,30 @@ def _scores_without_verdicts(tmp: Path) -> None:
     (tmp / "round-1" / "selection.json").write_text("{}")
 
 
+def _model_folder(*files: str) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        (tmp / "m").mkdir()
+        for f in files:
+            (tmp / "m" / f).write_text("{}")
+
+    return setup
+
+
 CASES += [
+    Case(
+        "round with a policy folder holding only config.json",
+        _round("model.policy=m"),
+        ("m: no tokenizer files", "tokenizer.json"),
+        setup=_model_folder("config.json"),
+        absent=("runs/*/round-1/stages/*.json",),
+    ),
+    Case(
+        "round with a policy folder without weights",
+        _round("model.policy=m"),
+        ("m: no weights", "*.safetensors"),
+        setup=_model_folder("config.json", "tokenizer.json"),
+        absent=("runs/*/round-1/stages/*.json",),
+    ),
     Case(
         "round --config an empty YAML file",
         lambda t: ["round", "1", "--config", str(t / "empty.yaml"), f"output_dir={t / 'runs'}"],

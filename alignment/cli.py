@@ -1,7 +1,7 @@
 """The ``alignment`` command line.
 
 alignment round N [--config configs/default.yaml] [--force STAGE] [key.path=value ...]   run (or finish) round N
-alignment status [--output-dir runs]                                     runs, rounds, stage states, models
+alignment status [--output-dir runs] [--verbose]                         runs, rounds, state; -v: stages, models
 alignment eval --model PATH --suite FILE.jsonl [--suite ...] --out FILE.json   (or --lm-eval-tasks gsm8k,builtin)
 alignment regress --model PATH --baseline FILE.json [--tolerance 0.05]   fail (exit 1) on a regression
 alignment report ROUND_DIR                                               write ROUND_DIR/report.html
@@ -47,7 +47,7 @@ def _status(args: argparse.Namespace) -> None:
         raise FileNotFoundError(
             f"--output-dir {args.output_dir}: no such folder (rounds write under the config's output_dir, default runs/)"
         )
-    print(format_status(status(args.output_dir)))
+    print(format_status(status(args.output_dir), verbose=args.verbose))
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=_round)
 
     p = sub.add_parser("status", help="list runs, rounds, stage states and durations, and exported models")
-    p.add_argument("--output-dir", default="runs")
+    p.add_argument("--output-dir", default="runs", help="the folder runs are written to (default: runs)")
+    p.add_argument("--verbose", "-v", action="store_true", help="every stage with its duration, the model folder")
     p.set_defaults(func=_status)
 
     p = sub.add_parser("report", help="write ROUND_DIR/report.html: plots, pass rates, drops, eval, examples")

@@ -245,7 +245,15 @@ def _run_one_round(cfg: RoundConfig, index: int, redo: list[str]) -> dict:
     }
     log.info("round %d of run '%s' in %s, starting from %s", index, cfg.name, round_dir, start)
     t_round = time.time()
-    _run_stages(rnd, manifest, redo, start_id, cache)
+    try:
+        _run_stages(rnd, manifest, redo, start_id, cache)
+    except Exception as e:
+        # a stage that fails (not one that is killed) leaves its reason in the manifest: `alignment status` shows
+        # "failed in <stage>: <reason>" apart from a round that is merely incomplete
+        failed = next((st.name for st in STAGES if st.name not in manifest["stages"]), None)
+        manifest["error"] = {"stage": failed, "message": f"{type(e).__name__}: {e}"[:2000]}
+        write_json(manifest, round_dir / ARTIFACTS.manifest)
+        raise
     _finish_manifest(rnd, manifest, parent_hash, cache)
     manifest["invocation_s"] = round(time.time() - t_round, 1)  # this invocation (seconds when all were skipped)
     write_json(manifest, round_dir / ARTIFACTS.manifest)
@@ -314,11 +322,13 @@ def status(output_dir: str | Path = "runs") -> list[dict]:
             done = all(v is not None for v in stage_states.values())
             manifest = read_json(rd / "manifest.json") if (rd / "manifest.json").exists() else {}
             decision = read_json(rd / "promotion.json") if done and (rd / "promotion.json").exists() else None
+            error = manifest.get("error") if not done else None
             rows.append(
                 {
                     "run": run.name,
                     "round": round_index(rd),
                     "complete": done,
+                    "error": error,
                     "stages": stage_states,
                     "model": str(rd / "model") if done and (rd / "model").exists() else None,
                     "eval": manifest.get("eval", {}).get("model") if done else None,
@@ -329,14 +339,28 @@ def status(output_dir: str | Path = "runs") -> list[dict]:
     return rows
 
 
-def format_status(rows: list[dict]) -> str:
-    """``alignment status`` as text: one line per round, then one per stage."""
+def format_status(rows: list[dict], verbose: bool = False) -> str:
+    """``alignment status`` as text: one line per round (state, model, eval, promotion); with ``verbose`` the
+    stages follow, one line each."""
     if not rows:
         return "no runs found"
     lines = []
     for r in rows:
-        state = "complete" if r["complete"] else "incomplete"
-        lines.append(f"{r['run']}  round {r['round']}  {state}")
+        if r["complete"]:
+            state = "complete"
+        elif r.get("error"):
+            state = f"failed in {r['error']['stage']}: {r['error']['message'].splitlines()[0][:200]}"
+        else:
+            done = sum(v is not None for v in r["stages"].values())
+            state = f"incomplete ({done}/{len(r['stages'])} stages)"
+        line = f"{r['run']}  round {r['round']}  {state}"
+        if r["eval"] and not verbose:
+            line += "  eval " + ", ".join(f"{c} {v['accuracy']:.3f}" for c, v in sorted(r["eval"].items()))
+        if r["promoted"] is not None and not verbose:
+            line += f"  promoted {'yes' if r['promoted'] else 'NO'}"
+        lines.append(line)
+        if not verbose:
+            continue
         for name, seconds in r["stages"].items():
             lines.append(
                 f"    {name:<13}{'done' if seconds is not None else '-':<6}{'' if seconds is None else f'{seconds:.1f}s'}"

@@ -117,9 +117,14 @@ def test_status_lists_rounds_stage_states_and_models(fake_stages, tmp_path):
     assert rows[0]["model"] == str(tmp_path / "t" / "round-1" / "model") and rows[1]["model"] is None
     assert set(rows[0]["stages"]) == {"prompts", "generate", "sft", "eval", "gate"}
     assert all(v is None for v in rows[1]["stages"].values())
-    text = runner.format_status(rows)
-    assert "t  round 1  complete" in text and "t  round 2  incomplete" in text
-    assert "promoted     yes (no capability dropped more than its tolerance)" in text
+    text = runner.format_status(rows)  # one line per round
+    assert text.splitlines() == [
+        "t  round 1  complete  eval instruction 0.500, math 0.500  promoted yes",
+        "t  round 2  incomplete (0/5 stages)",
+    ]
+    verbose = runner.format_status(rows, verbose=True)
+    assert "promoted     yes (no capability dropped more than its tolerance)" in verbose
+    assert "    sft          done" in verbose
 
 
 def test_gate_blocks_a_regressed_round_and_the_next_round_starts_from_the_last_promoted(fake_stages, tmp_path):
@@ -147,7 +152,7 @@ def test_gate_blocks_a_regressed_round_and_the_next_round_starts_from_the_last_p
     assert lineage["last_promoted"] == 3
     assert lineage["rounds"][2]["start_model_sha256"] == lineage["rounds"][0]["model_sha256"]
     assert set(lineage["rounds"][0]["data_sha256"]) == {"prompts", "candidates", "sft", "dpo"}
-    round2_status = runner.format_status(runner.status(tmp_path)).split("round 2")[1].split("round 3")[0]
+    round2_status = runner.format_status(runner.status(tmp_path), verbose=True).split("round 2")[1].split("round 3")[0]
     assert "promoted     NO (math: 0.700 -> 0.250" in round2_status
 
 
@@ -190,6 +195,9 @@ def test_a_failing_stage_leaves_no_marker_and_keeps_earlier_outputs(fake_stages,
     assert (tmp_path / "t" / "round-1" / "stages" / "sft.started").is_file()  # what its resume state belongs to
     manifest = json.loads((tmp_path / "t" / "round-1" / "manifest.json").read_text())
     assert set(manifest["stages"]) == {"prompts", "generate"}
+    # the failure and its reason are recorded, and status tells it apart from a round that is merely incomplete
+    assert manifest["error"] == {"stage": "sft", "message": "RuntimeError: training crashed"}
+    assert runner.format_status(runner.status(tmp_path)) == "t  round 1  failed in sft: RuntimeError: training crashed"
 
 
 def test_round_numbers_start_at_one():

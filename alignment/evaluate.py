@@ -290,7 +290,7 @@ def run(args: argparse.Namespace) -> dict:
         )
     if not args.suite:
         raise ValueError("alignment eval needs --suite FILE (or 'builtin') or --lm-eval-tasks TASKS")
-    return run_eval(
+    summary = run_eval(
         args.model,
         args.suite,
         Path(args.out),
@@ -304,6 +304,21 @@ def run(args: argparse.Namespace) -> dict:
         temperature=args.temperature,
         top_p=args.top_p,
     )
+    print(format_summary(summary))
+    print(f"(written to {args.out}, per item: {Path(args.out).with_name(Path(args.out).stem + '.items.jsonl')})")
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    """An eval summary as a table: one row per capability with its accuracy and item count (and pass@k)."""
+    ks = sorted({k for v in summary.values() for k in v.get("pass@k", {})}, key=int)
+    head = f"{'capability':<14}{'accuracy':>9}{'items':>7}" + "".join(f"{'pass@' + k:>9}" for k in ks)
+    rows = [head, "-" * len(head)]
+    for cap, v in sorted(summary.items()):
+        row = f"{cap:<14}{v['accuracy']:>9.3f}{v['n']:>7}"
+        row += "".join(f"{v.get('pass@k', {}).get(k, float('nan')):>9.3f}" for k in ks)
+        rows.append(row)
+    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> None:

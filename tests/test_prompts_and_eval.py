@@ -173,3 +173,15 @@ def test_pass_at_k_and_sampled_scoring():
     assert summary["math"]["pass@k"] == {"1": 0.25, "2": 0.5, "4": 1.0}
     assert records[0]["score"] == 0.25 and records[0]["correct"] is False
     assert [s["correct"] for s in records[0]["samples"]] == [True, False, False, False]
+
+
+def test_eval_prints_its_results_as_a_table():
+    from alignment.evaluate import format_summary
+
+    table = format_summary({"math": {"accuracy": 0.4, "n": 60}, "format": {"accuracy": 0.8333, "n": 60}})
+    assert table.splitlines() == [
+        "capability     accuracy  items",
+        "------------------------------",
+        "format            0.833     60",
+        "math              0.400     60",
+    ]

@@ -120,9 +120,9 @@ def average_models(
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", nargs="+", required=True, metavar="DIR", help="HF folders of the same architecture")
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="the averaged HF folder (must be new or empty)")
     p.add_argument("--weights", nargs="+", type=float, default=None, help="one per model (normalised); default uniform")
-    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="weights dtype of --out (default fp32)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists and is not empty")
 
 

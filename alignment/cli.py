@@ -71,14 +71,15 @@ def _env(args: argparse.Namespace) -> None:
     print(to_json(env) if args.json else format_env(env))
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``alignment`` command line: one subcommand per job, every argument documented with its default."""
     parser = argparse.ArgumentParser(
         prog="alignment", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("round", help="run round N: generate, score, select, SFT, DPO, export, eval")
-    p.add_argument("round", type=int)
+    p.add_argument("round", type=int, metavar="N", help="the round to run (rounds 1..N-1 are finished first)")
     p.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config (default: the project's configs/default.yaml)")
     p.add_argument(
         "overrides",
@@ -126,7 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--config", default=DEFAULT_CONFIG, help="the config whose engine settings are shown")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_env)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
         dashed = [e for e in extra if e.startswith("--") and "=" in e and "." in e.split("=", 1)[0]]

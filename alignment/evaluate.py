@@ -177,7 +177,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "datasets cache; nothing is downloaded)",
     )
     parser.add_argument("--out", required=True, help="output JSON: {capability: {accuracy, n}}")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument(
+        "--max-new-tokens", type=_positive_int, default=256, help="longest reply per item, in tokens (default 256)"
+    )
     parser.add_argument(
         "--max-items", type=_positive_int, default=None, help="only the first N items of each suite (default: all)"
     )
@@ -187,10 +189,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a round config whose generation settings (backend, vllm, transformers) are used (default: defaults)",
     )
     parser.add_argument("--backend", choices=BACKENDS, default=None, help="override generation.backend")
-    parser.add_argument("--max-model-len", type=int, default=None, help="override generation.vllm.max_model_len")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--samples", type=int, default=1, help="samples per item (default 1: greedy); > 1 reports pass@k too"
+        "--max-model-len", type=_positive_int, default=None, help="override generation.vllm.max_model_len (1024)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0; greedy decoding ignores it)")
+    parser.add_argument(
+        "--samples", type=_positive_int, default=1, help="samples per item (default 1: greedy); > 1 reports pass@k too"
     )
     parser.add_argument(
         "--temperature", type=float, default=None, help="sampling temperature (default 0, or 0.8 with --samples > 1)"

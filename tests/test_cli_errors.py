@@ -75,3 +75,21 @@ def test_the_cli_works_from_another_folder(tmp_path):
     embedded = json.loads(proc.stdout)["embedded_model"]
     assert embedded["folder"] == str(ROOT / ".cache" / "models" / "SmolLM2-135M-Instruct")
     assert not (tmp_path / ".cache").exists()
+
+
+def test_every_subcommand_argument_is_documented():
+    """`alignment <cmd> --help` explains every argument (round N, --config, status --output-dir, eval's
+    --max-new-tokens and --seed had none)."""
+    import argparse
+
+    from alignment.cli import build_parser
+
+    parser = build_parser()
+    (subs,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    undocumented = [
+        f"{name} {action.dest}"
+        for name, sub in subs.choices.items()
+        for action in sub._actions
+        if not isinstance(action, argparse._HelpAction) and not action.help
+    ]
+    assert undocumented == []

@@ -358,7 +358,7 @@ def train_reward_model(
     if cfg.num_layers:
         kwargs["num_hidden_layers"] = cfg.num_layers
     model = AutoModelForSequenceClassification.from_pretrained(base, **kwargs)
-    model.config.pad_token_id = tokenizer.pad_token_id
+    own_pad = give_distinct_pad(tokenizer, model)
 
     dataset = Dataset.from_list(_to_trainer_rows(train, cfg.use_margin))
     args = RewardConfig(
@@ -393,6 +393,7 @@ def train_reward_model(
         "dtype": args_dtype(args),
         "backbone_layers": cfg.num_layers,
         "use_margin": cfg.use_margin,
+        "own_pad_token": own_pad,
         "heldout_accuracy": None,
     }
     accuracy, scores = heldout_accuracy(heldout, str(out), cfg, device)
@@ -400,6 +401,28 @@ def train_reward_model(
     if split_out is not None:
         write_split(train, heldout, scores, split_out)
     return metrics
+
+
+RM_PAD_TOKEN = "<|rm_pad|>"
+
+
+def give_distinct_pad(tokenizer, model) -> bool:
+    """Make the RM's pad token one that never occurs in a rendered conversation; True when one had to be added.
+
+    A sequence-classification model reads its score at the rightmost token that is not the pad token. A tokenizer
+    whose pad is its eos (``load_chat_tokenizer`` sets pad = eos when there is none, as for Llama-3-Instruct's
+    ``<|eot_id|>``) whose template also ends in eos made TRL's RewardTrainer pool at the token before the final eos,
+    while the scorer read at the eos itself: the head was scored where it was never trained. A new ``<|rm_pad|>``
+    token (one embedding row, never attended) fixes training and scoring to the same position; it is saved with the
+    RM's tokenizer."""
+    probe = [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]
+    ids = tokenizer.apply_chat_template(probe, tokenize=True, return_dict=True)["input_ids"]
+    added = tokenizer.pad_token_id is None or tokenizer.pad_token_id in ids
+    if added:
+        tokenizer.add_special_tokens({"pad_token": RM_PAD_TOKEN})
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return added
 
 
 def heldout_accuracy(heldout: list[dict], rm_path: str, cfg: RewardModelConfig, device: str) -> tuple[dict, list[dict]]:

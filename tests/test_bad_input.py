@@ -220,6 +220,108 @@ CASES += [
 ]
 
 
+def _write(name: str, text: str) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        (tmp / name).write_text(text)
+
+    return setup
+
+
+CASES += [
+    Case(
+        "round with an unknown config key",
+        _round("generation.num_candidatez=8"),
+        ("unknown key 'generation.num_candidatez'", "num_candidates"),
+        absent=("runs",),
+    ),
+    Case(
+        "round --config with malformed YAML",
+        lambda t: ["round", "1", "--config", str(t / "bad.yaml")],
+        "{tmp}/bad.yaml: not valid YAML",
+        setup=_write("bad.yaml", "generation: [unclosed\n"),
+        absent=("runs",),
+    ),
+    Case(
+        "round --config a file that does not exist",
+        lambda t: ["round", "1", "--config", str(t / "nope.yaml")],
+        "config file not found: {tmp}/nope.yaml",
+        absent=("runs",),
+    ),
+    Case(
+        "round with an ill-typed value",
+        _round("generation.num_candidates=four"),
+        "'generation.num_candidates' must be an integer, got 'four'",
+        absent=("runs",),
+    ),
+    Case(
+        "round with a per-round override keyed by a word",
+        _round("generation.per_round.two.temperature=0.5"),
+        "'generation.per_round' must be an integer",
+        absent=("runs",),
+    ),
+    Case(
+        "round --force an unknown stage",
+        lambda t: ["round", "1", "--force", "sftt", f"output_dir={t / 'runs'}"],
+        ("unknown stage 'sftt'", "stages: prompts, generate"),
+        absent=("runs",),
+    ),
+    Case(
+        "round 0",
+        lambda t: ["round", "0", f"output_dir={t / 'runs'}"],
+        "round numbers start at 1, got 0",
+        absent=("runs",),
+    ),
+    Case(
+        "eval with a suite file that does not exist",
+        lambda t: ["eval", "--model", MODEL, "--suite", str(t / "nope.jsonl"), "--out", str(t / "e.json")],
+        "{tmp}/nope.jsonl",
+        absent=("e.json",),
+    ),
+    Case(
+        "eval with a malformed suite line",
+        lambda t: ["eval", "--model", MODEL, "--suite", str(t / "s.jsonl"), "--out", str(t / "e.json")],
+        "{tmp}/s.jsonl:2",
+        setup=_write("s.jsonl", '{"id": "a", "capability": "math", "messages": [{"role": "user", "content": "1+1?"}], '
+                     '"answer": "2"}\n{"id": "b"\n'),
+        absent=("e.json",),
+    ),
+    Case(
+        "eval with neither --suite nor --lm-eval-tasks",
+        lambda t: ["eval", "--model", MODEL, "--out", str(t / "e.json")],
+        "alignment eval needs --suite FILE",
+        absent=("e.json",),
+    ),
+    Case(
+        "regress with a malformed --tolerance-for",
+        lambda t: ["regress", "--model", MODEL, "--baseline", str(t / "base.json"), "--tolerance-for", "math:0.1"],
+        "--tolerance-for expects CAPABILITY=NUMBER, got 'math:0.1'",
+        setup=_baseline,
+    ),
+    Case(
+        "average with weights that do not match the models",
+        lambda t: ["average", "--models", MODEL, MODEL, "--weights", "1", "--out", str(t / "avg")],
+        "--weights has 1 values for 2 models",
+        absent=("avg",),
+    ),
+    Case(
+        "average of one model",
+        lambda t: ["average", "--models", MODEL, "--out", str(t / "avg")],
+        "averaging needs at least 2 models, got 1",
+        absent=("avg",),
+    ),
+    Case(
+        "report on a folder that does not exist",
+        lambda t: ["report", str(t / "round-9")],
+        "{tmp}/round-9: no such round folder",
+    ),
+    Case(
+        "env --config a file that does not exist",
+        lambda t: ["env", "--config", str(t / "nope.yaml")],
+        "config file not found: {tmp}/nope.yaml",
+    ),
+]  # fmt: skip
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_is_one_clear_line_before_any_work(case: Case, tmp_path: Path) -> None:
     case.setup(tmp_path)

@@ -368,3 +368,53 @@ def test_synthetic_pairs_do_not_move_real_pairs_across_the_split():
         for p in train:
             assert _prompt_key(p) not in held_prompts
             assert not {normalise_text(p["chosen"]), normalise_text(p["rejected"])} & held_texts
+
+
+LLAMA3_STYLE_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_rm_with_pad_equal_to_eos_trains_and_scores_at_the_same_position(tiny_model_dir, tmp_path):
+    """A Llama-3-style tokenizer: pad == eos, and the template ends every turn with eos (no newline after it).
+    TRL's RewardTrainer pooled at the token before the final eos (the rightmost non-pad), the scorer at the eos: the
+    head was scored where it was never trained. The RM now gets a pad token of its own."""
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from reward.reward_model import RM_PAD_TOKEN, RewardScorer, train_reward_model
+
+    base = tmp_path / "pad-is-eos"
+    shutil.copytree(tiny_model_dir, base)
+    tok = AutoTokenizer.from_pretrained(base)
+    tok.pad_token = tok.eos_token
+    tok.chat_template = LLAMA3_STYLE_TEMPLATE
+    tok.save_pretrained(base)
+    ids = tok.apply_chat_template(_conv("4"), tokenize=True, return_dict=True)["input_ids"]
+    assert ids[-1] == tok.eos_token_id == tok.pad_token_id  # the trap this test is about
+
+    pairs = [
+        {"pair_id": f"x{i}", "messages": PROMPT, "chosen": f"It is 4 ({i}).", "rejected": "No.", "source": "seed"}
+        for i in range(4)
+    ]
+    cfg = RewardModelConfig(num_layers=None, batch_size=4, heldout_fraction=0.0, precision="fp32", max_steps=1)
+    metrics = train_reward_model(pairs, str(base), cfg, tmp_path / "rm", seed=0, device="cpu", work_dir=tmp_path / "w")
+    assert metrics["own_pad_token"] is True
+
+    scorer = RewardScorer(str(tmp_path / "rm"), device="cpu", batch_size=8)
+    assert scorer.tokenizer.pad_token == RM_PAD_TOKEN and scorer.tokenizer.pad_token_id != scorer.tokenizer.eos_token_id
+    short, long = _conv("It is 4."), _conv("A much longer answer that needs padding in a batch. " * 5)
+    encoded = scorer._encode(short)
+    assert encoded[-1] == scorer.tokenizer.eos_token_id and scorer.tokenizer.pad_token_id not in encoded
+    # what the trainer's model reads: sequence-classification pooling on a right-padded batch with the RM's pad
+    width = len(scorer._encode(long))
+    batch = torch.full((1, width), scorer.tokenizer.pad_token_id)
+    batch[0, : len(encoded)] = torch.tensor(encoded)
+    with torch.no_grad():
+        pooled = scorer.model(input_ids=batch, attention_mask=(batch != scorer.tokenizer.pad_token_id).long()).logits
+        at_eos = scorer.model(input_ids=torch.tensor([encoded])).logits  # batch of one: the very last token, the eos
+    assert pooled[0, 0].item() == pytest.approx(at_eos[0, 0].item(), abs=1e-4)
+    assert scorer.score([short, long])[0] == pytest.approx(at_eos[0, 0].item(), abs=1e-4)

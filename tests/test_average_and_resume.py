@@ -137,9 +137,9 @@ def test_training_settings_are_checked_before_any_stage(tiny_model_dir, tmp_path
 
     check_training_config(load_config(None, ["sft.start_from=base"]))
     for overrides, match in (
-        (["sft.start_from=scratch"], "sft.start_from must be one of previous, base"),
+        (["sft.start_from=scratch"], "'sft.start_from' must be one of 'previous', 'base'"),  # at load now
         (["sft.start_from=base", "selection.carry_over=false"], "needs selection.carry_over=true"),
-        (["model.export_dtype=fp16"], "model.export_dtype must be one of fp32, bf16"),
+        (["model.export_dtype=fp16"], "'model.export_dtype' must be one of 'fp32', 'bf16'"),
     ):
         with pytest.raises(ConfigError, match=match):
             check_training_config(load_config(None, overrides))

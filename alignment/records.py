@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,15 +105,16 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def tree_sha256(path: str | Path) -> str:
-    """Hash of a file, or of every file in a folder (relative names and contents), for manifests and stage keys."""
+def tree_sha256(path: str | Path, file_hash: Callable[[Path], str] = file_sha256) -> str:
+    """Hash of a file, or of every file in a folder (relative names and contents), for manifests and stage keys;
+    ``file_hash`` hashes one file (``rounds.keys.HashCache.file`` caches large ones)."""
     path = Path(path)
     if path.is_file():
-        return file_sha256(path)
+        return file_hash(path)
     h = hashlib.sha256()
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
         h.update(str(f.relative_to(path)).encode())
-        h.update(file_sha256(f).encode())
+        h.update(file_hash(f).encode())
     return h.hexdigest()
 
 

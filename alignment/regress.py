@@ -174,8 +174,7 @@ def regress(
     with ``baseline_rescored`` (also written to ``out/regress.json``)."""
     baseline = Path(baseline)
     s = read_baseline(baseline)
-    check_output_file(Path(out) / "eval.json")
-    eval_json = Path(out) / "eval.json"
+    eval_json = check_output_file(Path(out) / "eval.json")
     run_eval(
         model,
         s["suites"],

@@ -79,7 +79,6 @@ def tokenize_sft_rows(rows: list[dict], tokenizer, max_length: int | None) -> tu
     return out, dropped
 
 
-START_FROM = ("previous", "base")
 
 
 def sft_trainer_class(fused_lm_head: bool, group_by_length: bool = False):

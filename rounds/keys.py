@@ -8,7 +8,6 @@ result kept in a small cache file, so an 8B model folder is not re-read on every
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 from alignment.config import RoundConfig, config_to_dict
 from alignment.env import library_versions
-from alignment.records import file_sha256, json_sha256
+from alignment.records import file_sha256, json_sha256, tree_sha256
 from rounds.layout import Stage
 
 log = logging.getLogger(__name__)
@@ -60,17 +59,10 @@ class HashCache:
 
 def content_id(path: str | Path, cache: HashCache | None = None) -> str:
     """Hash of a file's content, or of a folder's files (relative names and contents); ``"absent"`` when missing."""
-    cache = cache or HashCache()
     path = Path(path)
-    if path.is_file():
-        return cache.file(path)
-    if not path.is_dir():
+    if not path.exists():
         return "absent"
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(path)).encode())
-        h.update(cache.file(f).encode())
-    return h.hexdigest()
+    return tree_sha256(path, (cache or HashCache()).file)
 
 
 def model_id(spec: str, cache: HashCache | None = None) -> str:

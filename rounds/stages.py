@@ -241,7 +241,6 @@ def reward_model(rnd: Round) -> dict:
         log_dir=rnd.path("tensorboard/reward_model"),
         split_out=rnd.path("rm_split.jsonl"),
     )
-    shutil.rmtree(rnd.path("work/reward_model"), ignore_errors=True)
     log.info(
         "reward model: held-out pairwise accuracy %s on %d pairs", metrics["heldout_accuracy"], metrics["heldout_pairs"]
     )
@@ -331,37 +330,13 @@ def _training_config_file(rnd: Round, stage: str) -> dict[str, str]:
 
 
 def check_training_config(cfg: RoundConfig) -> None:
-    """Fail before any stage runs on settings that only a late stage (SFT, DPO, gate) would otherwise reject."""
-    from alignment.sft import START_FROM
-    from alignment.train_common import EXPORT_DTYPES
-
-    if cfg.sft.start_from not in START_FROM:
-        raise ConfigError(f"sft.start_from must be one of {', '.join(START_FROM)}, got {cfg.sft.start_from!r}")
+    """Fail before any stage runs on combinations of settings that only a late stage (SFT, gate) would otherwise
+    reject. Single values (choices such as start_from, export_dtype and every precision; ranges) are checked when the
+    config loads (``alignment.config``)."""
     if cfg.sft.start_from == "base" and not cfg.selection.carry_over:
         raise ConfigError(
             "sft.start_from=base trains each round from the base model on the accumulated SFT data: it needs "
             "selection.carry_over=true (now false), or earlier rounds' rows would be lost"
-        )
-    from alignment.hardware import normalise_dtype
-
-    for key in (
-        "generation.vllm.dtype",
-        "generation.transformers.dtype",
-        "reward_model.precision",
-        "sft.precision",
-        "dpo.precision",
-    ):
-        section, *rest = key.split(".")
-        value = getattr(cfg, section)
-        for part in rest:
-            value = getattr(value, part)
-        try:
-            normalise_dtype(value, key)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-    if cfg.model.export_dtype not in EXPORT_DTYPES:
-        raise ConfigError(
-            f"model.export_dtype must be one of {', '.join(EXPORT_DTYPES)}, got {cfg.model.export_dtype!r}"
         )
     for key, value in [("gate.tolerance", cfg.gate.tolerance)] + [
         (f"gate.tolerances.{cap}", v) for cap, v in cfg.gate.tolerances.items()
@@ -402,7 +377,6 @@ def sft(rnd: Round) -> dict:
         report_to=rnd.cfg.report_to,
         log_dir=rnd.path("tensorboard/sft"),
     )
-    shutil.rmtree(rnd.path("work/sft"), ignore_errors=True)
     return {**metrics, "start_model": start}
 
 

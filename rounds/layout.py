@@ -11,6 +11,7 @@ edit here. :class:`Round` is what a stage gets: the config, the round's folder a
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing_extensions import Self
 
 from alignment.config import RoundConfig
 from alignment.records import MESSAGES_TYPE
@@ -222,3 +225,137 @@ class Manifest:
     def metrics(self, stage: str) -> dict:
         """A stage's metrics ({} when the stage has not run)."""
         return self.stages[stage].metrics if stage in self.stages else {}
+
+
+# --- Typed readers of the round's JSON artifacts -------------------------------------------------------------------
+# The stages check what they write against these models (``check``), and the report reads through them (``read``):
+# a key a stage renames or drops fails the stage's own tests, naming the file and key, instead of vanishing from a
+# page. Extra keys are allowed (files grow; old readers keep working).
+
+
+class ArtifactError(ValueError):
+    """A round's JSON artifact lacks a field its readers rely on, or has one of the wrong type."""
+
+
+class Artifact(BaseModel):
+    """Base of the typed readers: extra keys allowed, read-only."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @classmethod
+    def parse(cls, data: Any, source: str) -> Self:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            problems = "; ".join(
+                f"{'.'.join(map(str, err['loc'])) or '(top level)'}: {err['msg'].lower()}" for err in e.errors()[:5]
+            )
+            raise ArtifactError(f"{source}: {problems}") from None
+
+    @classmethod
+    def check(cls, data: dict, source: str) -> dict:
+        """``data`` unchanged when it is a valid ``cls``; ArtifactError naming ``source`` and the key otherwise.
+        Writers call this before writing."""
+        cls.parse(data, source)
+        return data
+
+    @classmethod
+    def read(cls, path: Path | str) -> Self:
+        """The file at ``path``; ArtifactError naming the file for malformed JSON or a missing or mistyped key."""
+        try:
+            raw = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as e:
+            raise ArtifactError(f"{path}: not JSON ({e})") from None
+        return cls.parse(raw, str(path))
+
+    @classmethod
+    def read_optional(cls, path: Path | str) -> Self | None:
+        """Like :meth:`read`, but None when the file does not exist."""
+        return cls.read(path) if Path(path).exists() else None
+
+
+class Accuracy(Artifact):
+    accuracy: float
+    n: int
+
+
+class EvalSummary(Artifact):
+    """``eval.json`` (the eval stage): the new model's and the starting model's accuracy per capability."""
+
+    model: dict[str, Accuracy]
+    start: dict[str, Accuracy]
+    start_model: str
+    model_eval_file: str
+    """The new model's per-item results (relative to the run folder), for the gate and for tracing regressions."""
+    start_eval_file: str
+    delta: dict[str, float] = Field(default_factory=dict)
+
+
+class GateCheck(Artifact):
+    """One capability of ``promotion.json`` (:func:`alignment.compare.compare`)."""
+
+    regressed: bool = False
+    tolerance: float | None = None
+    missing_in: str | None = None
+    new: float | None = None
+    old: float | None = None
+    diff: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    drop: float | None = None
+
+
+class Promotion(Artifact):
+    """``promotion.json`` (the gate stage)."""
+
+    promoted: bool
+    reasons: list[str]
+    compared_to: str
+    capabilities: dict[str, GateCheck] = Field(default_factory=dict)
+    compared_to_round: int | None = None
+    next_start: str | None = None
+
+
+class VerifierCounts(Artifact):
+    verified: int
+    passed: int
+    unverifiable: int
+    pass_rate: float | None
+    passed_off_topic: int = 0
+    failures: dict[str, int] = Field(default_factory=dict)
+
+
+class Auc(Artifact):
+    auc: float
+    pairs: int
+
+
+class SelectedSet(Artifact):
+    """``selection.json``'s ``sft`` or ``dpo`` part: what was kept, and the prompts dropped by reason."""
+
+    kept: int
+    dropped: dict[str, int] = Field(default_factory=dict)
+    dropped_by_capability: dict[str, dict[str, int]] = Field(default_factory=dict)
+    kept_by_capability: dict[str, int] | None = None
+    # SFT only
+    new: int | None = None
+    new_by_capability: dict[str, int] | None = None
+    carried_over: int = 0
+    carried_by_round: dict[str, int] = Field(default_factory=dict)
+    # DPO only
+    mean_margin: float | None = None
+    decided_by: dict[str, int] = Field(default_factory=dict)
+    margin_sweep: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class Selection(Artifact):
+    """``selection.json`` (the select stage, :func:`reward.select.selection_report`)."""
+
+    prompts: int
+    sft: SelectedSet
+    dpo: SelectedSet
+    candidates_by_capability: dict[str, int]
+    verifier: dict[str, VerifierCounts]
+    """Verifier outcome per capability (pass rates are counted here, never recomputed by readers)."""
+    rm_pass_over_fail_auc: dict[str, Auc]
+    candidates: int | None = None

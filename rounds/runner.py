@@ -27,7 +27,17 @@ from alignment.models import resolve_model
 from alignment.records import atomic_path, json_sha256, read_json, write_json
 from rounds import stages
 from rounds.keys import HashCache, code_id, content_id, model_id, stage_key
-from rounds.layout import ARTIFACTS, LINEAGE, Round, Stage, round_dirs, round_index, round_label, round_path
+from rounds.layout import (
+    ARTIFACTS,
+    LINEAGE,
+    Promotion,
+    Round,
+    Stage,
+    round_dirs,
+    round_index,
+    round_label,
+    round_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +53,7 @@ def last_promoted(run_dir: Path, before: int) -> int | None:
     """The latest round before ``before`` whose gate promoted its model (None: none did, start from the policy)."""
     for k in range(before - 1, 0, -1):
         decision = round_path(run_dir, k) / ARTIFACTS.promotion
-        if decision.exists() and read_json(decision)["promoted"]:
+        if decision.exists() and Promotion.read(decision).promoted:
             return k
     return None
 

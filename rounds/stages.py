@@ -20,7 +20,18 @@ from alignment.config import ConfigError, config_to_dict
 from alignment.records import read_json, read_parquet, write_json, write_parquet
 from reward.verifiers import verify as verify_response
 from rounds.keys import eval_suite_files, prompt_files, reward_files, teacher_files
-from rounds.layout import PAIR_SCHEMA, SFT_SCHEMA, VERDICT_SCHEMA, Round, Stage, round_label, round_path
+from rounds.layout import (
+    PAIR_SCHEMA,
+    SFT_SCHEMA,
+    VERDICT_SCHEMA,
+    EvalSummary,
+    Promotion,
+    Round,
+    Selection,
+    Stage,
+    round_label,
+    round_path,
+)
 
 if TYPE_CHECKING:
     from alignment.config import RoundConfig
@@ -312,7 +323,7 @@ def select(rnd: Round) -> dict:
     report = selection_report(
         scored, prompts_by_id, sft_rows, pairs, sft_dropped, pair_dropped, carried=carried, margins=margins
     )
-    write_json(report, rnd.path("selection.json"))
+    write_json(Selection.check(report, "selection.json"), rnd.path("selection.json"))
     return report
 
 
@@ -401,7 +412,7 @@ def dpo(rnd: Round) -> dict:
     if not pairs:
         # Strict selection can leave no pair (e.g. every RM-decided pair under selection.min_margin and no verifier
         # pair): the round goes on with the SFT model as its model instead of failing after SFT; said loudly.
-        dropped = read_json(rnd.path("selection.json")).get("dpo", {}).get("dropped", {})
+        dropped = Selection.read(rnd.path("selection.json")).dpo.dropped
         why = ", ".join(f"{reason}: {n}" for reason, n in dropped.items()) or "no prompts"
         log.warning("dpo: no preference pair passed selection (%s); the round's model is its SFT model", why)
         shutil.rmtree(rnd.path("model"), ignore_errors=True)
@@ -490,7 +501,7 @@ def _earlier_eval_of(rnd: Round, model: str) -> Path | None:
             continue
         if (rd / "model").resolve() == Path(model).resolve() and (rd / "eval_model.json").exists():
             return rd / "eval_model.json"
-        if read_json(rd / "eval.json")["start_model"] == model and (rd / "eval_start.json").exists():
+        if EvalSummary.read(rd / "eval.json").start_model == model and (rd / "eval_start.json").exists():
             return rd / "eval_start.json"
     return None
 
@@ -520,7 +531,7 @@ def evaluate(rnd: Round) -> dict:
         "model_eval_file": str(new_out.relative_to(rnd.run_dir)),
         "start_eval_file": str(start_out.relative_to(rnd.run_dir)),
     }
-    write_json(result, rnd.path("eval.json"))
+    write_json(EvalSummary.check(result, "eval.json"), rnd.path("eval.json"))
     return result
 
 
@@ -532,11 +543,11 @@ def gate(rnd: Round) -> dict:
     from alignment.compare import compare, describe
 
     cfg = rnd.cfg.gate
-    ev = read_json(rnd.path("eval.json"))
+    ev = EvalSummary.read(rnd.path("eval.json"))
     if cfg.enabled:
         result = compare(
-            rnd.run_dir / ev["model_eval_file"],
-            rnd.run_dir / ev["start_eval_file"],
+            rnd.run_dir / ev.model_eval_file,
+            rnd.run_dir / ev.start_eval_file,
             tolerance=cfg.tolerance,
             tolerances=cfg.tolerances,
             confidence=cfg.confidence,
@@ -556,7 +567,7 @@ def gate(rnd: Round) -> dict:
         "confidence": cfg.confidence,
         "capabilities": result["capabilities"],
     }
-    write_json(decision, rnd.path("promotion.json"))
+    write_json(Promotion.check(decision, "promotion.json"), rnd.path("promotion.json"))
     log.log(
         logging.INFO if promoted else logging.WARNING,
         "gate: round %d %s (%s)",

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from alignment.compare import compare, describe, difference_interval
+from rounds.layout import GateCheck
 
 
 def _write(path, acc: dict, items: list[tuple[str, str, bool]] | None) -> None:
@@ -41,6 +42,9 @@ def test_compare_lists_flips_and_falls_back_to_unpaired_without_items(tmp_path):
     out = compare(tmp_path / "bare.json", tmp_path / "old.json", tolerance=0.05)
     assert not out["capabilities"]["math"]["paired"] and out["capabilities"]["math"]["flipped_to_wrong"] == []
     assert out["regressed"] == ["chat"]  # math: -0.10 on 10 items is within noise
+    # every per-capability check reads back as the gate's promotion.json says (rounds.layout.GateCheck)
+    checks = {cap: GateCheck.parse(c, "promotion.json").model_dump() for cap, c in out["capabilities"].items()}
+    assert checks["chat"]["missing_in"] == "new" and checks["math"]["diff"] == out["capabilities"]["math"]["diff"]
 
 
 def test_a_malformed_items_line_names_the_file_and_line(tmp_path):

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from rounds import report
+from rounds.layout import ArtifactError, GateCheck, Promotion
 from rounds.report import check_in_browser, load_round, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,6 +139,8 @@ def _write_round(run: Path, index: int, *, promotion: dict | str | None = None, 
             "model": {"math": {"accuracy": 0.5 + 0.1 * index, "n": 10}, "instruction": {"accuracy": 0.4, "n": 10}},
             "start": {"math": {"accuracy": 0.4 + 0.1 * index, "n": 10}, "instruction": {"accuracy": 0.4, "n": 10}},
             "start_model": str(run / f"round-{index - 1}" / "model") if index > 1 else "/models/base",
+            "model_eval_file": f"round-{index}/eval_model.json",
+            "start_eval_file": f"round-{index}/eval_start.json",
         }
         (d / "eval.json").write_text(json.dumps(ev))
     if isinstance(promotion, dict):
@@ -232,13 +235,35 @@ def test_eval_table_across_rounds_with_promotion(run_dir: Path) -> None:
     assert "tolerance 0.050" in page
 
 
-def test_promotion_read_defensively() -> None:
+def test_promotion_and_gate_checks_as_text() -> None:
     assert report.promotion_decision(None) == "—"
-    assert report.promotion_decision({"promoted": "yes"}) == "—"
-    assert report.promotion_decision({"promoted": True}) == "promoted"
-    assert report.gate_check({"missing_in": "new"}) == "missing from the new eval"
-    assert report.gate_check("oops") is None
-    assert report.gate_check({}) is None
+    assert report.promotion_decision(Promotion(promoted=True, reasons=[], compared_to="base")) == "promoted"
+    assert report.gate_check(GateCheck(missing_in="new")) == "missing from the new eval"
+    assert report.gate_check(None) is None
+    assert report.gate_check(GateCheck()) is None
+
+
+def test_broken_optional_files_are_left_out_naming_file_and_key(run_dir: Path, caplog) -> None:
+    """A promotion.json that is not JSON (round 1 of the fixture) or that lacks a key reads as absent, with a
+    warning that names the file and the key; the page still renders."""
+    promo = json.loads((run_dir / "round-2" / "promotion.json").read_text())
+    del promo["promoted"]
+    (run_dir / "round-2" / "promotion.json").write_text(json.dumps(promo))
+    with caplog.at_level("WARNING"):
+        data = load_round(run_dir / "round-2")
+    assert data.promotion is None
+    assert "round-2/promotion.json: promoted: field required" in caplog.text
+    with caplog.at_level("WARNING"):
+        load_round(run_dir / "round-1")
+    assert "round-1/promotion.json: not JSON" in caplog.text
+
+
+def test_selection_json_missing_a_key_fails_naming_it(run_dir: Path) -> None:
+    sel = json.loads((run_dir / "round-2" / "selection.json").read_text())
+    sel["verifier"] = sel.pop("verifier")["math"]  # a writer that changed the nesting
+    (run_dir / "round-2" / "selection.json").write_text(json.dumps(sel))
+    with pytest.raises(ArtifactError, match=r"round-2/selection.json: verifier.verified: input should be"):
+        load_round(run_dir / "round-2")
 
 
 def test_tables(run_dir: Path) -> None:

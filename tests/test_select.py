@@ -20,6 +20,7 @@ from reward.select import (
     selection_report,
 )
 from reward.verifiers import verify
+from rounds.layout import ArtifactError, Selection
 
 PROMPTS = {
     "p1": {"prompt_id": "p1", "capability": "math", "messages": [{"role": "user", "content": "2+2?"}], "answer": "4"},
@@ -411,3 +412,10 @@ def test_selection_report_counts_by_capability_and_reason():
     assert json.loads(json.dumps(report)) == report
     shuffled = combine_scores(rows[::-1])
     assert selection_report(shuffled, PROMPTS, sft_rows, pairs, sft_dropped, pair_dropped, carried, margins) == report
+    # what the report reads (rounds.layout.Selection) is what this writes: a renamed key fails here, naming it
+    sel = Selection.parse(report, "selection.json")
+    assert (sel.sft.kept, sel.dpo.kept, sel.verifier["math"].passed) == (report["sft"]["kept"], len(pairs), 1)
+    renamed = {**report, "sft": {**report["sft"], "n_kept": report["sft"]["kept"]}}
+    del renamed["sft"]["kept"]
+    with pytest.raises(ArtifactError, match="selection.json: sft.kept: field required"):
+        Selection.check(renamed, "selection.json")

@@ -6,15 +6,29 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
-from rounds.layout import Manifest, round_index, round_path
+from rounds.layout import (
+    Artifact,
+    ArtifactError,
+    EvalSummary,
+    GateCheck,
+    Manifest,
+    Promotion,
+    Selection,
+    round_index,
+    round_path,
+)
+
+log = logging.getLogger(__name__)
+A = TypeVar("A", bound=Artifact)
 
 CORE_FILES = ("scores.parquet", "selection.json")
 """Files every round with a finished select stage has; the report needs them."""
@@ -33,15 +47,16 @@ class RoundData:
     dir: Path
     index: int | None
     scores: pd.DataFrame
-    selection: dict
+    selection: Selection | None
+    """None only for a round read with nothing required (:func:`previous_round`)."""
     prompts: pd.DataFrame | None = None
     candidates: pd.DataFrame | None = None
     filtered: pd.DataFrame | None = None
     verdicts: pd.DataFrame | None = None
     sft: pd.DataFrame | None = None
     dpo: pd.DataFrame | None = None
-    eval: dict | None = None
-    promotion: dict | None = None
+    eval: EvalSummary | None = None
+    promotion: Promotion | None = None
     manifest: Manifest | None = None
 
     @property
@@ -86,6 +101,16 @@ def _manifest(path: Path) -> Manifest | None:
     return None if raw is None else Manifest.from_dict(raw, str(path))
 
 
+def read_optional(kind: type[A], path: Path) -> A | None:
+    """``kind.read(path)`` (a typed reader of :mod:`rounds.layout`), or None when the file is missing or unreadable:
+    an optional file that is broken is left out of the page, with a warning naming the file and key."""
+    try:
+        return kind.read_optional(path)
+    except ArtifactError as e:
+        log.warning("report: %s; left out", e)
+        return None
+
+
 def load_round(round_dir: Path | str, require: tuple[str, ...] = CORE_FILES) -> RoundData:
     """Read a round folder's records. Raises FileNotFoundError naming the first file of ``require`` that is
     missing (by default ``scores.parquet`` and ``selection.json``, which a round has once its select stage ran)."""
@@ -111,7 +136,7 @@ def load_round(round_dir: Path | str, require: tuple[str, ...] = CORE_FILES) -> 
             f"{d / 'scores.parquet'}: no column {', '.join(missing)} (not a scores file of the score stage; "
             f"it has {', '.join(map(str, scores.columns))})"
         )
-    selection = read_json_optional(d / "selection.json") or {}
+    selection = Selection.read(d / "selection.json") if (d / "selection.json").exists() else None
     return RoundData(
         dir=d,
         index=round_index(d),
@@ -123,8 +148,8 @@ def load_round(round_dir: Path | str, require: tuple[str, ...] = CORE_FILES) -> 
         verdicts=_with_capability(_read_parquet_optional(d / "verdicts.parquet"), caps),
         sft=_with_capability(sft, caps),
         dpo=_with_capability(dpo, caps),
-        eval=read_json_optional(d / "eval.json"),
-        promotion=read_json_optional(d / "promotion.json"),
+        eval=read_optional(EvalSummary, d / "eval.json"),
+        promotion=read_optional(Promotion, d / "promotion.json"),
         manifest=_manifest(d / "manifest.json"),
     )
 
@@ -173,7 +198,7 @@ def summary(data: RoundData) -> pd.DataFrame:
 
     manifest = data.manifest
     add("start model", manifest.start_model if manifest else None)
-    add("prompts", sel.get("prompts", None if data.prompts is None else len(data.prompts)))
+    add("prompts", sel.prompts if sel else None if data.prompts is None else len(data.prompts))
     if data.candidates is not None:
         add("candidates generated", len(data.candidates))
     if data.filtered is not None and "drop_reason" in data.filtered.columns:
@@ -182,17 +207,16 @@ def summary(data: RoundData) -> pd.DataFrame:
     checked = [v for v in data.scores["verified"] if _verdict(v) != "n/a"]
     if checked:
         add("verifier pass rate (verifiable candidates)", f"{sum(map(bool, checked)) / len(checked):.1%}")
-    sft, dpo = sel.get("sft", {}), sel.get("dpo", {})
-    add("SFT rows", sft.get("kept"))
-    if sft.get("carried_over"):
-        add("SFT rows carried over from earlier rounds", sft["carried_over"])
-    add("DPO pairs", dpo.get("kept"))
-    add("mean pair RM margin", dpo.get("mean_margin"))
-    if dpo.get("decided_by"):
-        add("DPO pairs decided by", ", ".join(f"{k}: {n}" for k, n in dpo["decided_by"].items()))
-    removed = (dpo.get("dropped") or {}).get("RM margin below min_margin")
-    if removed is not None:
-        add("DPO pairs removed by the RM margin", removed)
+    if sel is not None:
+        sft, dpo = sel.sft, sel.dpo
+        add("SFT rows", sft.kept)
+        if sft.carried_over:
+            add("SFT rows carried over from earlier rounds", sft.carried_over)
+        add("DPO pairs", dpo.kept)
+        add("mean pair RM margin", dpo.mean_margin)
+        if dpo.decided_by:
+            add("DPO pairs decided by", ", ".join(f"{k}: {n}" for k, n in dpo.decided_by.items()))
+        add("DPO pairs removed by the RM margin", dpo.dropped.get("RM margin below min_margin"))
     rm = manifest.metrics("reward_model") if manifest else {}
     if rm.get("heldout_accuracy") is not None:
         add("reward model held-out accuracy", f"{rm['heldout_accuracy']} on {rm.get('heldout_pairs', '?')} pairs")
@@ -200,11 +224,10 @@ def summary(data: RoundData) -> pd.DataFrame:
     if gen.get("backend"):
         add("generation", f"{gen['backend']}, {gen.get('tokens_per_s', '?')} tokens/s")
     if data.eval is not None:
-        ev_model, ev_start = data.eval.get("model"), data.eval.get("start")
-        for cap in sorted(ev_model) if isinstance(ev_model, dict) else []:
-            new, old = _accuracy(ev_model, cap)[0], _accuracy(ev_start, cap)[0]
-            if new is not None:
-                add(f"eval {cap}", f"{new:.3f}" + (f" (start {old:.3f}, {new - old:+.3f})" if old is not None else ""))
+        for cap in sorted(data.eval.model):
+            new, old = data.eval.model[cap].accuracy, data.eval.start.get(cap)
+            start = "" if old is None else f" (start {old.accuracy:.3f}, {new - old.accuracy:+.3f})"
+            add(f"eval {cap}", f"{new:.3f}{start}")
     if data.promotion is not None:
         add("promotion", promotion_decision(data.promotion))
     if manifest:  # the report is the last stage: every other stage has run when it reads this
@@ -217,27 +240,28 @@ def pass_rates(data: RoundData, previous: RoundData | None = None) -> pd.DataFra
     candidates, passed, failed, unverifiable (no verifier, e.g. chat), pass rate (passed / verified), the previous
     round's rate (with ``previous``), the RM's pass-over-fail AUC on the round's candidates and the most frequent
     kinds of failure (numbers replaced by N)."""
-    counts = data.selection.get("verifier") or {}
-    auc = data.selection.get("rm_pass_over_fail_auc") or {}
-    candidates = data.selection.get("candidates_by_capability") or {}
-    prev = (previous.selection.get("verifier") or {}) if previous is not None else {}
+    if data.selection is None:
+        return pd.DataFrame()
+    counts, auc = data.selection.verifier, data.selection.rm_pass_over_fail_auc
+    candidates = data.selection.candidates_by_capability
+    prev = previous.selection.verifier if previous is not None and previous.selection is not None else {}
     rows = []
     for cap in data.capabilities:
         if cap not in counts:
             continue
         c = counts[cap]
-        top = sorted(c.get("failures", {}).items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        top = sorted(c.failures.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
         row = {
             "capability": cap,
-            "candidates": candidates.get(cap, c["verified"] + c["unverifiable"]),
-            "passed": c["passed"],
-            "failed": c["verified"] - c["passed"],
-            "unverifiable": c["unverifiable"],
-            "pass rate": c["pass_rate"],
+            "candidates": candidates.get(cap, c.verified + c.unverifiable),
+            "passed": c.passed,
+            "failed": c.verified - c.passed,
+            "unverifiable": c.unverifiable,
+            "pass rate": c.pass_rate,
         }
         if previous is not None:
-            row["previous round"] = (prev.get(cap) or {}).get("pass_rate")
-        row["RM AUC pass>fail"] = (auc.get(cap) or {}).get("auc")
+            row["previous round"] = prev[cap].pass_rate if cap in prev else None
+        row["RM AUC pass>fail"] = auc[cap].auc if cap in auc else None
         row["top failures"] = "; ".join(f"{k} ({n})" for k, n in top)
         rows.append(row)
     return pd.DataFrame(rows).set_index("capability") if rows else pd.DataFrame()
@@ -286,25 +310,18 @@ def selection_outcomes(data: RoundData) -> pd.DataFrame:
         row.update({cap: (by_cap or {}).get(cap, 0 if by_cap is not None else None) for cap in caps})
         rows.append(row)
 
-    for which in ("sft", "dpo"):
-        part = data.selection.get(which)
-        if not isinstance(part, dict):
-            continue
-        label = "SFT" if which == "sft" else "DPO"
-        if which == "sft":
-            by_cap = part.get("new_by_capability", part.get("kept_by_capability"))
-            add(label, "kept (new rows)", part.get("new", part.get("kept")), by_cap)
-            if part.get("carried_over"):
-                by_round = ", ".join(f"round {k}: {n}" for k, n in part.get("carried_by_round", {}).items())
-                add(label, f"carried over ({by_round})" if by_round else "carried over", part["carried_over"], None)
+    for label, part in (("SFT", data.selection.sft), ("DPO", data.selection.dpo)) if data.selection else ():
+        if label == "SFT":
+            by_cap = part.new_by_capability if part.new_by_capability is not None else part.kept_by_capability
+            add(label, "kept (new rows)", part.new if part.new is not None else part.kept, by_cap)
+            if part.carried_over:
+                by_round = ", ".join(f"round {k}: {n}" for k, n in part.carried_by_round.items())
+                add(label, f"carried over ({by_round})" if by_round else "carried over", part.carried_over, None)
         else:
-            add(label, "kept (pairs)", part.get("kept"), part.get("kept_by_capability"))
-        by_cap_dropped = part.get("dropped_by_capability")
-        for reason, n in sorted(part.get("dropped", {}).items()):
-            per_cap = None
-            if isinstance(by_cap_dropped, dict):
-                per_cap = {cap: c.get(reason, 0) for cap, c in by_cap_dropped.items() if isinstance(c, dict)}
-            add(label, f"dropped: {reason}", n, per_cap)
+            add(label, "kept (pairs)", part.kept, part.kept_by_capability)
+        for reason, n in sorted(part.dropped.items()):
+            per_cap = {cap: c.get(reason, 0) for cap, c in part.dropped_by_capability.items()}
+            add(label, f"dropped: {reason}", n, per_cap or None)
     return pd.DataFrame(rows, columns=["set", "outcome", "total", *caps])
 
 
@@ -351,42 +368,34 @@ def eval_rounds(data: RoundData) -> list[dict]:
     out = []
     for i in range(1, data.index + 1):
         d = round_path(data.dir.parent, i)
-        ev = read_json_optional(d / "eval.json")
+        ev = data.eval if i == data.index else read_optional(EvalSummary, d / "eval.json")
+        promotion = data.promotion if i == data.index else read_optional(Promotion, d / "promotion.json")
         if ev is not None:
-            out.append({"round": d.name, "eval": ev, "promotion": read_json_optional(d / "promotion.json")})
+            out.append({"round": d.name, "eval": ev, "promotion": promotion})
     return out
 
 
-def _accuracy(part: Any, cap: str) -> tuple[float | None, int | None]:
-    item = part.get(cap) if isinstance(part, dict) else None
-    if not isinstance(item, dict):
-        return None, None
-    acc = item.get("accuracy")
-    return (float(acc) if isinstance(acc, (int, float)) else None), item.get("n")
-
-
-def promotion_decision(promotion: dict | None) -> str:
+def promotion_decision(promotion: Promotion | None) -> str:
     """ "promoted", "not promoted", or "—" when the round has no (readable) promotion.json."""
-    if not isinstance(promotion, dict) or not isinstance(promotion.get("promoted"), bool):
+    if promotion is None:
         return NO_VALUE
-    return "promoted" if promotion["promoted"] else "not promoted"
+    return "promoted" if promotion.promoted else "not promoted"
 
 
 def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def gate_check(check: Any) -> str | None:
+def gate_check(check: GateCheck | None) -> str | None:
     """One capability of promotion.json's ``capabilities`` as text: the accuracy difference with its confidence
     interval and tolerance ("regressed" when the gate counted it as a regression), or a ``drop``, or what is
     missing; None when there is nothing readable."""
-    if not isinstance(check, dict):
+    if check is None:
         return None
-    if check.get("missing_in"):
-        return f"missing from the {check['missing_in']} eval"
+    if check.missing_in:
+        return f"missing from the {check.missing_in} eval"
     parts = []
-    diff, low, high, tol = (_num(check.get(k)) for k in ("diff", "ci_low", "ci_high", "tolerance"))
-    drop = _num(check.get("drop"))
+    diff, low, high, tol, drop = check.diff, check.ci_low, check.ci_high, check.tolerance, check.drop
     if diff is not None:
         parts.append(
             f"{diff:+.3f}" + (f" CI [{low:+.3f}, {high:+.3f}]" if low is not None and high is not None else "")
@@ -395,7 +404,7 @@ def gate_check(check: Any) -> str | None:
         parts.append(f"drop {drop:.3f}")
     if tol is not None:
         parts.append(f"tolerance {tol:.3f}")
-    if check.get("regressed") is True:
+    if check.regressed:
         parts.append("regressed")
     return ", ".join(parts) or None
 
@@ -429,15 +438,12 @@ def eval_table(data: RoundData) -> pd.DataFrame:
     per capability, the decision and its reasons ("—" for a round without one)."""
     rows = []
     for r in eval_rounds(data):
-        ev, promo = r["eval"], r["promotion"] if isinstance(r["promotion"], dict) else {}
-        model, start = ev.get("model"), ev.get("start")
-        model, start = model if isinstance(model, dict) else {}, start if isinstance(start, dict) else {}
-        checks = promo.get("capabilities") if isinstance(promo.get("capabilities"), dict) else {}
-        reasons = promo.get("reasons")
-        start_name = _model_name(ev.get("start_model") or promo.get("compared_to"), data.dir.parent)
-        for cap in sorted(set(model) | set(start)):
-            new, n = _accuracy(model, cap)
-            old, n_start = _accuracy(start, cap)
+        ev, promo = r["eval"], r["promotion"]
+        checks = promo.capabilities if promo is not None else {}
+        start_name = _model_name(ev.start_model, data.dir.parent)
+        for cap in sorted(set(ev.model) | set(ev.start)):
+            new, n = (ev.model[cap].accuracy, ev.model[cap].n) if cap in ev.model else (None, None)
+            old, n_start = (ev.start[cap].accuracy, ev.start[cap].n) if cap in ev.start else (None, None)
             rows.append(
                 {
                     "round": r["round"],
@@ -448,8 +454,8 @@ def eval_table(data: RoundData) -> pd.DataFrame:
                     "accuracy": new,
                     "change": None if new is None or old is None else round(new - old, 4),
                     "gate check": gate_check(checks.get(cap)),
-                    "promotion": promotion_decision(r["promotion"]),
-                    "reasons": "; ".join(map(str, reasons)) if isinstance(reasons, list) else None,
+                    "promotion": promotion_decision(promo),
+                    "reasons": "; ".join(promo.reasons) if promo is not None else None,
                 }
             )
     return pd.DataFrame(rows, columns=EVAL_COLUMNS)
@@ -507,8 +513,8 @@ def reward_model_trust(data: RoundData) -> pd.DataFrame | None:
     rm = data.manifest.metrics("reward_model") if data.manifest else {}
     for source, r in (rm.get("heldout_by_source") or {}).items():
         rows.append({"measure": f"held-out accuracy, {source} pairs", "value": r["accuracy"], "pairs": r["pairs"]})
-    for cap, r in (data.selection.get("rm_pass_over_fail_auc") or {}).items():
-        rows.append({"measure": f"pass-over-fail AUC, {cap}", "value": r["auc"], "pairs": r["pairs"]})
+    for cap, r in (data.selection.rm_pass_over_fail_auc if data.selection else {}).items():
+        rows.append({"measure": f"pass-over-fail AUC, {cap}", "value": r.auc, "pairs": r.pairs})
     if rm.get("dropped_too_long"):
         rows.append(
             {"measure": "pairs left out: longer than max_length", "value": rm["dropped_too_long"], "pairs": None}
@@ -518,7 +524,7 @@ def reward_model_trust(data: RoundData) -> pd.DataFrame | None:
 
 def margin_sweep(data: RoundData) -> pd.DataFrame | None:
     """Reward-model-decided DPO pairs each ``min_margin`` would remove (selection.json), per capability."""
-    sweep = (data.selection.get("dpo") or {}).get("margin_sweep")
+    sweep = data.selection.dpo.margin_sweep if data.selection else None
     if not sweep:
         return None
     rows = [

@@ -389,6 +389,21 @@ class GateConfig:
 
 
 @dataclass(frozen=True)
+class AccelerateConfig:
+    """How the reward-model, SFT and DPO stages train: in the runner's process (one process, the default), or as
+    ``accelerate launch`` children (``alignment.launch``) when ``num_processes`` > 1 or a ``config_file`` is given."""
+
+    num_processes: int = bounded(1, ge=1)
+    """Training processes on this machine (one per GPU; on CPU, gloo DDP). The global batch stays the section's
+    ``batch_size`` x ``gradient_accumulation_steps``: each process gets ``batch_size / num_processes`` rows."""
+    config_file: str | None = None
+    """An accelerate config file (topology: DDP, FSDP, DeepSpeed ZeRO-2/3, several machines): a path, or the name of
+    one shipped in ``configs/accelerate/`` (ddp, fsdp, zero2, zero3, multi-node)."""
+    main_process_port: int | None = None
+    """Rendezvous port of the training processes (None: accelerate's default, 29500)."""
+
+
+@dataclass(frozen=True)
 class RoundConfig:
     name: str = "default"
     """Run name: outputs go to <output_dir>/<name>/round-<N>/."""
@@ -407,6 +422,7 @@ class RoundConfig:
     dpo: DpoConfig = field(default_factory=DpoConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    accelerate: AccelerateConfig = field(default_factory=AccelerateConfig)
     report_to: tuple[str, ...] = field(default=("tensorboard",), metadata={"each": TRACKERS})
     """Where the reward model, SFT and DPO trainers log their metrics: tensorboard (local, under
     <round>/tensorboard/<stage>/), and any other integration transformers knows (wandb, mlflow, ...), passed to

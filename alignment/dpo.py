@@ -32,7 +32,9 @@ from alignment.train_common import (
     save_merged,
     tensorboard_callbacks,
     training_args,
+    training_dataset,
     use_cuda,
+    weights_dtype,
 )
 
 log = logging.getLogger(__name__)
@@ -107,7 +109,7 @@ def _make_trainer_class():
                 len(p) + max(len(c), len(r))
                 for p, c, r in zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"], strict=True)
             ]
-            return LengthSortedSampler(lengths, self.args.train_batch_size, self.args.seed)
+            return LengthSortedSampler(lengths, self.args.train_batch_size * self.args.world_size, self.args.seed)
 
         def _dpo_mask(self, inputs):
             completion = inputs["completion_mask"]
@@ -224,8 +226,6 @@ def train_dpo(
     If ``work_dir`` holds a step checkpoint of an interrupted run with the same settings, training resumes from it.
     Metrics go to ``report_to`` (TensorBoard event files in ``log_dir``).
     """
-    import torch
-    from datasets import Dataset
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig
 
@@ -234,7 +234,7 @@ def train_dpo(
     prepare_training(seed)
     resume = resume_point(work_dir, {"config": cfg, "model": sft_path, "seed": seed, "data": pairs})
     tokenizer = load_chat_tokenizer(sft_path)
-    model = AutoModelForCausalLM.from_pretrained(sft_path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(sft_path, dtype=weights_dtype(cfg, device))
     loss_type, loss_weights = ["sigmoid"], [1.0]
     if cfg.nll_weight > 0:
         loss_type, loss_weights = ["sigmoid", "sft"], [1.0, cfg.nll_weight]
@@ -251,7 +251,7 @@ def train_dpo(
         model=model,
         args=args,
         processing_class=tokenizer,
-        train_dataset=Dataset.from_list(to_preference_records(pairs)),
+        train_dataset=training_dataset(to_preference_records(pairs), work_dir),
         peft_config=peft_lora(cfg.lora, "CAUSAL_LM"),
         callbacks=[*(callbacks or []), *tensorboard_callbacks(report_to, log_dir)],
         formatting_ids=formatting_token_ids(tokenizer, sft_path) if cfg.mask_formatting_tokens else None,

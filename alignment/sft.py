@@ -31,6 +31,7 @@ from alignment.train_common import (
     tensorboard_callbacks,
     training_args,
     use_cuda,
+    weights_dtype,
 )
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,6 @@ def tokenize_sft_rows(rows: list[dict], tokenizer, max_length: int | None) -> tu
     return out, dropped
 
 
-
-
 def sft_trainer_class(fused_lm_head: bool, group_by_length: bool = False):
     """TRL's SFTTrainer with two CPU options that leave the loss unchanged: ``fused_lm_head=False`` computes it from
     the model's full logits with transformers' own causal-LM loss (same value: mean NLL over the label tokens; TRL's
@@ -98,7 +97,7 @@ def sft_trainer_class(fused_lm_head: bool, group_by_length: bool = False):
                 return super()._get_train_sampler(train_dataset)
             ds = self.train_dataset if train_dataset is None else train_dataset
             lengths = [len(ids) for ids in ds["input_ids"]]
-            return LengthSortedSampler(lengths, self.args.train_batch_size, self.args.seed)
+            return LengthSortedSampler(lengths, self.args.train_batch_size * self.args.world_size, self.args.seed)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if fused_lm_head:
@@ -130,7 +129,6 @@ def train_sft(
     If ``work_dir`` holds a step checkpoint of an interrupted run with the same settings, training resumes from it.
     Metrics go to ``report_to`` (TensorBoard event files in ``log_dir``).
     """
-    import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig
@@ -140,7 +138,7 @@ def train_sft(
     prepare_training(seed)
     resume = resume_point(work_dir, {"config": cfg, "model": model_path, "seed": seed, "data": rows})
     tokenizer = load_chat_tokenizer(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=weights_dtype(cfg, device))
     records, too_long = tokenize_sft_rows(rows, tokenizer, cfg.max_length)
     if not records:
         raise ValueError(

@@ -16,6 +16,27 @@ from alignment.hardware import resolve_device, resolve_dtype
 log = logging.getLogger(__name__)
 
 TrainingSection = SftConfig | DpoConfig | RewardModelConfig
+SECTION_NAMES = {SftConfig: "sft", DpoConfig: "dpo", RewardModelConfig: "reward_model"}
+
+
+def world_size() -> int:
+    """Training processes of this run: ``WORLD_SIZE`` as ``accelerate launch`` (torchrun) sets it, else 1."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """True in a single-process run and in rank 0 of a launched one: the only process that writes exports, marker
+    files and logs."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def per_device_batch_size(batch_size: int, key: str) -> int:
+    """``batch_size`` is the global batch (per optimizer micro-step): split evenly over the training processes, so a
+    2-process run takes the same steps on the same rows as a 1-process one."""
+    n = world_size()
+    if batch_size % n:
+        raise ValueError(f"{key}.batch_size ({batch_size}) must be divisible by accelerate.num_processes ({n})")
+    return batch_size // n
 
 
 def use_cuda(device: str) -> bool:
@@ -28,6 +49,17 @@ def training_dtype(precision: str, device: str, key: str = "precision") -> str:
     return resolve_dtype(precision, resolve_device(device), key=key)
 
 
+def weights_dtype(cfg: TrainingSection, device: str):
+    """The dtype training loads the weights in: bf16 where the trainer computes in bf16 and LoRA freezes them (half
+    the memory of a 1-8B model on a GPU; the adapters stay fp32); fp32 otherwise, as full fine-tuning keeps fp32
+    master weights (FSDP and ZeRO shard them)."""
+    import torch
+
+    if cfg.lora.enabled and training_dtype(cfg.precision, device) == "bf16":
+        return torch.bfloat16
+    return torch.float32
+
+
 def use_bf16(precision: str, device: str) -> bool:
     """Resolve a precision setting ("auto" | "fp32" | "bf16") to whether bf16 autocast is used."""
     return training_dtype(precision, device) == "bf16"
@@ -37,7 +69,11 @@ class LengthSortedSampler:
     """Indices in batches of rows of similar length: sorted by length, cut into batches of ``batch_size``, the batch
     order shuffled each epoch (seeded). transformers' ``LengthGroupedSampler`` sorts only within random "megabatches"
     of min(n / (4 x batch), 50) batches: with the few dozen rows of a CPU round that is one or two batches, so it
-    barely groups (37 DPO pairs, batch 4: 12.8k padded tokens in random order, 9.7k sorted, 7.7k real)."""
+    barely groups (37 DPO pairs, batch 4: 12.8k padded tokens in random order, 9.7k sorted, 7.7k real).
+
+    With several training processes ``batch_size`` is the global batch: the dataloader hands consecutive slices of
+    one sorted batch to the processes (accelerate's batch sharding), so every step sees the same rows as with one.
+    """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int) -> None:
         self.lengths = list(lengths)
@@ -81,7 +117,7 @@ def training_args(
     dtype = training_dtype(cfg.precision, device)
     return {
         "output_dir": str(work_dir),
-        "per_device_train_batch_size": cfg.batch_size,
+        "per_device_train_batch_size": per_device_batch_size(cfg.batch_size, SECTION_NAMES[type(cfg)]),
         "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
         "num_train_epochs": cfg.epochs,
         "max_steps": cfg.max_steps,
@@ -107,7 +143,7 @@ def tensorboard_callbacks(report_to: Sequence[str], log_dir: Path | None) -> lis
     transformers would log under the trainer's output_dir, which here is the work folder a stage removes once it
     finishes, so the stage's log folder is given explicitly. A resumed run appends a new event file to it.
     """
-    if "tensorboard" not in report_to:
+    if "tensorboard" not in report_to or not is_main_process():
         return []
     if log_dir is None:
         raise ValueError("report_to names tensorboard but no log folder was given")
@@ -150,6 +186,9 @@ def resume_point(work_dir: Path, settings: dict) -> str | None:
     work_dir = Path(work_dir)
     fingerprint = json_sha256({k: config_to_dict(v) for k, v in settings.items()})
     stamp = work_dir / "settings.sha256"
+    if not is_main_process():  # rank 0 clears and stamps the folder; the others wait for its stamp
+        _wait_for(lambda: stamp.is_file() and stamp.read_text().strip() == fingerprint, f"{stamp} from rank 0")
+        return last_checkpoint(work_dir)
     if work_dir.exists() and (not stamp.is_file() or stamp.read_text().strip() != fingerprint):
         if last_checkpoint(work_dir):
             log.info("%s: checkpoints of other settings, starting afresh", work_dir)
@@ -157,6 +196,37 @@ def resume_point(work_dir: Path, settings: dict) -> str | None:
     work_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fingerprint + "\n")
     return last_checkpoint(work_dir)
+
+
+def training_dataset(records: list[dict], work_dir: Path):
+    """``records`` as a datasets ``Dataset`` for a trainer. With several processes it is one folder on disk that every
+    rank opens (rank 0 writes it, the others wait for it): TRL keeps derived data (DPO's precomputed reference
+    log-probs) in cache files next to the dataset, and an in-memory dataset's cache is a temporary folder private to
+    each process, so rank 1 looked for rank 0's file and failed."""
+    from datasets import Dataset, load_from_disk
+
+    if world_size() == 1:
+        return Dataset.from_list(records)
+    from alignment.records import json_sha256
+
+    path = Path(work_dir) / f"dataset-{json_sha256(records)[:16]}"
+    if is_main_process() and not path.is_dir():
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        Dataset.from_list(records).save_to_disk(str(tmp))
+        os.replace(tmp, path)
+    _wait_for(path.is_dir, f"{path} from rank 0")
+    return load_from_disk(str(path))
+
+
+def _wait_for(ready, what: str, timeout_s: float = 300.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout_s:.0f} s for {what}")
+        time.sleep(0.1)
 
 
 EXPORT_DTYPES = ("fp32", "bf16")
@@ -184,7 +254,8 @@ def prepare_training(seed: int) -> None:
     import torch
     from transformers import set_seed
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # processes sharing this machine's cores
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
     set_seed(seed)
 
 
@@ -239,6 +310,8 @@ def save_merged(model, tokenizer, out: Path, extra_files: dict[str, str] | None 
 
     if dtype not in EXPORT_DTYPES:
         raise ValueError(f"model.export_dtype must be one of {EXPORT_DTYPES}, got {dtype!r}")
+    if not is_main_process():  # every rank holds the same weights after training; rank 0 exports them
+        return out
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     model = model.to(torch.float32 if dtype == "fp32" else torch.bfloat16)

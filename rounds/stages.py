@@ -6,6 +6,7 @@ The heavy lifting stays in vLLM (generate, eval: separate processes) and TRL (re
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from collections import Counter
@@ -356,6 +357,18 @@ def check_training_config(cfg: RoundConfig) -> None:
             raise ConfigError(f"{key} is an accuracy difference between 0 and 1, got {value}")
     if cfg.gate.confidence is not None and not 0.0 < cfg.gate.confidence < 1.0:
         raise ConfigError(f"gate.confidence must be between 0 and 1 (exclusive) or null, got {cfg.gate.confidence}")
+    from alignment.launch import accelerate_config_file, launched
+
+    if launched(cfg.accelerate):
+        n = cfg.accelerate.num_processes
+        for key in ("sft", "dpo"):
+            if getattr(cfg, key).batch_size % n:
+                raise ConfigError(
+                    f"{key}.batch_size ({getattr(cfg, key).batch_size}) is the global batch: it must be divisible by "
+                    f"accelerate.num_processes ({n})"
+                )
+        if cfg.accelerate.config_file is not None:
+            accelerate_config_file(cfg.accelerate.config_file)
 
 
 def sft_start_model(rnd: Round) -> str:
@@ -369,30 +382,74 @@ def sft_start_model(rnd: Round) -> str:
     return resolve_model(rnd.cfg.model.policy, rnd.cfg.model.cache_dir)
 
 
-@stage("sft", config=("sft", "model", "seed", "device"), outputs=("sft",))
-def sft(rnd: Round) -> dict:
-    from alignment.sft import train_sft
+def _train(
+    rnd: Round,
+    kind: str,
+    name: str,
+    rows_file: Path,
+    model: str,
+    out: Path,
+    *,
+    seed: int,
+    changes: dict | None = None,
+    **kwargs,
+) -> dict:
+    """Train ``kind`` (sft or dpo, the config section of that name with ``changes``) on the rows of ``rows_file``:
+    in this process, or under ``accelerate launch`` when the config asks for more than one process
+    (:mod:`alignment.launch`). Both ways run the same trainer function with the same arguments."""
+    import importlib
 
-    rows = read_parquet(rnd.path("sft.parquet"))
+    from alignment.launch import TRAINERS, launch_training, launched
+    from alignment.train_common import use_cuda
+
+    cfg = rnd.cfg
+    work_dir = rnd.path(f"work/{name}")
+    if not launched(cfg.accelerate):
+        module, function = TRAINERS[kind]
+        train = getattr(importlib.import_module(module), function)
+        section = dataclasses.replace(getattr(cfg, kind), **(changes or {}))
+        rows = read_parquet(rows_file)
+        return train(rows, model, section, out, seed=seed, device=cfg.device, work_dir=work_dir, **kwargs)
+    job = {
+        "config": str(rnd.path("config.yaml")),
+        "section": kind,
+        "changes": changes or {},
+        "rows": str(rows_file),
+        "model": model,
+        "out": str(out),
+        "seed": seed,
+        "work_dir": str(work_dir),
+        "metrics": str(rnd.path(f"jobs/{name.replace('/', '-')}.metrics.json")),
+        "kwargs": {k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()},
+    }
+    job_file = rnd.path(f"jobs/{name.replace('/', '-')}.json")
+    return launch_training(kind, job, job_file, cfg.accelerate, cpu=not use_cuda(cfg.device))
+
+
+@stage("sft", config=("sft", "model", "seed", "device", "accelerate"), outputs=("sft",))
+def sft(rnd: Round) -> dict:
     start = sft_start_model(rnd)
-    metrics = train_sft(
-        rows,
+    metrics = _train(
+        rnd,
+        "sft",
+        "sft",
+        rnd.path("sft.parquet"),
         start,
-        rnd.cfg.sft,
         rnd.path("sft"),
         seed=rnd.cfg.seed,
-        device=rnd.cfg.device,
-        work_dir=rnd.path("work/sft"),
         extra_files=_training_config_file(rnd, "sft"),
         export_dtype=rnd.cfg.model.export_dtype,
-        report_to=rnd.cfg.report_to,
+        report_to=list(rnd.cfg.report_to),
         log_dir=rnd.path("tensorboard/sft"),
     )
-    return {**metrics, "start_model": start}
+    return {**metrics, "start_model": start, "processes": rnd.cfg.accelerate.num_processes}
 
 
 @stage(
-    "dpo", config=("dpo", "model", "seed", "device", "eval", "generation"), outputs=("model",), files=eval_suite_files
+    "dpo",
+    config=("dpo", "model", "seed", "device", "eval", "generation", "accelerate"),
+    outputs=("model",),
+    files=eval_suite_files,
 )
 def dpo(rnd: Round) -> dict:
     """DPO from the SFT model; the merged result is the round's exported checkpoint ``model/``.
@@ -403,10 +460,6 @@ def dpo(rnd: Round) -> dict:
     records every candidate's metrics and scores. With no pair in ``dpo.parquet`` DPO is skipped with a warning and
     ``model/`` is a copy of ``sft/``.
     """
-    import dataclasses
-
-    from alignment.dpo import train_dpo
-
     cfg = rnd.cfg
     pairs = read_parquet(rnd.path("dpo.parquet"))
     if not pairs:
@@ -418,29 +471,30 @@ def dpo(rnd: Round) -> dict:
         shutil.rmtree(rnd.path("model"), ignore_errors=True)
         shutil.copytree(rnd.path("sft"), rnd.path("model"))
         return {"skipped": f"no preference pair passed selection ({why})", "pairs": 0}
-    runs = [("main", cfg.dpo, cfg.seed)]
+    runs: list[tuple[str, dict, int]] = [("main", {}, cfg.seed)]
     for i, v in enumerate(cfg.dpo.variants, start=1):
         changes = {k: getattr(v, k) for k in ("learning_rate", "beta") if getattr(v, k) is not None}
-        runs.append((f"v{i}", dataclasses.replace(cfg.dpo, **changes), cfg.seed if v.seed is None else v.seed))
+        runs.append((f"v{i}", changes, cfg.seed if v.seed is None else v.seed))
     metrics = {}
-    for name, dpo_cfg, seed in runs:
+    for name, changes, seed in runs:
         out = rnd.path("model") if len(runs) == 1 else rnd.path(f"variants/{name}")
-        metrics[name] = train_dpo(
-            pairs,
+        metrics[name] = _train(
+            rnd,
+            "dpo",
+            f"dpo/{name}",
+            rnd.path("dpo.parquet"),
             str(rnd.path("sft")),
-            dpo_cfg,
             out,
             seed=seed,
-            device=cfg.device,
-            work_dir=rnd.path(f"work/dpo/{name}"),
+            changes=changes,
             extra_files=_training_config_file(rnd, "dpo"),
             export_dtype=cfg.model.export_dtype,
-            report_to=cfg.report_to,
+            report_to=list(cfg.report_to),
             log_dir=rnd.path(f"tensorboard/dpo-{name}"),
         )
         shutil.rmtree(rnd.path(f"work/dpo/{name}"), ignore_errors=True)
     if len(runs) == 1:
-        return metrics["main"]
+        return {**metrics["main"], "processes": cfg.accelerate.num_processes}
     return {"runs": metrics, **_average_and_choose(rnd, [name for name, _, _ in runs])}
 
 

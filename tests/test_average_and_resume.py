@@ -223,7 +223,9 @@ def test_a_round_whose_selection_left_no_dpo_pair_exports_its_sft_model(tiny_mod
 
     rnd = Round(cfg=load_config(None, []), index=2, dir=tmp_path, start_model=tiny_model_dir, run_dir=tmp_path)
     shutil.copytree(tiny_model_dir, tmp_path / "sft")
-    (tmp_path / "selection.json").write_text(json.dumps({"dpo": {"dropped": {"RM margin below min_margin": 3}}}))
+    selection = {"prompts": 3, "sft": {"kept": 0}, "dpo": {"kept": 0, "dropped": {"RM margin below min_margin": 3}}}
+    selection |= {"candidates_by_capability": {}, "verifier": {}, "rm_pass_over_fail_auc": {}}
+    (tmp_path / "selection.json").write_text(json.dumps(selection))
     write_parquet([], tmp_path / "dpo.parquet", schema=pa.schema([("prompt_id", pa.string())]))
     with caplog.at_level("WARNING"):
         metrics = dpo(rnd)

@@ -58,9 +58,25 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> None:
-    from alignment.models import resolve_model
+    from alignment.models import check_model_folder, convert_gguf, resolve_model
 
-    print(resolve_model("embedded", args.cache_dir))
+    if args.gguf is None:
+        print(resolve_model("embedded", args.cache_dir))
+        return
+    gguf = Path(args.gguf)
+    if not gguf.is_file():
+        raise FileNotFoundError(f"--gguf {gguf}: no such file")
+    out = Path(args.out) if args.out else gguf.with_suffix("")
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"--out {out} exists and is not empty (remove it first)")
+    template = None
+    if args.chat_template is not None:
+        if not Path(args.chat_template).is_file():
+            raise FileNotFoundError(f"--chat-template {args.chat_template}: no such file")
+        template = Path(args.chat_template).read_text()
+    convert_gguf(gguf, out, gguf.stem, chat_template=template)
+    check_model_folder(out)
+    print(out)
 
 
 def _env(args: argparse.Namespace) -> None:
@@ -117,9 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
     average.add_arguments(p)
     p.set_defaults(func=average.run)
 
-    p = sub.add_parser("prepare-model", help="convert the embedded SmolLM2-135M-Instruct GGUF to an HF folder")
+    p = sub.add_parser(
+        "prepare-model", help="convert the embedded SmolLM2-135M-Instruct GGUF (or --gguf FILE) to an HF folder"
+    )
     p.add_argument(
         "--cache-dir", default=".cache/models", help="relative to the project folder (default .cache/models)"
+    )
+    p.add_argument("--gguf", default=None, help="another chat model's GGUF file to convert (default: the embedded one)")
+    p.add_argument(
+        "--out", default=None, help="with --gguf: the HF folder to write (default: the file name without .gguf)"
+    )
+    p.add_argument(
+        "--chat-template",
+        default=None,
+        help="with --gguf: a jinja chat template for a GGUF without one (e.g. configs/chat_templates/gemma.jinja)",
     )
     p.set_defaults(func=_prepare)
 

@@ -63,38 +63,77 @@ def end_of_turn_ids(tokenizer, model: str | Path | None = None) -> list[int]:
 
 def convert_embedded(dest: Path) -> Path:
     """Dequantize the embedded GGUF into an HF folder at ``dest`` (atomic: built in a temp folder, then renamed)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+    return convert_gguf(embedded_gguf_path(), dest, EMBEDDED_NAME)
 
-    gguf = embedded_gguf_path()
+
+PAD_CANDIDATES = ("<pad>", "<|endoftext|>", "<|finetune_right_pad_id|>")
+"""Padding tokens a family's vocabulary may have, preferred over padding with an end-of-turn token."""
+
+
+def template_end_of_turn(tokenizer) -> list[int]:
+    """The special token(s) the chat template writes right after an assistant reply (ChatML ``<|im_end|>``, Gemma
+    ``<end_of_turn>``, Llama 3 ``<|eot_id|>``): read by rendering a reply through the template, never hard-coded."""
+    marker = "Reply-marker-7f3a"
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}], tokenize=False
+    )
+    tail = text.split(marker, 1)[1] if marker in text else ""
+    special = set(tokenizer.all_special_ids) | {
+        i for t, i in tokenizer.get_vocab().items() if t.startswith("<") and t.endswith(">") and "turn" in t
+    }
+    for tid in tokenizer(tail, add_special_tokens=False).input_ids:
+        if tid in special:
+            return [tid]
+    return []
+
+
+def convert_gguf(gguf: Path, dest: Path, name: str, chat_template: str | None = None) -> Path:
+    """Dequantize a chat model's GGUF file into an HF folder at ``dest`` (safetensors, tokenizer with its chat
+    template, generation config whose eos ids end a turn); atomic: built in a temp folder, then renamed. Any family
+    transformers reads from GGUF (Llama, Gemma 3, Qwen, ...). ``chat_template`` (jinja text) replaces the file's own
+    template, or supplies one where a base model's GGUF has none."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    gguf = Path(gguf)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    log.info("converting the embedded model %s -> %s (once)", gguf, dest)
+    log.info("converting %s -> %s (once)", gguf, dest)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    if not tokenizer.chat_template:
+        raise ModelError(
+            f"{gguf}: the GGUF file carries no chat template: give one (prepare-model --chat-template FILE)"
+        )
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # save_pretrained refuses a GGUF-loaded model: rebuild a plain Llama from the config without the quantization
+    # save_pretrained refuses a GGUF-loaded model: rebuild the same class from the config without the quantization
     # entry and copy the dequantized weights over.
     config_dict = loaded.config.to_dict()
     config_dict.pop("quantization_config", None)
     config_dict.pop("_model_name_or_path", None)
-    config = LlamaConfig.from_dict(config_dict)
-    # Pad with <|endoftext|> rather than the end-of-turn token, so padding never hides the token SFT must learn.
-    if "<|endoftext|>" in tokenizer.get_vocab():
-        tokenizer.pad_token = "<|endoftext|>"
+    config = type(loaded.config).from_dict(config_dict)
+    eot = template_end_of_turn(tokenizer)
+    # Pad with a padding token rather than the end-of-turn token, so padding never hides the token SFT must learn.
+    if tokenizer.pad_token is None or tokenizer.pad_token_id in eot + [tokenizer.eos_token_id]:
+        vocab = tokenizer.get_vocab()
+        pad = next((t for t in PAD_CANDIDATES if t in vocab and vocab[t] not in eot), None)
+        if pad is not None:
+            tokenizer.pad_token = pad
     config.pad_token_id = tokenizer.pad_token_id
-    model = LlamaForCausalLM(config)
+    model = type(loaded)(config)
     missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
     missing = [k for k in missing if k != "lm_head.weight"]  # tied to the embeddings
     if missing or unexpected:
-        raise ModelError(f"GGUF conversion: missing {missing}, unexpected {unexpected}")
+        raise ModelError(f"GGUF conversion of {gguf}: missing {missing}, unexpected {unexpected}")
     model.tie_weights()
-    eot = end_of_turn_ids(tokenizer)
+    eos = [i for i in [tokenizer.eos_token_id, *eot] if i is not None]
     model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=eot, pad_token_id=tokenizer.pad_token_id
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=list(dict.fromkeys(eos)), pad_token_id=tokenizer.pad_token_id
     )
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    (tmp / "embedded.json").write_text(json.dumps({"source": str(gguf), "name": EMBEDDED_NAME}, indent=2))
+    (tmp / "embedded.json").write_text(json.dumps({"source": str(gguf), "name": name}, indent=2))
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(tmp, dest)

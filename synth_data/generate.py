@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     t_start = time.time() - t0
     rows, t_gen = generate_candidates(backend, prompts, gen, generator=model, stop_ids=stop_ids, round_index=args.round)
     resample = unsolved_prompts(prompts, rows) if gen.adaptive_k > 0 else []
+    t_more = 0.0
     if resample:
         log.info("adaptive K: %d prompts had no passing candidate; %d more samples each", len(resample), gen.adaptive_k)
         more, t_more = generate_candidates(
@@ -221,6 +222,8 @@ def main(argv: list[str] | None = None) -> None:
         "truncated": sum(r["finish_reason"] == "length" for r in rows),
         "resampled_prompts": len(resample),
         "resampled_candidates": sum(r["resampled"] for r in rows),
+        "resample_s": round(t_more, 2),
+        "resampled_tokens": sum(r["num_tokens"] for r in rows if r["resampled"]),
     }
     write_json(stats, Path(args.out).with_suffix(".stats.json"))
     log.info(

@@ -127,6 +127,9 @@ class VllmConfig:
     gpu_memory_utilization: float = 0.85
     """GPU only: fraction of GPU memory vLLM may take."""
     tensor_parallel_size: int = bounded(1, ge=1)
+    data_parallel_size: int = bounded(1, ge=1)
+    """Engines generating at once, each on its shard of the prompts (``synth_data.parallel``, Ray tasks): each takes
+    ``tensor_parallel_size`` GPUs, or cores / N cores on a CPU. Generation only; eval uses one engine."""
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """auto (bf16 only where the hardware computes it natively: a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX;
     fp32 otherwise, never the checkpoint's own dtype), fp32, bf16 or fp16 (GPU). The same policy holds for every
@@ -258,6 +261,10 @@ class RewardModelConfig:
 
 @dataclass(frozen=True)
 class SelectionConfig:
+    strategy: Literal["rejection_sampling", "random"] = "rejection_sampling"
+    """rejection_sampling (best-of-K by verifier and reward model), or random: the control arm of an experiment, with
+    the same number of SFT rows and DPO pairs per prompt drawn at random among the eligible candidates
+    (``reward.select.randomize_selection``)."""
     min_margin: float = 1.0
     """Minimum raw reward-model score difference r_chosen - r_rejected for a pair the RM decides (both sides in the same
     verifier tier); the Bradley-Terry model reads it as P(chosen > rejected) = sigmoid(margin), so 1.0 asks for 0.73.

@@ -231,6 +231,75 @@ def select_pairs(
     return pairs, dropped
 
 
+def randomize_selection(
+    scored: list[dict], sft_rows: list[dict], pairs: list[dict], seed: int
+) -> tuple[list[dict], list[dict]]:
+    """The control arm (``selection.strategy: random``): rejection sampling's counts, random picks.
+
+    The same prompts keep the same number of SFT rows and DPO pairs as :func:`select_sft` and :func:`select_pairs`
+    gave them, but which candidates is drawn at random (seeded by ``seed`` and prompt_id) among the eligible ones,
+    with no reward-model score: SFT rows among the prompt's passing candidates (any candidate where no verifier
+    applies; off-topic passes excluded), distinct texts; a pair's chosen side among those too, its rejected side among
+    the failing candidates when rejection sampling's pair was the verifier's call, else among the prompt's other
+    texts. What this arm lacks against rejection sampling is exactly the ranking. ``margin`` stays the RM score
+    difference of the drawn pair, for the record.
+    """
+    by_prompt = {pid: sorted(g, key=lambda r: candidate_order(r["candidate_id"])) for pid, g in _group(scored).items()}
+
+    def distinct(cands: list[dict]) -> list[dict]:
+        seen: dict[str, dict] = {}
+        for c in cands:
+            seen.setdefault(normalise_text(c["text"]), c)
+        return list(seen.values())
+
+    new_sft = []
+    counts = Counter(r["prompt_id"] for r in sft_rows)
+    template = {r["prompt_id"]: r for r in sft_rows}
+    for pid, n in sorted(counts.items()):
+        eligible = distinct([c for c in by_prompt[pid] if c["tier"] == TIER_PASS])
+        picks = _rng(seed, f"sft:{pid}").sample(eligible, min(n, len(eligible)))
+        prompt_messages = template[pid]["messages"][:-1]
+        for rank, c in enumerate(picks):
+            new_sft.append(
+                {
+                    **template[pid],
+                    "candidate_id": c["candidate_id"],
+                    "messages": [*prompt_messages, {"role": "assistant", "content": c["text"]}],
+                    "score": c["score"],
+                    "rm_score": c["rm_score"],
+                    "rm_percentile": c["rm_percentile"],
+                    "rank": rank,
+                }
+            )
+    new_pairs = []
+    for pair in pairs:
+        pid = pair["prompt_id"]
+        rng = _rng(seed, f"dpo:{pid}")
+        cands = by_prompt[pid]
+        chosen = rng.choice([c for c in cands if c["tier"] == TIER_PASS])
+        if pair["decided_by"] == "verifier":
+            pool = [c for c in cands if c["tier"] == TIER_FAIL]
+        else:
+            pool = [c for c in cands if normalise_text(c["text"]) != normalise_text(chosen["text"])]
+        if not pool:  # every other text equals the drawn chosen one: keep rejection sampling's pair
+            new_pairs.append(pair)
+            continue
+        rejected = rng.choice(pool)
+        margin = chosen["rm_score"] - rejected["rm_score"]
+        new_pairs.append(
+            {
+                **pair,
+                "chosen": chosen["text"],
+                "rejected": rejected["text"],
+                "chosen_id": chosen["candidate_id"],
+                "rejected_id": rejected["candidate_id"],
+                "margin": margin,
+                "p_chosen": 1.0 / (1.0 + math.exp(-margin)),
+            }
+        )
+    return new_sft, new_pairs
+
+
 def margin_sweep(scored: list[dict], prompts: dict[str, dict], cfg: SelectionConfig, seed: int = 0) -> dict[str, dict]:
     """For each threshold of :data:`MARGIN_SWEEP` (and ``cfg.min_margin``): how many reward-model-decided pairs it
     removes, per capability: what the margin setting costs, and which capabilities rely on the RM alone. ``seed`` is

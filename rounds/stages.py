@@ -311,6 +311,10 @@ def select(rnd: Round) -> dict:
     sft_rows, sft_dropped = select_sft(scored, prompts_by_id, cfg)
     seed = rnd.cfg.seed + rnd.index
     pairs, pair_dropped = select_pairs(scored, prompts_by_id, cfg, seed=seed)
+    if cfg.strategy == "random":  # the control arm: the same counts, drawn without the ranking
+        from reward.select import randomize_selection
+
+        sft_rows, pairs = randomize_selection(scored, sft_rows, pairs, seed=seed)
     carried: list[dict] = []
     if cfg.carry_over:
         # A row carried into an earlier round appears in several sft.parquet files: carry_over_rows keeps it once,

@@ -5,6 +5,7 @@ Margins are raw RM score differences (a Bradley-Terry logit: P(chosen better) = 
 
 import json
 import math
+from collections import Counter
 
 import pytest
 
@@ -15,6 +16,7 @@ from reward.select import (
     combine_scores,
     histogram,
     margin_sweep,
+    randomize_selection,
     select_pairs,
     select_sft,
     selection_report,
@@ -419,3 +421,34 @@ def test_selection_report_counts_by_capability_and_reason():
     del renamed["sft"]["kept"]
     with pytest.raises(ArtifactError, match="selection.json: sft.kept: field required"):
         Selection.check(renamed, "selection.json")
+
+
+# ---------------------------------------------------------------------------------------- random control arm
+
+
+def test_the_random_arm_keeps_the_counts_and_draws_among_eligible_candidates_only():
+    rows = combine_scores(
+        [cand("p1", j, t, v, rm) for j, (t, v, rm) in enumerate(
+            [("4", True, 3.0), ("It is 4", True, -2.0), ("2+2=4", True, -1.0), ("5", False, 2.5), ("6", False, -3.0)]
+        )]
+        + [cand("p4", j, f"chat reply {j}", None, float(j)) for j in range(6)]
+        + [{**cand("p4", 6, "off topic", True, 9.0), "verifier_flags": ["off-topic"]}]
+    )  # fmt: skip
+    cfg = SelectionConfig(min_margin=0.5, sft_per_prompt=2)
+    sft, _ = select_sft(rows, PROMPTS, cfg)
+    pairs, _ = select_pairs(rows, PROMPTS, cfg)
+    assert [r["candidate_id"] for r in sft] == ["p1#0", "p1#2", "p4#5", "p4#4"]  # rejection sampling: the best
+    draws = [randomize_selection(rows, sft, pairs, seed=s) for s in range(20)]
+    for r_sft, r_pairs in draws:
+        assert Counter(r["prompt_id"] for r in r_sft) == Counter(r["prompt_id"] for r in sft)  # the same counts
+        assert [p["prompt_id"] for p in r_pairs] == [p["prompt_id"] for p in pairs]
+        assert all(r["candidate_id"] in {"p1#0", "p1#1", "p1#2"} or r["candidate_id"].startswith("p4#") for r in r_sft)
+        assert "p4#6" not in {r["candidate_id"] for r in r_sft}  # an off-topic pass is never eligible
+        by_pid = {p["prompt_id"]: p for p in r_pairs}
+        assert by_pid["p1"]["decided_by"] == "verifier" and by_pid["p1"]["rejected_id"] in {"p1#3", "p1#4"}
+        assert by_pid["p1"]["chosen_id"] in {"p1#0", "p1#1", "p1#2"}
+        assert all(r["messages"][-1]["content"] == next(c["text"] for c in rows if c["candidate_id"] == r["candidate_id"])
+                   for r in r_sft)  # fmt: skip
+    picked = {r["candidate_id"] for d in draws for r in d[0]}
+    assert {"p1#1", "p4#0"} <= picked  # not the ranking: low-scored eligible candidates get drawn
+    assert randomize_selection(rows, sft, pairs, seed=3) == randomize_selection(rows[::-1], sft, pairs, seed=3)

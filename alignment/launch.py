@@ -1,4 +1,4 @@
-"""Training past one process: the SFT and DPO stages as ``accelerate launch`` children.
+"""Training past one process: the reward-model, SFT and DPO stages as ``accelerate launch`` children.
 
     python -m accelerate.commands.launch --num_processes 2 [--config_file configs/accelerate/ddp.yaml] \
         -m alignment.launch --job runs/default/round-1/jobs/sft.json
@@ -33,7 +33,11 @@ log = logging.getLogger(__name__)
 ACCELERATE_CONFIGS = PROJECT_ROOT / "configs" / "accelerate"
 """Shipped accelerate config files, by topology (``accelerate.config_file: ddp`` names ``ddp.yaml`` here)."""
 
-TRAINERS = {"sft": ("alignment.sft", "train_sft"), "dpo": ("alignment.dpo", "train_dpo")}
+TRAINERS = {
+    "reward_model": ("reward.reward_model", "train_reward_model"),
+    "sft": ("alignment.sft", "train_sft"),
+    "dpo": ("alignment.dpo", "train_dpo"),
+}
 """What a training job may run: kind -> (module, function); each takes (rows, model, section config, out, ...)."""
 
 
@@ -75,7 +79,7 @@ def launch_training(
 ) -> dict[str, Any]:
     """Run one training job (``kind`` in :data:`TRAINERS`) under ``accelerate launch``; returns its metrics.
 
-    ``job``: ``config`` (the round's config file), ``section`` (sft or dpo) and ``changes`` to it (a DPO variant's
+    ``job``: ``config`` (the round's config file), ``section`` (reward_model, sft or dpo) and ``changes`` to it (a DPO variant's
     learning rate or beta), ``rows`` (a parquet file), ``model``, ``out``, ``seed``, ``work_dir``, ``metrics``
     (the file rank 0 writes) and the trainer's keyword arguments in ``kwargs``.
     """

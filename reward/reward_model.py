@@ -35,12 +35,14 @@ from alignment.records import candidate_order, write_jsonl
 from alignment.train_common import (
     LengthSortedSampler,
     args_dtype,
+    is_main_process,
     large_allocations_on_heap,
     peft_lora,
     prepare_training,
     save_merged,
     tensorboard_callbacks,
     training_args,
+    training_dataset,
     training_dtype,
     use_cuda,
 )
@@ -313,7 +315,7 @@ def _length_sorted(trainer_cls):
         def _get_train_sampler(self, train_dataset=None):
             ds = self.train_dataset if train_dataset is None else train_dataset
             lengths = [max(len(c), len(r)) for c, r in zip(ds["chosen_ids"], ds["rejected_ids"], strict=True)]
-            return LengthSortedSampler(lengths, self.args.train_batch_size, self.args.seed)
+            return LengthSortedSampler(lengths, self.args.train_batch_size * self.args.world_size, self.args.seed)
 
     return LengthSortedRewardTrainer
 
@@ -356,7 +358,6 @@ def train_reward_model(
     :func:`check_heldout_accuracy`.
     """
     import torch
-    from datasets import Dataset
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
@@ -375,7 +376,7 @@ def train_reward_model(
     )
     own_pad = give_distinct_pad(tokenizer, model)
 
-    dataset = Dataset.from_list(_to_trainer_rows(train, cfg.use_margin))
+    dataset = training_dataset(_to_trainer_rows(train, cfg.use_margin), work_dir)
     args = RewardConfig(
         **training_args(cfg, work_dir=work_dir, seed=seed, device=device, logging_steps=5, report_to=report_to),
         disable_tqdm=False,
@@ -401,6 +402,7 @@ def train_reward_model(
         "train_pairs_by_source": dict(sorted(Counter(source_kind(p.get("source")) for p in train).items())),
         "heldout_pairs": len(heldout),
         "dropped_too_long": too_long,
+        "steps": result.global_step,
         "train_loss": round(result.training_loss, 4),
         "train_s": round(train_s, 1),
         "train_tokens_per_s": round(ntok * cfg.epochs / max(train_s, 1e-9), 1),
@@ -411,6 +413,8 @@ def train_reward_model(
         "own_pad_token": own_pad,
         "heldout_accuracy": None,
     }
+    if not is_main_process():  # rank 0 saved the RM and scores the held-out pairs
+        return metrics
     accuracy, scores = heldout_accuracy(heldout, str(out), cfg, device)
     metrics |= accuracy
     if split_out is not None:

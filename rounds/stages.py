@@ -230,26 +230,31 @@ def _synthetic_pairs(rnd: Round, seeds: list[dict]) -> list[dict]:
     return synthetic_pairs(good, rnd.cfg.reward_model.synthetic_negatives, seed=rnd.cfg.seed + rnd.index)
 
 
-@stage("reward_model", config=("reward_model", "seed", "device"), outputs=("rm", "rm_split.jsonl"), files=reward_files)
+@stage(
+    "reward_model",
+    config=("reward_model", "seed", "device", "accelerate"),
+    outputs=("rm", "rm_split.jsonl"),
+    files=reward_files,
+)
 def reward_model(rnd: Round) -> dict:
     """Train the RM on all preference data so far (or take the configured pretrained RM as is)."""
     from alignment.models import resolve_model
-    from reward.reward_model import check_heldout_accuracy, train_reward_model
+    from reward.reward_model import check_heldout_accuracy
 
     cfg = rnd.cfg.reward_model
     if cfg.pretrained:
         return {"pretrained": resolve_model(cfg.pretrained, rnd.cfg.model.cache_dir)}
     pairs, sources = _preference_pairs(rnd)
     base = resolve_model(cfg.base, rnd.cfg.model.cache_dir)
-    metrics = train_reward_model(
+    metrics = _train(
+        rnd,
+        "reward_model",
+        "reward_model",
         pairs,
         base,
-        cfg,
         rnd.path("rm"),
         seed=rnd.cfg.seed,
-        device=rnd.cfg.device,
-        work_dir=rnd.path("work/reward_model"),
-        report_to=rnd.cfg.report_to,
+        report_to=list(rnd.cfg.report_to),
         log_dir=rnd.path("tensorboard/reward_model"),
         split_out=rnd.path("rm_split.jsonl"),
     )
@@ -257,7 +262,7 @@ def reward_model(rnd: Round) -> dict:
         "reward model: held-out pairwise accuracy %s on %d pairs", metrics["heldout_accuracy"], metrics["heldout_pairs"]
     )
     check_heldout_accuracy(metrics, cfg.min_heldout_accuracy)  # a weak RM stops the round here, with the numbers
-    return {**metrics, "pair_sources": sources}
+    return {**metrics, "pair_sources": sources, "processes": rnd.cfg.accelerate.num_processes}
 
 
 @stage("score", config=("reward_model",), outputs=("scores.parquet",))
@@ -365,7 +370,7 @@ def check_training_config(cfg: RoundConfig) -> None:
 
     if launched(cfg.accelerate):
         n = cfg.accelerate.num_processes
-        for key in ("sft", "dpo"):
+        for key in ("reward_model", "sft", "dpo"):
             if getattr(cfg, key).batch_size % n:
                 raise ConfigError(
                     f"{key}.batch_size ({getattr(cfg, key).batch_size}) is the global batch: it must be divisible by "
@@ -390,7 +395,7 @@ def _train(
     rnd: Round,
     kind: str,
     name: str,
-    rows_file: Path,
+    rows: list[dict] | Path,
     model: str,
     out: Path,
     *,
@@ -398,9 +403,10 @@ def _train(
     changes: dict | None = None,
     **kwargs,
 ) -> dict:
-    """Train ``kind`` (sft or dpo, the config section of that name with ``changes``) on the rows of ``rows_file``:
-    in this process, or under ``accelerate launch`` when the config asks for more than one process
-    (:mod:`alignment.launch`). Both ways run the same trainer function with the same arguments."""
+    """Train ``kind`` (reward_model, sft or dpo: the config section of that name, with ``changes``) on ``rows`` (the
+    records, or the parquet file holding them): in this process, or under ``accelerate launch`` when the config asks
+    for more than one process (:mod:`alignment.launch`). Both ways run the same trainer function with the same
+    arguments; launched, the records travel as a parquet file."""
     import importlib
 
     from alignment.launch import TRAINERS, launch_training, launched
@@ -408,25 +414,29 @@ def _train(
 
     cfg = rnd.cfg
     work_dir = rnd.path(f"work/{name}")
+    slug = name.replace("/", "-")
     if not launched(cfg.accelerate):
         module, function = TRAINERS[kind]
         train = getattr(importlib.import_module(module), function)
         section = dataclasses.replace(getattr(cfg, kind), **(changes or {}))
-        rows = read_parquet(rows_file)
-        return train(rows, model, section, out, seed=seed, device=cfg.device, work_dir=work_dir, **kwargs)
+        records = read_parquet(rows) if isinstance(rows, Path) else rows
+        return train(records, model, section, out, seed=seed, device=cfg.device, work_dir=work_dir, **kwargs)
+    if not isinstance(rows, Path):
+        write_parquet(rows, rnd.path(f"jobs/{slug}.rows.parquet"))
+        rows = rnd.path(f"jobs/{slug}.rows.parquet")
     job = {
         "config": str(rnd.path("config.yaml")),
         "section": kind,
         "changes": changes or {},
-        "rows": str(rows_file),
+        "rows": str(rows),
         "model": model,
         "out": str(out),
         "seed": seed,
         "work_dir": str(work_dir),
-        "metrics": str(rnd.path(f"jobs/{name.replace('/', '-')}.metrics.json")),
+        "metrics": str(rnd.path(f"jobs/{slug}.metrics.json")),
         "kwargs": {k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()},
     }
-    job_file = rnd.path(f"jobs/{name.replace('/', '-')}.json")
+    job_file = rnd.path(f"jobs/{slug}.json")
     return launch_training(kind, job, job_file, cfg.accelerate, cpu=not use_cuda(cfg.device))
 
 

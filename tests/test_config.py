@@ -9,9 +9,14 @@ CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.ya
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
+    """Every preset loads and passes the checks a round runs before any stage (batches divisible by the training
+    processes, accelerate config files that exist, ...)."""
+    from rounds.stages import check_training_config
+
     cfg = load_config(path)
     assert isinstance(cfg, RoundConfig)
     assert cfg.name == path.stem
+    check_training_config(cfg)
 
 
 def test_default_config_is_the_embedded_cpu_default():

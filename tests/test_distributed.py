@@ -1,14 +1,16 @@
-"""Training past one process (alignment.launch): SFT and DPO as `accelerate launch` children, 2 processes with gloo
+"""Training past one process (alignment.launch): the reward model, SFT and DPO as `accelerate launch` children, 2 processes with gloo
 on CPU against 1 process with the same global batch, on the tiny test model. FSDP and DeepSpeed need CUDA (accelerate
 launches them only on GPUs); their test runs where a GPU is present."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import alignment, e2e_args
 
 from alignment.config import AccelerateConfig, ConfigError, load_config
 from alignment.launch import accelerate_config_file, launch_command, launch_training
@@ -17,11 +19,13 @@ from alignment.records import write_parquet
 PROMPTS = [f"What is {a} + {b}?" for a, b in [(1, 2), (2, 2), (3, 4), (5, 1), (6, 2), (7, 7), (8, 1), (9, 3)]]
 ANSWERS = ["3", "4", "7", "6", "8", "14", "9", "12"]
 LORA = {"r": 4, "alpha": 8}
-# Measured on a 2-core AVX2 EPYC, 1 vs 2 processes: SFT final loss equal to 4 decimals, weights within 4e-9 (float
-# summation order: transformers averages the token loss over all processes); DPO loss 2.8634 vs 2.8635, weights within
-# 7e-5, because the NLL term of the DPO loss is a token mean per process before DDP averages the gradients. A wrong
-# split (each rank taking the whole global batch) halves the step count, which the test asserts first.
-LOSS_TOL = 1e-3
+# Measured on a 2-core AVX2 EPYC, 1 vs 2 processes, same global batch: SFT final loss equal to 4 decimals, weights
+# within 4e-9 (float summation order: transformers averages the token loss over all processes); DPO loss 2.8634 vs
+# 2.8635, weights within 7e-5, because the NLL term of the DPO loss is a token mean per process before DDP averages
+# the gradients; reward model weights within 1.4e-7, but its reported loss 0.6800 vs 0.6794: rank 0 reports the mean
+# of its own half of each batch. A wrong split (each rank taking the whole global batch) halves the step count, which
+# the test asserts first; the weights are the real check.
+LOSS_TOL = 3e-3
 WEIGHT_TOL = 3e-4
 
 
@@ -59,6 +63,22 @@ def _dpo_rows() -> list[dict]:
     ]
 
 
+def _rm_rows() -> list[dict]:
+    return [
+        {
+            "pair_id": f"x{i}",
+            "messages": [{"role": "user", "content": p}],
+            "chosen": f"The answer is {a}.",
+            "rejected": "No idea." + " Really." * (i % 3),
+            "source": "seed",
+        }
+        for i, (p, a) in enumerate(zip(PROMPTS, ANSWERS, strict=True))
+    ]
+
+
+ROWS = {"sft": _sft_rows, "dpo": _dpo_rows, "reward_model": _rm_rows}
+
+
 def _run(tmp: Path, kind: str, rows_file: Path, model: str, config: Path, processes: int) -> tuple[dict, Path]:
     out = tmp / f"{kind}-{processes}p"
     job = {
@@ -84,14 +104,15 @@ def _max_weight_difference(a: Path, b: Path) -> float:
     return max(float((wa[k] - wb[k]).abs().max()) for k in wa)
 
 
-@pytest.mark.parametrize("kind", ["sft", "dpo"])
+@pytest.mark.parametrize("kind", ["reward_model", "sft", "dpo"])
 def test_two_gloo_processes_train_like_one_with_the_same_global_batch(kind, tiny_model_dir, tmp_path):
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    section = {"batch_size": 4, "epochs": 2, "learning_rate": 1e-3, "lora": LORA, "precision": "fp32", "save_steps": 0}
+    section = {"batch_size": 4, "epochs": 2, "learning_rate": 1e-3, "precision": "fp32"}
+    section |= {"heldout_fraction": 0.0} if kind == "reward_model" else {"lora": LORA, "save_steps": 0}
     config = _config(tmp_path, **{kind: section})
     rows_file = tmp_path / "rows.parquet"
-    write_parquet(_sft_rows() if kind == "sft" else _dpo_rows(), rows_file)
+    write_parquet(ROWS[kind](), rows_file)
 
     one, out_one = _run(tmp_path, kind, rows_file, tiny_model_dir, config, 1)
     two, out_two = _run(tmp_path, kind, rows_file, tiny_model_dir, config, 2)
@@ -100,7 +121,7 @@ def test_two_gloo_processes_train_like_one_with_the_same_global_batch(kind, tiny
     assert abs(one["train_loss"] - two["train_loss"]) < LOSS_TOL, (one["train_loss"], two["train_loss"])
     assert _max_weight_difference(out_one, out_two) < WEIGHT_TOL
     assert not (out_two.parent / f"{out_two.name}.tmp").exists()  # rank 1 wrote nothing beside rank 0's export
-    AutoModelForCausalLM.from_pretrained(out_two)
+    (AutoModelForSequenceClassification if kind == "reward_model" else AutoModelForCausalLM).from_pretrained(out_two)
 
 
 def test_launch_command_and_config_files(tmp_path):
@@ -143,3 +164,20 @@ def test_fsdp_and_deepspeed_on_gpus(topology, tiny_model_dir, tmp_path):
     cfg = AccelerateConfig(num_processes=2, config_file=topology)
     metrics = launch_training("sft", job, tmp_path / "job.json", cfg, cpu=False)
     assert metrics["steps"] == 2
+
+
+@pytest.mark.e2e
+def test_a_round_trains_its_reward_model_sft_and_dpo_in_two_processes(tmp_path):
+    """The whole tiny round with accelerate.num_processes=2: the three training stages run as launched jobs (gloo),
+    the round finishes, its model loads, and the manifest says how many processes trained."""
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "runs"
+    alignment("round", "1", *e2e_args(out, "ddp"), "accelerate.num_processes=2", cwd=tmp_path)
+    round_dir = out / "ddp" / "round-1"
+    manifest = json.loads((round_dir / "manifest.json").read_text())
+    for stage, job in (("reward_model", "reward_model"), ("sft", "sft"), ("dpo", "dpo-main")):
+        assert manifest["stages"][stage]["metrics"]["processes"] == 2
+        assert json.loads((round_dir / "jobs" / f"{job}.json").read_text())["kind"] == stage
+    assert manifest["stages"]["sft"]["metrics"]["steps"] == 2  # sft.max_steps=2 of the tiny round, not doubled
+    AutoModelForCausalLM.from_pretrained(round_dir / "model")

@@ -140,7 +140,9 @@ def test_launch_command_and_config_files(tmp_path):
 def test_a_batch_the_processes_cannot_share_fails_before_any_stage(tmp_path):
     from rounds.stages import check_training_config
 
-    cfg = load_config(_config(tmp_path, accelerate={"num_processes": 3}, sft={"batch_size": 4}))
+    cfg = load_config(
+        _config(tmp_path, accelerate={"num_processes": 3}, reward_model={"batch_size": 6}, sft={"batch_size": 4})
+    )
     with pytest.raises(ConfigError, match=r"sft.batch_size \(4\) is the global batch: .* accelerate.num_processes"):
         check_training_config(cfg)
 

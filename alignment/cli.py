@@ -8,6 +8,8 @@ alignment report ROUND_DIR                                               write R
 alignment average --models A B [...] --out DIR [--weights W ...]          average checkpoints
 alignment prepare-model                                                  convert the embedded model once
 alignment env [--config configs/default.yaml] [--json]                   machine, engines' dtypes, versions
+alignment experiment --arms rs,random --rounds 3 [--arm NAME:key=value] [--out docs/results.md] [key=value ...]
+                                                                         arms side by side, one results table
 """
 
 from __future__ import annotations
@@ -77,6 +79,14 @@ def _prepare(args: argparse.Namespace) -> None:
     convert_gguf(gguf, out, gguf.stem, chat_template=template)
     check_model_folder(out)
     print(out)
+
+
+def _experiment(args: argparse.Namespace) -> None:
+    from rounds.experiment import parse_arms, run_experiment
+
+    arms = parse_arms(args.arms, args.arm)
+    out = run_experiment(args.config, arms, args.rounds, args.overrides, Path(args.out) if args.out else None)
+    print(f"results: {out}")
 
 
 def _env(args: argparse.Namespace) -> None:
@@ -150,6 +160,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_prepare)
 
+    p = sub.add_parser(
+        "experiment", help="run arms of a recipe (rs, random control, your own) for R rounds; one results table"
+    )
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config every arm starts from")
+    p.add_argument("--arms", default="rs,random", help="comma-separated arms (built-in: rs, random; default rs,random)")
+    p.add_argument(
+        "--arm",
+        action="append",
+        default=[],
+        metavar="NAME:key=value",
+        help="an arm's own override, e.g. beta05:dpo.beta=0.05 (repeatable; a new name adds an arm)",
+    )
+    p.add_argument("--rounds", type=int, default=3, help="rounds per arm (default 3)")
+    p.add_argument("--out", default=None, help="the results table (default <output_dir>/experiment-<name>/results.md)")
+    p.add_argument("overrides", nargs="*", metavar="key.path=value", help="overrides for every arm")
+    p.set_defaults(func=_experiment)
+
     p = sub.add_parser("env", help="what a bug report needs: CPU and flags, GPUs, each engine's dtype, versions")
     p.add_argument("--config", default=DEFAULT_CONFIG, help="the config whose engine settings are shown")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -165,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
         if dashed:
             fixed = " ".join(e.lstrip("-") for e in dashed)
             parser.error(f"unrecognized arguments: {' '.join(dashed)} (config overrides take no dashes: {fixed})")
-        if args.command != "round" or any("=" not in e or e.startswith("-") for e in extra):
+        if args.command not in ("round", "experiment") or any("=" not in e or e.startswith("-") for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -358,4 +358,6 @@ class Selection(Artifact):
     verifier: dict[str, VerifierCounts]
     """Verifier outcome per capability (pass rates are counted here, never recomputed by readers)."""
     rm_pass_over_fail_auc: dict[str, Auc]
+    strategy: str = "rejection_sampling"
+    """How the rows and pairs were picked: rejection_sampling, or random (the control arm, same counts)."""
     candidates: int | None = None

@@ -333,6 +333,7 @@ def select(rnd: Round) -> dict:
     report = selection_report(
         scored, prompts_by_id, sft_rows, pairs, sft_dropped, pair_dropped, carried=carried, margins=margins
     )
+    report["strategy"] = cfg.strategy  # rejection_sampling, or random (the control arm)
     write_json(Selection.check(report, "selection.json"), rnd.path("selection.json"))
     return report
 

@@ -212,11 +212,16 @@ def plot_eval(data: RoundData) -> Figure | None:
         by_round = {r["round"]: r for r in sub.to_dict("records")}
         points = []
         if rounds[0] in by_round and _num(by_round[rounds[0]]["start accuracy"]) is not None:
-            points.append((start_label, by_round[rounds[0]]["start accuracy"], False))
+            points.append((start_label, by_round[rounds[0]]["start accuracy"], False, by_round[rounds[0]]["n"]))
         for rnd in rounds:
             if rnd in by_round and _num(by_round[rnd]["accuracy"]) is not None:
-                points.append((rnd, by_round[rnd]["accuracy"], by_round[rnd]["promotion"] == "not promoted"))
-        line = ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=cap)[0]
+                r = by_round[rnd]
+                points.append((rnd, r["accuracy"], r["promotion"] == "not promoted", r["n"]))
+        # 95% interval of each accuracy (normal approximation): how far noise alone moves a suite of n items
+        errors = [1.96 * math.sqrt(p[1] * (1 - p[1]) / p[3]) if _num(p[3]) else 0.0 for p in points]
+        line = ax.errorbar(
+            [p[0] for p in points], [p[1] for p in points], yerr=errors, marker="o", capsize=3, label=cap
+        ).lines[0]
         bad = [p for p in points if p[2]]
         if bad:
             rejected = True
@@ -226,7 +231,7 @@ def plot_eval(data: RoundData) -> Figure | None:
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
     ax.legend(fontsize=8, loc="best")
-    ax.set_title("Held-out accuracy across rounds")
+    ax.set_title("Held-out accuracy across rounds (95% intervals)")
     return fig
 
 

@@ -1,0 +1,397 @@
+"""Experiments: one recipe run as several arms, round by round, and one table that says which arm helped.
+
+    alignment experiment --arms rs,random --rounds 3 [--config C] [--arm NAME:key=value ...] [key=value ...]
+
+Each arm is its own run, ``<output_dir>/experiment-<name>/<arm>/``, with the config, the shared overrides and the
+arm's own overrides (built-in arms: ``rs``, the config as it is, and ``random``, the control arm with
+``selection.strategy=random``; ``--arm NAME:key=value`` defines or extends one). Arms evaluate on the whole eval
+suites (``eval.max_items=null``), not the round's subset. Rounds run interleaved (round 1 of every arm, then round
+2, ...), so a cut-off experiment still compares like with like.
+
+Round 1 of every arm after the first starts with copies of the first arm's finished stages that come before the first
+stage whose config sections differ between the two arms (for ``random``: prompts, generation, filtering, verdicts,
+the reward model and scores); the runner checks each copied stage's key as usual and re-runs any that do not match.
+
+The table (``--out``, default ``docs/results.md``, with a plot beside it) has per arm and round the accuracy per
+capability with its paired 95% interval against the base model and against the first arm on the same items, split
+by the items' wording (``seen``: templates training prompts use; ``held_out``: templates none uses), and the mean
+reply length and the share of replies that ended on their own. Running the same command again skips every finished
+stage and writes the table again.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from alignment.compare import difference_interval, read_item_records
+from alignment.config import RoundConfig, config_to_dict, load_config
+from alignment.hardware import hardware_record
+from alignment.records import read_json, write_json
+from rounds.layout import ARTIFACTS, EvalSummary, Manifest, Promotion, round_path
+from rounds.runner import STAGES, run_dir_for, run_round
+from rounds.stages import check_training_config
+
+log = logging.getLogger(__name__)
+
+BUILTIN_ARMS: dict[str, tuple[str, ...]] = {
+    "rs": (),  # rejection sampling: the config as it is
+    "random": ("selection.strategy=random",),  # the control arm: the same counts, picks drawn at random
+}
+EXPERIMENT_OVERRIDES = ("eval.max_items=null",)
+"""Applied to every arm before the user's overrides: experiments evaluate the whole suites."""
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    overrides: tuple[str, ...]
+
+
+def parse_arms(names: str, definitions: list[str]) -> list[Arm]:
+    """The arms of ``--arms a,b,c``, each with its built-in overrides plus those ``--arm NAME:key=value`` adds (a name
+    only ``--arm`` defines is an arm too). Unknown names and malformed definitions are a ValueError naming them."""
+    extra: dict[str, list[str]] = {}
+    for d in definitions:
+        name, sep, override = d.partition(":")
+        if not sep or not name or "=" not in override:
+            raise ValueError(f"--arm {d!r}: expected NAME:key.path=value, e.g. beta05:dpo.beta=0.05")
+        extra.setdefault(name, []).append(override)
+    ordered = [n for n in (s.strip() for s in names.split(",")) if n] if names else []
+    ordered += [n for n in extra if n not in ordered]
+    if not ordered:
+        raise ValueError("--arms: no arm named (built-in arms: " + ", ".join(BUILTIN_ARMS) + ")")
+    if len(set(ordered)) != len(ordered):
+        raise ValueError(f"--arms {names!r}: an arm is named twice")
+    unknown = [n for n in ordered if n not in BUILTIN_ARMS and n not in extra]
+    if unknown:
+        raise ValueError(
+            f"--arms: unknown arm {unknown[0]!r} (built-in: {', '.join(BUILTIN_ARMS)}; define one with "
+            f"--arm {unknown[0]}:key.path=value)"
+        )
+    for n in ordered:
+        if not n.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"--arms: arm name {n!r} may hold letters, digits, '-' and '_' only (it names a folder)")
+    return [Arm(n, (*BUILTIN_ARMS.get(n, ()), *extra.get(n, ()))) for n in ordered]
+
+
+def experiment_dir(cfg: RoundConfig) -> Path:
+    return Path(cfg.output_dir) / f"experiment-{cfg.name}"
+
+
+def arm_configs(config: str | None, arms: list[Arm], overrides: list[str]) -> tuple[Path, dict[str, RoundConfig]]:
+    """The experiment folder and every arm's config, all loaded and checked before any work starts."""
+    base = load_config(config, [*EXPERIMENT_OVERRIDES, *overrides])
+    exp = experiment_dir(base)
+    cfgs = {}
+    for arm in arms:
+        cfg = load_config(
+            config, [*EXPERIMENT_OVERRIDES, *overrides, *arm.overrides, f"name={arm.name}", f"output_dir={exp}"]
+        )
+        check_training_config(cfg)
+        cfgs[arm.name] = cfg
+    return exp, cfgs
+
+
+def shared_stages(first: RoundConfig, other: RoundConfig) -> list[str]:
+    """The stages of round 1 that ``other`` can take from ``first``: those before the first stage that reads a
+    config section (or top-level key) the two configs set differently."""
+    a, b = config_to_dict(first), config_to_dict(other)
+    differ = {k for k in {*a, *b} - {"name", "output_dir"} if a.get(k) != b.get(k)}
+    shared = []
+    for st in STAGES:
+        if differ & set(st.config):
+            break
+        shared.append(st.name)
+    return shared
+
+
+def seed_round_one(first: RoundConfig, other: RoundConfig) -> list[str]:
+    """Copy ``first``'s finished round-1 stages that ``other`` shares into ``other``'s round 1 (never over a stage
+    ``other`` has already finished). Returns the stages copied."""
+    src, dst = round_path(run_dir_for(first), 1), round_path(run_dir_for(other), 1)
+    copied = []
+    for st in STAGES:
+        if st.name not in shared_stages(first, other):
+            break
+        marker = src / ARTIFACTS.markers / f"{st.name}.json"
+        if not marker.is_file() or (dst / ARTIFACTS.markers / f"{st.name}.json").exists():
+            continue
+        (dst / ARTIFACTS.markers).mkdir(parents=True, exist_ok=True)
+        for name in st.outputs:
+            if (src / name).is_dir():
+                shutil.rmtree(dst / name, ignore_errors=True)
+                shutil.copytree(src / name, dst / name)
+            elif (src / name).is_file():
+                shutil.copy2(src / name, dst / name)
+        shutil.copy2(marker, dst / ARTIFACTS.markers / marker.name)  # last: the stage looks finished only now
+        copied.append(st.name)
+    return copied
+
+
+def run_experiment(
+    config: str | None, arms: list[Arm], rounds: int, overrides: list[str], out: Path | None = None
+) -> Path:
+    """Run ``rounds`` rounds of every arm (interleaved) and write the results table; returns its path."""
+    if rounds < 1:
+        raise ValueError(f"--rounds must be 1 or more, got {rounds}")
+    exp, cfgs = arm_configs(config, arms, overrides)
+    first = cfgs[arms[0].name]
+    exp.mkdir(parents=True, exist_ok=True)
+    plan = {
+        "config": str(config) if config else None,
+        "overrides": [*EXPERIMENT_OVERRIDES, *overrides],
+        "arms": {a.name: list(a.overrides) for a in arms},
+        "rounds": rounds,
+    }
+    if (exp / "experiment.json").is_file():  # keep the wall times of rounds an earlier call ran
+        plan["wall_s"] = read_json(exp / "experiment.json").get("wall_s", {})
+    write_json(plan, exp / "experiment.json")
+    for index in range(1, rounds + 1):
+        for arm in arms:
+            cfg = cfgs[arm.name]
+            if index == 1 and cfg is not first:
+                copied = seed_round_one(first, cfg)
+                if copied:
+                    log.info("arm %s round 1: %s taken from arm %s", arm.name, ", ".join(copied), arms[0].name)
+            log.info("experiment %s: arm %s, round %d", exp.name, arm.name, index)
+            t0 = time.time()
+            run_round(cfg, index)
+            wall = round(time.time() - t0, 1)
+            log.info("arm %s round %d done in %.0fs", arm.name, index, wall)
+            plan.setdefault("wall_s", {}).setdefault(arm.name, {})[str(index)] = wall
+            write_json(plan, exp / "experiment.json")
+    return write_results(exp, [a.name for a in arms], rounds, out)
+
+
+# --- the table ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalItems:
+    """One model's eval: its per-item records by id."""
+
+    label: str
+    records: dict[str, dict]
+
+    def scores(self, capability: str, wording: str | None = None) -> dict[str, float]:
+        return {
+            i: float(r["score"]) if "score" in r else float(bool(r["correct"]))
+            for i, r in self.records.items()
+            if r["capability"] == capability and (wording is None or r.get("wording", "seen") == wording)
+        }
+
+    def capabilities(self) -> list[str]:
+        return sorted({r["capability"] for r in self.records.values()})
+
+    def length(self) -> tuple[float | None, float | None]:
+        """Mean reply length in tokens and the share of replies that ended on their own (not at the token limit)."""
+        tokens = [r["tokens"] for r in self.records.values() if "tokens" in r]
+        ended = [r.get("finish_reason") == "stop" for r in self.records.values() if r.get("finish_reason")]
+        return (sum(tokens) / len(tokens) if tokens else None, sum(ended) / len(ended) if ended else None)
+
+
+def _read_run(run_dir: Path, rounds: int) -> tuple[EvalItems | None, list[tuple[int, EvalItems, dict]]]:
+    """The base model's eval (round 1's start) and each finished round's model eval with its facts."""
+    base, done = None, []
+    for k in range(1, rounds + 1):
+        rd = round_path(run_dir, k)
+        if not (rd / ARTIFACTS.eval).is_file():
+            break
+        ev = EvalSummary.read(rd / ARTIFACTS.eval)
+        if k == 1:
+            base = EvalItems("base", read_item_records(run_dir / ev.start_eval_file))
+        facts: dict = {}
+        if (rd / ARTIFACTS.promotion).is_file():
+            facts["promoted"] = Promotion.read(rd / ARTIFACTS.promotion).promoted
+        if (rd / ARTIFACTS.manifest).is_file():
+            manifest = Manifest.from_dict(read_json(rd / ARTIFACTS.manifest), str(rd / ARTIFACTS.manifest))
+            facts["stages_s"] = manifest.stages_total_s
+        if (rd / ARTIFACTS.selection).is_file():
+            sel = read_json(rd / ARTIFACTS.selection)
+            facts["sft_rows"], facts["dpo_pairs"] = sel["sft"]["kept"], sel["dpo"]["kept"]
+        done.append((k, EvalItems(f"round {k}", read_item_records(run_dir / ev.model_eval_file)), facts))
+    return base, done
+
+
+def paired(new: EvalItems, old: EvalItems, capability: str, wording: str | None = None) -> dict | None:
+    """Accuracy of ``new`` and ``new - old`` with its paired interval on the items both answered (None: none)."""
+    a, b = new.scores(capability, wording), old.scores(capability, wording)
+    ids = [i for i in a if i in b]
+    if not ids:
+        return None
+    diff, low, high = difference_interval([a[i] for i in ids], [b[i] for i in ids], paired=True, confidence=CONFIDENCE)
+    return {"acc": sum(a[i] for i in ids) / len(ids), "n": len(ids), "diff": diff, "low": low, "high": high}
+
+
+def _fmt_diff(c: dict | None) -> str:
+    if c is None:
+        return "–"
+    mark = " **↑**" if c["low"] > 0 else " **↓**" if c["high"] < 0 else ""
+    return f"{c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]{mark}"
+
+
+def _acc(e: EvalItems, capability: str, wording: str | None = None) -> str:
+    s = e.scores(capability, wording)
+    return f"{sum(s.values()) / len(s):.3f}" if s else "–"
+
+
+def collect(exp: Path, arms: list[str], rounds: int) -> dict:
+    """Every arm's base and round evals (arms without a finished round are left out)."""
+    data = {}
+    for arm in arms:
+        base, done = _read_run(exp / arm, rounds)
+        if base is not None:
+            data[arm] = {"base": base, "rounds": done}
+    if not data:
+        raise FileNotFoundError(f"{exp}: no arm has a finished round yet (run the experiment first)")
+    return data
+
+
+def results_markdown(exp: Path, arms: list[str], rounds: int, plot_name: str | None = None) -> str:
+    data = collect(exp, arms, rounds)
+    ref = next(iter(data))
+    base = data[ref]["base"]
+    caps = base.capabilities()
+    hw = hardware_record()
+    plan = read_json(exp / "experiment.json") if (exp / "experiment.json").is_file() else {}
+    lines = [
+        f"# Experiment `{exp.name}`: {', '.join(data)} over {rounds} round(s)",
+        "",
+        f"Written by `alignment experiment` on {time.strftime('%Y-%m-%d')}, on {hw['cpu_model']} "
+        f"({hw['cpu_kind']}, native bf16: {'yes' if hw['cpu_native_bf16'] else 'no'}), {hw['cores']} cores.",
+        f"Config: `{plan.get('config') or 'defaults'}`, overrides {plan.get('overrides', [])}; arms: "
+        + "; ".join(f"`{a}` {plan.get('arms', {}).get(a, [])}" for a in data)
+        + ".",
+        "Items per capability: " + ", ".join(f"{c} {len(base.scores(c))}" for c in caps) + ".",
+        f"Intervals: paired {CONFIDENCE:.0%} (same items, `alignment.compare.difference_interval`); "
+        "**↑**/**↓**: the interval excludes zero.",
+        "",
+        "## Accuracy against the base model (all items)",
+        "",
+        "| arm | round | " + " | ".join(f"{c}: acc, Δ vs base [95%]" for c in caps) + " | tokens/reply | ended |",
+        "|---|---|" + "---|" * len(caps) + "---|---|",
+    ]
+    tokens, ended = base.length()
+    lines.append(
+        "| base | 0 | " + " | ".join(_acc(base, c) for c in caps) + f" | {tokens or 0:.0f} | {ended or 0:.2f} |"
+    )
+    for arm, d in data.items():
+        for k, ev, _ in d["rounds"]:
+            tokens, ended = ev.length()
+            cells = [f"{_acc(ev, c)}, {_fmt_diff(paired(ev, base, c))}" for c in caps]
+            lines.append(f"| {arm} | {k} | " + " | ".join(cells) + f" | {tokens or 0:.0f} | {ended or 0:.2f} |")
+    lines += [
+        "",
+        "## By wording: held-out templates (no training prompt uses them) and seen ones",
+        "",
+        "| arm | round | capability | held-out acc | Δ vs base [95%] | seen acc | Δ vs base [95%] |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for arm, d in data.items():
+        for k, ev, _ in d["rounds"]:
+            for c in caps:
+                held, seen = paired(ev, base, c, "held_out"), paired(ev, base, c, "seen")
+                lines.append(
+                    f"| {arm} | {k} | {c} | {_acc(ev, c, 'held_out')} | {_fmt_diff(held)} | "
+                    f"{_acc(ev, c, 'seen')} | {_fmt_diff(seen)} |"
+                )
+    others = [a for a in data if a != ref]
+    if others:
+        lines += [
+            "",
+            f"## Each arm against `{ref}`, same round, same items",
+            "",
+            "| arm | round | " + " | ".join(f"{c}: Δ vs {ref} [95%]" for c in caps) + " |",
+            "|---|---|" + "---|" * len(caps),
+        ]
+        ref_rounds = {k: ev for k, ev, _ in data[ref]["rounds"]}
+        for arm in others:
+            for k, ev, _ in data[arm]["rounds"]:
+                if k in ref_rounds:
+                    cells = [_fmt_diff(paired(ev, ref_rounds[k], c)) for c in caps]
+                    lines.append(f"| {arm} | {k} | " + " | ".join(cells) + " |")
+        base_flips = {
+            a: sum(
+                1
+                for i, r in data[a]["base"].records.items()
+                if i in base.records and bool(r.get("correct")) != bool(base.records[i].get("correct"))
+            )
+            for a in others
+        }
+        lines += [
+            "",
+            "Each arm evaluates the base model itself; items whose verdict differs from the first arm's base eval "
+            "(engine nondeterminism): " + ", ".join(f"{a} {n}" for a, n in base_flips.items()) + ".",
+        ]
+    lines += [
+        "",
+        "## Rounds",
+        "",
+        "| arm | round | SFT rows | DPO pairs | promoted | stages (s) | this call's wall (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    walls = plan.get("wall_s", {})
+    for arm, d in data.items():
+        for k, _, f in d["rounds"]:
+            lines.append(
+                f"| {arm} | {k} | {f.get('sft_rows', '–')} | {f.get('dpo_pairs', '–')} | "
+                f"{'yes' if f.get('promoted') else 'no' if 'promoted' in f else '–'} | {f.get('stages_s', '–')} | "
+                f"{walls.get(arm, {}).get(str(k), '–')} |"
+            )
+    lines += [
+        "",
+        "Stages (s): the round's stage durations as its manifest records them (stages taken from the first arm count "
+        "with their first arm's time); wall: what running the round took in the experiment, shared stages skipped.",
+    ]
+    if plot_name:
+        lines += ["", f"![accuracy by round]({plot_name})"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_accuracy(exp: Path, arms: list[str], rounds: int, out: Path) -> Path:
+    """Accuracy by round (0: base) per capability, one line per arm, with the 95% interval of each accuracy."""
+    from statistics import NormalDist
+
+    from matplotlib.figure import Figure
+
+    data = collect(exp, arms, rounds)
+    base = next(iter(data.values()))["base"]
+    caps = base.capabilities()
+    z = NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)
+    fig = Figure(figsize=(4.2 * len(caps), 3.2), layout="constrained")
+    for j, cap in enumerate(caps):
+        ax = fig.add_subplot(1, len(caps), j + 1)
+        for n, (arm, d) in enumerate(data.items()):
+            evs = [(0, base), *[(k, ev) for k, ev, _ in d["rounds"]]]
+            xs, ys, es = [], [], []
+            for k, ev in evs:
+                s = list(ev.scores(cap).values())
+                p = sum(s) / len(s)
+                xs.append(k + 0.06 * (n - (len(data) - 1) / 2))
+                ys.append(p)
+                es.append(z * (p * (1 - p) / len(s)) ** 0.5)
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=arm)
+        ax.set_title(cap)
+        ax.set_xlabel("round (0: base)")
+        ax.set_xticks(range(rounds + 1))
+        if j == 0:
+            ax.set_ylabel("accuracy")
+            ax.legend()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    return out
+
+
+def write_results(exp: Path, arms: list[str], rounds: int, out: Path | None = None) -> Path:
+    """Write the results table (markdown) and its plot (PNG, beside it); returns the table's path."""
+    out = Path(out) if out is not None else exp / "results.md"
+    plot = out.with_name(out.stem + "-accuracy.png")
+    plot_accuracy(exp, arms, rounds, plot)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(results_markdown(exp, arms, rounds, plot.name))
+    return out

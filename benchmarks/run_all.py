@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark in benchmarks/, one after the other, into benchmarks/results/<date>.json.
+"""`make bench`: every benchmark in benchmarks/, one after the other, into benchmarks/results/<date>-<cpu kind>.json.
 
     python benchmarks/run_all.py [--only round,generation,training,scoring] [--readme]
 
@@ -174,7 +174,7 @@ def update_readme(results: dict, source: Path, readme: Path = ROOT / "README.md"
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma list of {', '.join(BENCHMARKS)}")
-    parser.add_argument("--out", default=None, help="default benchmarks/results/<date>.json")
+    parser.add_argument("--out", default=None, help="default benchmarks/results/<date>-<cpu kind>.json")
     parser.add_argument("--readme", action="store_true", help="rewrite the README's benchmark table")
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
@@ -182,8 +182,10 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)} (have: {', '.join(BENCHMARKS)})")
     today = datetime.date.today().isoformat()
-    dest = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"{today}.json"
     results = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine()}
+    # the CPU kind in the name: one day's results from two kinds of machine must not overwrite each other
+    kind = results["machine"].get("cpu_kind", "unknown")
+    dest = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"{today}-{kind}.json"
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for name in names:
             results[name] = run(name, Path(tmp) / f"{name}.json")

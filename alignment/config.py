@@ -129,7 +129,7 @@ class VllmConfig:
     tensor_parallel_size: int = bounded(1, ge=1)
     data_parallel_size: int = bounded(1, ge=1)
     """Engines generating at once, each on its shard of the prompts (``synth_data.parallel``, Ray tasks): each takes
-    ``tensor_parallel_size`` GPUs, or cores / N cores on a CPU. Generation only; eval uses one engine."""
+    ``tensor_parallel_size`` GPUs, or cores / N cores on a CPU. Eval shards its items the same way."""
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """auto (bf16 only where the hardware computes it natively: a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX;
     fp32 otherwise, never the checkpoint's own dtype), fp32, bf16 or fp16 (GPU). The same policy holds for every

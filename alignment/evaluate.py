@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import math
 import sys
@@ -22,10 +23,10 @@ from pathlib import Path
 
 from alignment.backends import BACKENDS, open_backend
 from alignment.config import GenerationConfig, load_config
-from alignment.hardware import hardware_record
-from alignment.jobs import read_job
+from alignment.hardware import hardware_record, vllm_device
+from alignment.jobs import read_job, run_jobs_parallel
 from alignment.models import end_of_turn_ids, load_chat_tokenizer, resolve_model
-from alignment.records import check_output_file, write_json, write_jsonl
+from alignment.records import check_output_file, read_json, write_json, write_jsonl
 from reward.verifiers import verify
 from synth_data.suite_format import load_suite
 from synth_data.suites import builtin_eval_suite_paths
@@ -73,7 +74,7 @@ def score_responses(
     items: list[dict],
     responses: list[list[str]] | list[str],
     finish_reasons: list[list[str | None]] | None = None,
-    token_counts: list[list[int]] | None = None,
+    token_counts: list[list[int | None]] | None = None,
 ) -> tuple[dict, list[dict]]:
     """Per-capability accuracy and per-item records for ``responses``: one per item (greedy), or a list of samples
     per item. ``finish_reasons`` (same shape) lets the verifier fail a reply cut off at the token limit;
@@ -89,14 +90,12 @@ def score_responses(
     reasons = finish_reasons or [[None] * len(r) for r in per_item]
     lengths = token_counts or [[None] * len(r) for r in per_item]
     samples = len(per_item[0]) if per_item else 1
-    by_cap: dict[str, list[int]] = defaultdict(list)  # passing samples per item
     records = []
     for item, texts, finished, tokens in zip(items, per_item, reasons, lengths, strict=True):
         if len(texts) != samples:
             raise ValueError(f"item {item['id']}: {len(texts)} samples, expected {samples}")
         verdicts = [verify(t, item, fr) for t, fr in zip(texts, finished, strict=True)]
         passed = [bool(v.passed) for v in verdicts]
-        by_cap[item["capability"]].append(sum(passed))
         rec = {"id": item["id"], "capability": item["capability"]}
         if "wording" in item:
             rec["wording"] = item["wording"]
@@ -114,6 +113,16 @@ def score_responses(
                 for t, p, v, fr, n in zip(texts, passed, verdicts, finished, tokens, strict=True)
             ]
         records.append(rec)
+    return summarize(records, samples), records
+
+
+def summarize(records: list[dict], samples: int) -> dict:
+    """Per-capability accuracy (and pass@k with several samples) from per-item records as :func:`score_responses`
+    writes them: the summary of a data-parallel eval is made from its shards' records."""
+    by_cap: dict[str, list[int]] = defaultdict(list)  # passing samples per item
+    for r in records:
+        passed = int(bool(r["correct"])) if samples == 1 else sum(bool(x["correct"]) for x in r["samples"])
+        by_cap[r["capability"]].append(passed)
     summary = {}
     for cap, counts in sorted(by_cap.items()):
         entry: dict = {"accuracy": round(sum(c / samples for c in counts) / len(counts), 4), "n": len(counts)}
@@ -123,7 +132,7 @@ def score_responses(
                 str(k): round(sum(pass_at_k(samples, c, k) for c in counts) / len(counts), 4) for k in k_values(samples)
             }
         summary[cap] = entry
-    return summary, records
+    return summary
 
 
 def evaluate(
@@ -229,14 +238,22 @@ def run_evals(
     samples: int = 1,
     temperature: float | None = None,
     top_p: float = 0.95,
+    item_ids: list[str] | None = None,
+    shard: int | None = None,
 ) -> list[dict]:
     """Evaluate each ``(model spec, out)`` of ``runs`` on ``suites`` with the same settings, one engine after the
     other in this process (one import of vLLM, not one per model); write each summary to its ``out`` with the items
     and the settings beside it. Every suite and model is checked before the first engine starts.
 
-    ``temperature`` None means greedy for one sample and 0.8 for several. Returns the summaries, in order.
+    ``temperature`` None means greedy for one sample and 0.8 for several. With ``generation.vllm.data_parallel_size``
+    N > 1 in ``config``, each model's items are sharded over N engines as generation's are
+    (:func:`alignment.jobs.run_jobs_parallel`; ``item_ids`` and ``shard`` are what one shard's process gets) and
+    merged by item id in the suites' order. Returns the summaries, in order.
     """
     items = load_items(suites, max_items)
+    if item_ids is not None:
+        wanted = set(item_ids)
+        items = [it for it in items if it["id"] in wanted]
     models = [resolve_model(spec) for spec, _ in runs]
     gen_cfg = load_config(config).generation if config else GenerationConfig()
     if max_model_len:
@@ -245,19 +262,29 @@ def run_evals(
         gen_cfg = dataclasses.replace(gen_cfg, backend=backend)
     if temperature is None:
         temperature = 0.8 if samples > 1 else 0.0
+    engines = gen_cfg.vllm.data_parallel_size if shard is None else 1
     summaries = []
     for (spec, out), model in zip(runs, models, strict=True):
-        summary, records, seconds, ran = evaluate(
-            model,
-            items,
-            max_new_tokens=max_new_tokens,
-            gen_cfg=gen_cfg,
-            seed=seed,
-            samples=samples,
-            temperature=temperature,
-            top_p=top_p,
-        )
         out = Path(out)
+        if engines > 1:
+            shard_settings = {
+                "suites": list(suites), "max_items": max_items, "max_new_tokens": max_new_tokens, "config": config,
+                "backend": backend, "max_model_len": max_model_len, "seed": seed, "samples": samples,
+                "temperature": temperature, "top_p": top_p,
+            }  # fmt: skip
+            gpus = gen_cfg.vllm.tensor_parallel_size if vllm_device() == "cuda" else 0
+            summary, records, seconds, ran = _evaluate_sharded(model, items, out, engines, gpus, shard_settings)
+        else:
+            summary, records, seconds, ran = evaluate(
+                model,
+                items,
+                max_new_tokens=max_new_tokens,
+                gen_cfg=gen_cfg,
+                seed=seed + (shard or 0),  # each data-parallel engine its own sampler seed
+                samples=samples,
+                temperature=temperature,
+                top_p=top_p,
+            )
         write_json(summary, out)
         write_jsonl(records, out.with_name(out.stem + ".items.jsonl"))
         settings = {
@@ -274,12 +301,43 @@ def run_evals(
             "seed": seed,
             "seconds": round(seconds, 1),
             "items": len(items),
+            "data_parallel": engines,
             "hardware": hardware_record(),
         }
         write_json(settings, out.with_name(out.stem + ".settings.json"))  # what `alignment regress` re-runs
         log.info("evaluated %s on %d items in %.1fs with %s (%s, %s)", model, len(items), seconds, *ran.values())
         summaries.append(summary)
     return summaries
+
+
+def _evaluate_sharded(
+    model: str, items: list[dict], out: Path, n: int, gpus_per_engine: int, settings: dict
+) -> tuple[dict, list[dict], float, dict]:
+    """``model`` on ``items`` over ``n`` engines: items by id, round robin, one ``alignment.evaluate`` job each (run
+    by Ray); the records merged back in ``items``' order. Returns what :func:`evaluate` returns."""
+    shard_dir = out.with_name(out.stem + ".shards")
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    ordered = sorted(it["id"] for it in items)
+    jobs = []
+    for i in range(n):
+        job = {"runs": [{"model": model, "out": str(shard_dir / f"eval-{i}.json")}], **settings}
+        write_json({**job, "item_ids": ordered[i::n], "shard": i}, shard_dir / f"job-{i}.json")
+        jobs.append(shard_dir / f"job-{i}.json")
+    t0 = time.time()
+    run_jobs_parallel("alignment.evaluate", jobs, gpus_per_engine=gpus_per_engine)
+    seconds = time.time() - t0
+    by_id = {}
+    for i in range(n):
+        for line in (shard_dir / f"eval-{i}.items.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            by_id[rec["id"]] = rec
+    missing = [it["id"] for it in items if it["id"] not in by_id]
+    if missing:
+        raise RuntimeError(f"data-parallel eval lost {len(missing)} items, e.g. {missing[:3]}")
+    records = [by_id[it["id"]] for it in items]
+    first = read_json(shard_dir / "eval-0.settings.json")
+    ran = {k: first[k] for k in ("backend", "device", "dtype")}
+    return summarize(records, settings["samples"]), records, seconds, ran
 
 
 def run_eval(model_spec: str, suites: list[str] | tuple[str, ...], out: Path, **settings) -> dict:

@@ -44,6 +44,43 @@ def run_job(module: str, job: dict[str, Any], path: Path) -> None:
         raise RuntimeError(f"{module} failed with exit code {proc.returncode} (command: {' '.join(cmd)})")
 
 
+def cpu_binding(shard: int, n: int, cores: int) -> str:
+    """The cores (``VLLM_CPU_OMP_THREADS_BIND``) of engine ``shard`` of ``n`` on a ``cores``-core machine."""
+    per = max(1, cores // n)
+    first = (shard * per) % cores
+    return f"{first}-{first + per - 1}" if per > 1 else str(first)
+
+
+def run_jobs_parallel(module: str, jobs: list[Path], *, gpus_per_engine: int) -> None:
+    """Run ``python -m module --job J`` for every job at once, each as a Ray task with its own engine (data-parallel
+    generation and eval): ``gpus_per_engine`` GPUs each (Ray sets the task's ``CUDA_VISIBLE_DEVICES``), or with 0 an
+    equal share of the CPU cores, the engine's vLLM threads bound to them. Raises when any job failed."""
+    import ray
+
+    n = len(jobs)
+    cores = os.cpu_count() or 1
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
+
+    @ray.remote
+    def engine(job: str, shard: int) -> int:
+        env = child_env()  # this task's environment: Ray's CUDA_VISIBLE_DEVICES for a GPU engine
+        if not gpus_per_engine:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_binding(shard, n, cores)
+        return subprocess.run([sys.executable, "-m", module, "--job", job], env=env).returncode
+
+    options: dict[str, Any] = {"num_gpus": gpus_per_engine} if gpus_per_engine else {"num_cpus": max(1, cores // n)}
+    try:
+        codes = ray.get([engine.options(**options).remote(str(job), i) for i, job in enumerate(jobs)])
+    finally:
+        if started_here:
+            ray.shutdown()
+    failed = [str(job) for job, code in zip(jobs, codes, strict=True) if code != 0]
+    if failed:
+        raise RuntimeError(f"{module}: {len(failed)} of {n} data-parallel engines failed ({', '.join(failed)})")
+
+
 def read_job(path: str | Path) -> dict[str, Any]:
     """The job a stage process was given (see :func:`run_job`)."""
     try:

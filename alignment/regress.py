@@ -137,6 +137,7 @@ def rescore_baseline(baseline: Path, suites: list[str], max_items: int | None, o
             [items[i] for i in greedy],
             [records[i]["response"] for i in greedy],
             [[records[i].get("finish_reason")] for i in greedy],
+            [[records[i].get("tokens")] for i in greedy],
         )
         fresh |= {r["id"]: r for r in recs}
     if sampled:
@@ -146,6 +147,7 @@ def rescore_baseline(baseline: Path, suites: list[str], max_items: int | None, o
                 [items[i] for i in sampled],
                 [[s["response"] for s in ss] for ss in samples],
                 [[s.get("finish_reason") for s in ss] for ss in samples],
+                [[s.get("tokens") for s in ss] for ss in samples],
             )
             fresh |= {r["id"]: r for r in recs}
     merged = {i: fresh.get(i, r) for i, r in records.items()}

@@ -12,7 +12,8 @@ Round 1 of every arm after the first starts with copies of the first arm's finis
 stage whose config sections differ between the two arms (for ``random``: prompts, generation, filtering, verdicts,
 the reward model and scores); the runner checks each copied stage's key as usual and re-runs any that do not match.
 
-The table (``--out``, default ``docs/results.md``, with a plot beside it) has per arm and round the accuracy per
+The table (``--out``, default ``<output_dir>/experiment-<name>/results.md``; ``make experiment`` writes
+``docs/results.md``), with a plot beside it, has per arm and round the accuracy per
 capability with its paired 95% interval against the base model and against the first arm on the same items, split
 by the items' wording (``seen``: templates training prompts use; ``held_out``: templates none uses), and the mean
 reply length and the share of replies that ended on their own. Running the same command again skips every finished
@@ -22,6 +23,7 @@ stage and writes the table again.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -29,7 +31,6 @@ from pathlib import Path
 
 from alignment.compare import difference_interval, read_item_records
 from alignment.config import RoundConfig, config_to_dict, load_config
-from alignment.hardware import hardware_record
 from alignment.records import read_json, write_json
 from rounds.layout import ARTIFACTS, EvalSummary, Manifest, Promotion, round_path
 from rounds.runner import STAGES, run_dir_for, run_round
@@ -111,24 +112,36 @@ def shared_stages(first: RoundConfig, other: RoundConfig) -> list[str]:
 
 
 def seed_round_one(first: RoundConfig, other: RoundConfig) -> list[str]:
-    """Copy ``first``'s finished round-1 stages that ``other`` shares into ``other``'s round 1 (never over a stage
-    ``other`` has already finished). Returns the stages copied."""
+    """Copy ``first``'s finished round-1 stages that ``other`` shares into ``other``'s round 1: each stage's outputs
+    and records (``Stage.records``: stats, logs, per-item files), its marker last. A stage ``other`` finished under
+    the same key is left alone; one it finished under another key (older code, another shared override) is replaced,
+    so the arms keep sharing after a change instead of drifting apart on their own samples. Returns the stages
+    copied."""
     src, dst = round_path(run_dir_for(first), 1), round_path(run_dir_for(other), 1)
+    shared = shared_stages(first, other)
     copied = []
     for st in STAGES:
-        if st.name not in shared_stages(first, other):
+        if st.name not in shared:
             break
         marker = src / ARTIFACTS.markers / f"{st.name}.json"
-        if not marker.is_file() or (dst / ARTIFACTS.markers / f"{st.name}.json").exists():
+        if not marker.is_file():
+            break  # the first arm has not finished it: nothing after it can be shared either
+        mine = dst / ARTIFACTS.markers / f"{st.name}.json"
+        if mine.is_file() and read_json(mine).get("key") == read_json(marker).get("key"):
             continue
+        mine.unlink(missing_ok=True)  # the stage is unfinished while its files are replaced
         (dst / ARTIFACTS.markers).mkdir(parents=True, exist_ok=True)
-        for name in st.outputs:
-            if (src / name).is_dir():
-                shutil.rmtree(dst / name, ignore_errors=True)
-                shutil.copytree(src / name, dst / name)
-            elif (src / name).is_file():
-                shutil.copy2(src / name, dst / name)
-        shutil.copy2(marker, dst / ARTIFACTS.markers / marker.name)  # last: the stage looks finished only now
+        for pattern in (*st.outputs, *st.records):
+            for path in sorted(src.glob(pattern)):
+                target = dst / path.relative_to(src)
+                if target.is_dir():
+                    shutil.rmtree(target)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if path.is_dir():
+                    shutil.copytree(path, target)
+                else:
+                    shutil.copy2(path, target)
+        shutil.copy2(marker, mine)  # last: the stage looks finished only now
         copied.append(st.name)
     return copied
 
@@ -160,11 +173,12 @@ def run_experiment(
                     log.info("arm %s round 1: %s taken from arm %s", arm.name, ", ".join(copied), arms[0].name)
             log.info("experiment %s: arm %s, round %d", exp.name, arm.name, index)
             t0 = time.time()
-            run_round(cfg, index)
+            manifest = run_round(cfg, index)
             wall = round(time.time() - t0, 1)
             log.info("arm %s round %d done in %.0fs", arm.name, index, wall)
-            plan.setdefault("wall_s", {}).setdefault(arm.name, {})[str(index)] = wall
-            write_json(plan, exp / "experiment.json")
+            if any(not st.get("skipped") for st in manifest["stages"].values()):  # a rerun that skipped all keeps
+                plan.setdefault("wall_s", {}).setdefault(arm.name, {})[str(index)] = wall  # the time that counted
+                write_json(plan, exp / "experiment.json")
     return write_results(exp, [a.name for a in arms], rounds, out)
 
 
@@ -182,7 +196,7 @@ class EvalItems:
         return {
             i: float(r["score"]) if "score" in r else float(bool(r["correct"]))
             for i, r in self.records.items()
-            if r["capability"] == capability and (wording is None or r.get("wording", "seen") == wording)
+            if r["capability"] == capability and (wording is None or r.get("wording") == wording)
         }
 
     def capabilities(self) -> list[str]:
@@ -204,7 +218,7 @@ def _read_run(run_dir: Path, rounds: int) -> tuple[EvalItems | None, list[tuple[
             break
         ev = EvalSummary.read(rd / ARTIFACTS.eval)
         if k == 1:
-            base = EvalItems("base", read_item_records(run_dir / ev.start_eval_file))
+            base = EvalItems("base", _items(run_dir / ev.start_eval_file))
         facts: dict = {}
         if (rd / ARTIFACTS.promotion).is_file():
             facts["promoted"] = Promotion.read(rd / ARTIFACTS.promotion).promoted
@@ -214,8 +228,15 @@ def _read_run(run_dir: Path, rounds: int) -> tuple[EvalItems | None, list[tuple[
         if (rd / ARTIFACTS.selection).is_file():
             sel = read_json(rd / ARTIFACTS.selection)
             facts["sft_rows"], facts["dpo_pairs"] = sel["sft"]["kept"], sel["dpo"]["kept"]
-        done.append((k, EvalItems(f"round {k}", read_item_records(run_dir / ev.model_eval_file)), facts))
+        done.append((k, EvalItems(f"round {k}", _items(run_dir / ev.model_eval_file)), facts))
     return base, done
+
+
+def _items(eval_json: Path) -> dict[str, dict]:
+    records = read_item_records(eval_json)
+    if not records:
+        raise FileNotFoundError(f"{eval_json}: no per-item records beside it (the table pairs items by id)")
+    return records
 
 
 def paired(new: EvalItems, old: EvalItems, capability: str, wording: str | None = None) -> dict | None:
@@ -226,6 +247,16 @@ def paired(new: EvalItems, old: EvalItems, capability: str, wording: str | None 
         return None
     diff, low, high = difference_interval([a[i] for i in ids], [b[i] for i in ids], paired=True, confidence=CONFIDENCE)
     return {"acc": sum(a[i] for i in ids) / len(ids), "n": len(ids), "diff": diff, "low": low, "high": high}
+
+
+def gap(held: dict | None, seen: dict | None) -> dict | None:
+    """How much more the gain on held-out wordings is than on seen ones (two independent item sets): the difference
+    of the two paired gains, its interval from their half-widths combined in quadrature (normal approximation)."""
+    if held is None or seen is None:
+        return None
+    diff = held["diff"] - seen["diff"]
+    half = math.hypot((held["high"] - held["low"]) / 2, (seen["high"] - seen["low"]) / 2)
+    return {"diff": diff, "low": diff - half, "high": diff + half}
 
 
 def _fmt_diff(c: dict | None) -> str:
@@ -240,6 +271,11 @@ def _acc(e: EvalItems, capability: str, wording: str | None = None) -> str:
     return f"{sum(s.values()) / len(s):.3f}" if s else "–"
 
 
+def _length_cells(e: EvalItems) -> str:
+    tokens, ended = e.length()
+    return f"{'–' if tokens is None else f'{tokens:.0f}'} | {'–' if ended is None else f'{ended:.2f}'}"
+
+
 def collect(exp: Path, arms: list[str], rounds: int) -> dict:
     """Every arm's base and round evals (arms without a finished round are left out)."""
     data = {}
@@ -252,53 +288,63 @@ def collect(exp: Path, arms: list[str], rounds: int) -> dict:
     return data
 
 
+def _machine(exp: Path, arm: str) -> str:
+    """The machine that ran the first arm's round 1, as its manifest recorded it."""
+    path = round_path(exp / arm, 1) / ARTIFACTS.manifest
+    hw = (read_json(path).get("hardware") if path.is_file() else None) or {}
+    if not hw:
+        return "an unrecorded machine"
+    bf16 = "yes" if hw.get("cpu_native_bf16") else "no"
+    gpus = f", GPUs: {', '.join(hw['gpus'])}" if hw.get("gpus") else ""
+    return f"{hw.get('cpu_model')} ({hw.get('cpu_kind')}, native bf16: {bf16}), {hw.get('cores')} cores{gpus}"
+
+
 def results_markdown(exp: Path, arms: list[str], rounds: int, plot_name: str | None = None) -> str:
+    """The results table. Every arm's rounds are compared with that arm's own eval of the base model (the same eval
+    settings and items, whatever the arm changed); the base row is the first arm's."""
     data = collect(exp, arms, rounds)
     ref = next(iter(data))
     base = data[ref]["base"]
     caps = base.capabilities()
-    hw = hardware_record()
     plan = read_json(exp / "experiment.json") if (exp / "experiment.json").is_file() else {}
     lines = [
         f"# Experiment `{exp.name}`: {', '.join(data)} over {rounds} round(s)",
         "",
-        f"Written by `alignment experiment` on {time.strftime('%Y-%m-%d')}, on {hw['cpu_model']} "
-        f"({hw['cpu_kind']}, native bf16: {'yes' if hw['cpu_native_bf16'] else 'no'}), {hw['cores']} cores.",
+        f"Written by `alignment experiment` on {time.strftime('%Y-%m-%d')}; the rounds ran on {_machine(exp, ref)}.",
         f"Config: `{plan.get('config') or 'defaults'}`, overrides {plan.get('overrides', [])}; arms: "
         + "; ".join(f"`{a}` {plan.get('arms', {}).get(a, [])}" for a in data)
         + ".",
         "Items per capability: " + ", ".join(f"{c} {len(base.scores(c))}" for c in caps) + ".",
         f"Intervals: paired {CONFIDENCE:.0%} (same items, `alignment.compare.difference_interval`); "
-        "**↑**/**↓**: the interval excludes zero.",
+        "**↑**/**↓**: the interval excludes zero. Δ vs base: against the arm's own eval of the base model.",
         "",
         "## Accuracy against the base model (all items)",
         "",
         "| arm | round | " + " | ".join(f"{c}: acc, Δ vs base [95%]" for c in caps) + " | tokens/reply | ended |",
         "|---|---|" + "---|" * len(caps) + "---|---|",
+        "| base | 0 | " + " | ".join(_acc(base, c) for c in caps) + f" | {_length_cells(base)} |",
     ]
-    tokens, ended = base.length()
-    lines.append(
-        "| base | 0 | " + " | ".join(_acc(base, c) for c in caps) + f" | {tokens or 0:.0f} | {ended or 0:.2f} |"
-    )
     for arm, d in data.items():
         for k, ev, _ in d["rounds"]:
-            tokens, ended = ev.length()
-            cells = [f"{_acc(ev, c)}, {_fmt_diff(paired(ev, base, c))}" for c in caps]
-            lines.append(f"| {arm} | {k} | " + " | ".join(cells) + f" | {tokens or 0:.0f} | {ended or 0:.2f} |")
+            cells = [f"{_acc(ev, c)}, {_fmt_diff(paired(ev, d['base'], c))}" for c in caps]
+            lines.append(f"| {arm} | {k} | " + " | ".join(cells) + f" | {_length_cells(ev)} |")
     lines += [
         "",
         "## By wording: held-out templates (no training prompt uses them) and seen ones",
         "",
-        "| arm | round | capability | held-out acc | Δ vs base [95%] | seen acc | Δ vs base [95%] |",
-        "|---|---|---|---|---|---|---|",
+        "Gap: the gain on held-out items minus the gain on seen ones (different items: the two paired intervals'",
+        "half-widths combined). A gain that holds only for the training phrasing shows as a gap below zero.",
+        "",
+        "| arm | round | capability | held-out acc | Δ vs base [95%] | seen acc | Δ vs base [95%] | gap [95%] |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for arm, d in data.items():
         for k, ev, _ in d["rounds"]:
             for c in caps:
-                held, seen = paired(ev, base, c, "held_out"), paired(ev, base, c, "seen")
+                held, seen = paired(ev, d["base"], c, "held_out"), paired(ev, d["base"], c, "seen")
                 lines.append(
                     f"| {arm} | {k} | {c} | {_acc(ev, c, 'held_out')} | {_fmt_diff(held)} | "
-                    f"{_acc(ev, c, 'seen')} | {_fmt_diff(seen)} |"
+                    f"{_acc(ev, c, 'seen')} | {_fmt_diff(seen)} | {_fmt_diff(gap(held, seen))} |"
                 )
     others = [a for a in data if a != ref]
     if others:
@@ -315,18 +361,13 @@ def results_markdown(exp: Path, arms: list[str], rounds: int, plot_name: str | N
                 if k in ref_rounds:
                     cells = [_fmt_diff(paired(ev, ref_rounds[k], c)) for c in caps]
                     lines.append(f"| {arm} | {k} | " + " | ".join(cells) + " |")
-        base_flips = {
-            a: sum(
-                1
-                for i, r in data[a]["base"].records.items()
-                if i in base.records and bool(r.get("correct")) != bool(base.records[i].get("correct"))
-            )
-            for a in others
-        }
+        flips = {a: _verdicts_differ(data[a]["base"], base) for a in others}
         lines += [
             "",
-            "Each arm evaluates the base model itself; items whose verdict differs from the first arm's base eval "
-            "(engine nondeterminism): " + ", ".join(f"{a} {n}" for a, n in base_flips.items()) + ".",
+            f"Each arm evaluates the base model itself; items whose verdict differs from `{ref}`'s base eval "
+            "(engine nondeterminism, or an arm that changes the eval): "
+            + ", ".join(f"{a} {n}" for a, n in flips.items())
+            + ".",
         ]
     lines += [
         "",
@@ -346,11 +387,19 @@ def results_markdown(exp: Path, arms: list[str], rounds: int, plot_name: str | N
     lines += [
         "",
         "Stages (s): the round's stage durations as its manifest records them (stages taken from the first arm count "
-        "with their first arm's time); wall: what running the round took in the experiment, shared stages skipped.",
+        "with the first arm's time); wall: what running the round took in the experiment, shared stages skipped.",
     ]
     if plot_name:
         lines += ["", f"![accuracy by round]({plot_name})"]
     return "\n".join(lines) + "\n"
+
+
+def _verdicts_differ(a: EvalItems, b: EvalItems) -> int:
+    return sum(
+        1
+        for i, r in a.records.items()
+        if i in b.records and bool(r.get("correct")) != bool(b.records[i].get("correct"))
+    )
 
 
 def plot_accuracy(exp: Path, arms: list[str], rounds: int, out: Path) -> Path:
@@ -371,6 +420,8 @@ def plot_accuracy(exp: Path, arms: list[str], rounds: int, out: Path) -> Path:
             xs, ys, es = [], [], []
             for k, ev in evs:
                 s = list(ev.scores(cap).values())
+                if not s:
+                    continue
                 p = sum(s) / len(s)
                 xs.append(k + 0.06 * (n - (len(data) - 1) / 2))
                 ys.append(p)

@@ -167,6 +167,9 @@ class Stage:
     code: tuple[str, ...] = ()
     """Source files or folders (relative to the repository) only this stage runs, kept out of every other stage's
     code hash: editing them re-runs this stage alone."""
+    records: tuple[str, ...] = ()
+    """What else the stage writes (stats, logs, per-item results; glob patterns relative to the round folder): not
+    hashed into any key, but part of the stage: ``alignment experiment`` copies them with its outputs."""
 
 
 class ManifestError(ValueError):

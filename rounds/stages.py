@@ -50,11 +50,12 @@ def stage(
     outputs: tuple[str, ...] = (),
     files: Callable[[RoundConfig], list[str]] | None = None,
     code: tuple[str, ...] = (),
+    records: tuple[str, ...] = (),
 ) -> Callable[[Callable[[Round], dict]], Callable[[Round], dict]]:
     """Declare the decorated function as the next stage, with what its key is made of (see ``Stage``)."""
 
     def register(fn: Callable[[Round], dict]) -> Callable[[Round], dict]:
-        STAGES.append(Stage(name, fn, config, outputs, files, code))
+        STAGES.append(Stage(name, fn, config, outputs, files, code, records))
         return fn
 
     return register
@@ -97,7 +98,13 @@ def prompts(rnd: Round) -> dict:
     return {"prompts": len(records), "by_capability": dict(Counter(r["capability"] for r in records)), **stats}
 
 
-@stage("generate", config=("generation", "seed", "device"), outputs=("candidates.parquet",), files=teacher_files)
+@stage(
+    "generate",
+    config=("generation", "seed", "device"),
+    outputs=("candidates.parquet",),
+    files=teacher_files,
+    records=("candidates.stats.json", "candidates.shards"),
+)
 def generate(rnd: Round) -> dict:
     """K candidates per prompt from the round's starting model or the teacher (its own process: vLLM spawns
     workers; transformers when vLLM is not installed)."""
@@ -234,6 +241,7 @@ def _synthetic_pairs(rnd: Round, seeds: list[dict]) -> list[dict]:
     "reward_model",
     config=("reward_model", "seed", "device", "accelerate"),
     outputs=("rm", "rm_split.jsonl"),
+    records=("tensorboard/reward_model",),
     files=reward_files,
 )
 def reward_model(rnd: Round) -> dict:
@@ -441,7 +449,7 @@ def _train(
     return launch_training(kind, job, job_file, cfg.accelerate, cpu=not use_cuda(cfg.device))
 
 
-@stage("sft", config=("sft", "model", "seed", "device", "accelerate"), outputs=("sft",))
+@stage("sft", config=("sft", "model", "seed", "device", "accelerate"), outputs=("sft",), records=("tensorboard/sft",))
 def sft(rnd: Round) -> dict:
     start = sft_start_model(rnd)
     metrics = _train(
@@ -464,6 +472,7 @@ def sft(rnd: Round) -> dict:
     "dpo",
     config=("dpo", "model", "seed", "device", "eval", "generation", "accelerate"),
     outputs=("model",),
+    records=("tensorboard/dpo-*", "variants", "variants.json"),
     files=eval_suite_files,
 )
 def dpo(rnd: Round) -> dict:
@@ -575,7 +584,13 @@ def _earlier_eval_of(rnd: Round, model: str) -> Path | None:
     return None
 
 
-@stage("eval", config=("eval", "generation"), outputs=("eval.json",), files=eval_suite_files)
+@stage(
+    "eval",
+    config=("eval", "generation"),
+    outputs=("eval.json",),
+    files=eval_suite_files,
+    records=("eval_model.*", "eval_start.*"),  # the summaries, items, settings (and shards) eval.json points to
+)
 def evaluate(rnd: Round) -> dict:
     """Evaluate the new checkpoint and the round's starting one on the held-out suites; write eval.json.
 
@@ -647,7 +662,7 @@ def gate(rnd: Round) -> dict:
     return {"promoted": promoted, "regressed": [] if promoted else list(result["regressed"])}
 
 
-@stage("report", code=("rounds/report",))
+@stage("report", code=("rounds/report",), records=("report.html",))
 def report(rnd: Round) -> dict:
     """``report.html``: the round's data and eval at a glance (plots embedded), next to the earlier rounds'."""
     from rounds.report import write_report

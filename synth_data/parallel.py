@@ -19,13 +19,11 @@ samples of the same prompts (the same prompts and candidate counts).
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
-from alignment.jobs import child_env
+from alignment.jobs import cpu_binding, run_jobs_parallel
+
+__all__ = ["cpu_binding", "merge_shards", "merge_stats", "run_shard_jobs", "shard_prompts"]
 
 log = logging.getLogger(__name__)
 
@@ -50,39 +48,9 @@ def merge_shards(prompts: list[dict], shards: list[list[dict]]) -> list[dict]:
     return sorted(rows, key=lambda r: (position[r["prompt_id"]], _candidate_index(r["candidate_id"])))
 
 
-def cpu_binding(shard: int, n: int, cores: int) -> str:
-    """The cores (``VLLM_CPU_OMP_THREADS_BIND``) of engine ``shard`` of ``n`` on a ``cores``-core machine."""
-    per = max(1, cores // n)
-    first = (shard * per) % cores
-    return f"{first}-{first + per - 1}" if per > 1 else str(first)
-
-
 def run_shard_jobs(jobs: list[Path], *, gpus_per_engine: int) -> None:
     """Run ``python -m synth_data.generate --job J`` for every job as Ray tasks, all at once; raise on a failure."""
-    import ray
-
-    n = len(jobs)
-    cores = os.cpu_count() or 1
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
-
-    @ray.remote
-    def engine(job: str, shard: int) -> int:
-        env = child_env()  # this task's environment: Ray's CUDA_VISIBLE_DEVICES for a GPU engine
-        if not gpus_per_engine:
-            env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_binding(shard, n, cores)
-        return subprocess.run([sys.executable, "-m", "synth_data.generate", "--job", job], env=env).returncode
-
-    options: dict[str, Any] = {"num_gpus": gpus_per_engine} if gpus_per_engine else {"num_cpus": max(1, cores // n)}
-    try:
-        codes = ray.get([engine.options(**options).remote(str(job), i) for i, job in enumerate(jobs)])
-    finally:
-        if started_here:
-            ray.shutdown()
-    failed = [str(job) for job, code in zip(jobs, codes, strict=True) if code != 0]
-    if failed:
-        raise RuntimeError(f"data-parallel generation: {len(failed)} of {n} engines failed ({', '.join(failed)})")
+    run_jobs_parallel("synth_data.generate", jobs, gpus_per_engine=gpus_per_engine)
 
 
 def merge_stats(shards: list[dict], wall_s: float) -> dict:

@@ -28,15 +28,14 @@ EVAL_SEED = 0
 EVAL_SIZES = {"math": 200, "instruction": 200, "format": 60}  # format: ~70 distinct eval-side texts exist
 """Items per shipped eval suite: at 60 one standard error of an accuracy was ~0.06, too wide to see a 5-point change
 between rounds; rounds evaluate the first ``eval.max_items`` of each (configs/default.yaml), experiments all."""
-HELD_OUT_SHARE = 0.5
-"""Share of eval items worded by held-out templates (``"wording": "held_out"``): wordings no training prompt uses,
-so a gain that only holds for the training phrasing shows as a gap between the two halves."""
+# Half the math and instruction eval items (``"wording": "held_out"``) use wordings no training prompt uses, so a gain
+# that only holds for the training phrasing shows as a gap between the two halves.
 MAX_ATTEMPTS_PER_ITEM = 500
 
 NAMES = ["Sam", "Mia", "Leo", "Ana", "Ben", "Zoe", "Max", "Ivy", "Tom", "Lily", "Omar", "Nina"]
 OBJECTS = ["apples", "pencils", "stickers", "marbles", "books", "cookies", "coins", "cards", "shells", "balloons"]
 MATH_SUFFIXES = ["Give the final answer as a number.", "End with the final answer as a number."]
-HELD_OUT_MATH_SUFFIXES = ["Reply with the result as a single number.", "State the final number at the end."]
+HELD_OUT_MATH_SUFFIXES = ["Your reply should close with the numeric answer.", "State the final number at the end."]
 
 TOPICS = [
     "the ocean", "coffee", "a rainy day", "cats", "dogs", "the moon", "gardening", "music", "trains", "bicycles",
@@ -124,10 +123,11 @@ def _fill(n: int, split: str, make: Callable[[int], tuple[str, str, object] | No
     return out
 
 
-def _held_out(rng: random.Random, split: str) -> bool:
-    """Whether the next eval item is worded by held-out templates. The draw happens on the eval side only, so the
-    train and seed splits are the same item for item as before held-out wordings existed."""
-    return split == "eval" and rng.random() < HELD_OUT_SHARE
+def _held_out(index: int, split: str) -> bool:
+    """Whether eval item ``index`` is worded by held-out templates: every other item, fixed per item so that the
+    retries :func:`_fill` makes for a slot never change its wording (a per-attempt draw let the two halves' rejection
+    rates skew their constraint mix). No random draw: the train and seed splits are unchanged."""
+    return split == "eval" and index % 2 == 1
 
 
 def _wording(held_out: bool) -> str:
@@ -251,7 +251,7 @@ def make_math_items_with_work(n: int, seed: int, split: str) -> list[tuple[dict,
     rng = random.Random(f"{split}:{seed}:math")
 
     def make(i: int) -> tuple[str, str, tuple[dict, list[str]]]:
-        held_out = _held_out(rng, split)
+        held_out = _held_out(i, split)
         r = rng.random()
         key, question, ans, work = (_arithmetic if r < 0.4 else _one_step if r < 0.75 else _two_step)(rng, held_out)
         text = f"{question} {rng.choice(HELD_OUT_MATH_SUFFIXES if held_out else MATH_SUFFIXES)}"
@@ -363,7 +363,7 @@ def make_instruction_items_with_topic(n: int, seed: int, split: str) -> list[tup
     rng.shuffle(order)
 
     def make(i: int) -> tuple[str, str, tuple[dict, str]] | None:
-        held_out = _held_out(rng, split)
+        held_out = _held_out(i, split)
         primary = order[i % len(order)]  # cycling the first constraint makes every type appear
         topic = rng.choice(TOPICS)
         task, forbidden = rng.choice(HELD_OUT_TASKS if held_out else TASKS)
@@ -548,8 +548,9 @@ def make_format_items(n: int, seed: int, split: str) -> list[dict]:
             "capability": "format",
             "messages": [{"role": "user", "content": text}],
             "constraints": [dict(c) for c in FORMAT_CONSTRAINTS],
-            "wording": "held_out",  # eval only: no training prompt uses a format template
         }
+        if split == "eval":
+            item["wording"] = "held_out"  # no training prompt uses a format template
         return f"chat:{x}", text, item
 
     return _fill(n, split, make)

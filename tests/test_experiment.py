@@ -10,7 +10,7 @@ from conftest import E2E_TINY, ROOT, alignment
 
 from alignment.compare import difference_interval
 from alignment.records import write_json, write_jsonl
-from rounds.experiment import arm_configs, parse_arms, results_markdown, shared_stages, write_results
+from rounds.experiment import arm_configs, parse_arms, results_markdown, seed_round_one, shared_stages, write_results
 
 CONFIG = str(ROOT / "configs" / "default.yaml")
 
@@ -50,7 +50,8 @@ def test_arm_configs_share_stages_up_to_the_first_differing_section(tmp_path) ->
 
 
 def _fake_round(run: Path, k: int, model: dict[str, bool], start: dict[str, bool] | None = None) -> None:
-    """Round ``k`` of a run with an eval of its model (and of the base, in round 1): item id -> correct."""
+    """Round ``k`` of a run with an eval of its model (and of the base, in round 1): item id -> correct. Odd item
+    numbers are held-out wordings, even ones seen."""
     rd = run / f"round-{k}"
     rd.mkdir(parents=True)
 
@@ -83,30 +84,88 @@ def _fake_round(run: Path, k: int, model: dict[str, bool], start: dict[str, bool
     )
 
 
+def _interval(new: dict, old: dict, ids: list[str]) -> str:
+    d, lo, hi = difference_interval(
+        [float(new[i]) for i in ids], [float(old[i]) for i in ids], paired=True, confidence=0.95
+    )
+    mark = " **↑**" if lo > 0 else " **↓**" if hi < 0 else ""
+    return f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]{mark}"
+
+
 def test_results_table_holds_the_paired_intervals(tmp_path) -> None:
     exp = tmp_path / "experiment-x"
     ids = [f"math-{i}" for i in range(40)]
+    odd, even = ids[1::2], ids[0::2]
     base = {i: n < 10 for n, i in enumerate(ids)}  # 10 of 40 right
-    rs = {i: n < 30 for n, i in enumerate(ids)}  # 30 of 40: 20 items flipped to right
-    rand = {i: n < 12 for n, i in enumerate(ids)}  # 12 of 40
+    base_b = {i: n < 10 or i == "math-39" for n, i in enumerate(ids)}  # the random arm's own base eval: 1 flip
+    rs = {i: n < 30 for n, i in enumerate(ids)}  # 30 of 40
+    rand = {i: n < 12 or (n % 2 == 0 and n < 36) for n, i in enumerate(ids)}  # more gain on seen (even) items
     _fake_round(exp / "rs", 1, rs, base)
-    _fake_round(exp / "random", 1, rand, base)
+    _fake_round(exp / "random", 1, rand, base_b)
     md = results_markdown(exp, ["rs", "random"], 1)
-    d, lo, hi = difference_interval(
-        [float(rs[i]) for i in ids], [float(base[i]) for i in ids], paired=True, confidence=0.95
-    )
-    assert d == 0.5 and lo > 0.25
-    assert f"| rs | 1 | 0.750, {d:+.3f} [{lo:+.3f}, {hi:+.3f}] **↑** | 15 | 0.75 |" in md
+    assert f"| rs | 1 | 0.750, {_interval(rs, base, ids)} | 15 | 0.75 |" in md
     assert "| base | 0 | 0.250 | 25 | 0.25 |" in md
-    d2, lo2, hi2 = difference_interval(
-        [float(rand[i]) for i in ids], [float(rs[i]) for i in ids], paired=True, confidence=0.95
+    # each arm against its own eval of the base model
+    acc = sum(rand.values()) / 40
+    assert f"| random | 1 | {acc:.3f}, {_interval(rand, base_b, ids)} |" in md
+    assert _interval(rand, base_b, ids) != _interval(rand, base, ids)
+    assert f"| random | 1 | {_interval(rand, rs, ids)} |" in md
+    assert (
+        "items whose verdict differs from `rs`'s base eval (engine nondeterminism, or an arm that changes the eval): random 1."
+        in md
     )
-    assert f"| random | 1 | {d2:+.3f} [{lo2:+.3f}, {hi2:+.3f}] **↓** |" in md
-    # by wording: odd ids are held-out; rs got items 0..29 right, so held-out 15/20, seen 15/20
-    assert "| rs | 1 | math | 0.750 |" in md
+    # by wording: held-out (odd) and seen (even) items apart, with the gap between the two gains
+    held, seen = _interval(rand, base_b, odd), _interval(rand, base_b, even)
+    row = next(line for line in md.splitlines() if line.startswith("| random | 1 | math |"))
+    assert held != seen and f"| {held} |" in row and f"| {seen} |" in row
+    assert row.index(held) < row.index(seen)
+    gap_cell = row.rstrip(" |").rsplit("| ", 1)[1]
+    assert gap_cell.startswith("-") and gap_cell.endswith("**↓**"), row
     out = write_results(exp, ["rs", "random"], 1, tmp_path / "docs" / "results.md")
     assert out.read_text() == md.rstrip("\n") + "\n\n![accuracy by round](results-accuracy.png)\n"
     assert (tmp_path / "docs" / "results-accuracy.png").stat().st_size > 5000
+
+
+def test_a_missing_item_file_is_an_error_not_an_empty_row(tmp_path) -> None:
+    exp = tmp_path / "experiment-x"
+    _fake_round(exp / "rs", 1, {"math-0": True}, {"math-0": False})
+    (exp / "rs" / "round-1" / "eval_model.items.jsonl").unlink()
+    with pytest.raises(FileNotFoundError, match="eval_model.json: no per-item records"):
+        results_markdown(exp, ["rs"], 1)
+
+
+def test_round_one_copies_outputs_records_and_markers_and_replaces_stale_ones(tmp_path) -> None:
+    from rounds.runner import STAGES
+
+    _, cfgs = arm_configs(CONFIG, parse_arms("rs,random", []), [f"output_dir={tmp_path}"])
+    src = tmp_path / "experiment-default" / "rs" / "round-1"
+    dst = tmp_path / "experiment-default" / "random" / "round-1"
+    shared = shared_stages(cfgs["rs"], cfgs["random"])
+    for st in STAGES:
+        write_json({"key": f"k-{st.name}", "outputs": {}}, src / "stages" / f"{st.name}.json")
+        for name in st.outputs:
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            (src / name).write_text(f"{st.name} output")
+    (src / "candidates.stats.json").write_text("stats")
+    (src / "tensorboard" / "reward_model").mkdir(parents=True)
+    (src / "tensorboard" / "reward_model" / "events").write_text("rm log")
+    (src / "tensorboard" / "sft").mkdir(parents=True)
+    assert seed_round_one(cfgs["rs"], cfgs["random"]) == shared
+    assert sorted(p.stem for p in (dst / "stages").glob("*.json")) == sorted(shared)
+    assert (dst / "candidates.stats.json").read_text() == "stats"  # a record of generate: travels with it
+    assert (dst / "tensorboard" / "reward_model" / "events").read_text() == "rm log"
+    assert not (dst / "tensorboard" / "sft").exists() and not (dst / "sft.parquet").exists()  # not shared
+    # the first arm redid generation (new key): the copy is replaced; stages with the same key are left alone
+    write_json({"key": "k-generate-2", "outputs": {}}, src / "stages" / "generate.json")
+    (src / "candidates.parquet").write_text("new candidates")
+    (dst / "prompts.parquet").write_text("the random arm's own, same key")
+    assert seed_round_one(cfgs["rs"], cfgs["random"]) == ["generate"]
+    assert (dst / "candidates.parquet").read_text() == "new candidates"
+    assert (dst / "prompts.parquet").read_text() == "the random arm's own, same key"
+    # nothing past a stage the first arm has not finished
+    (src / "stages" / "filter.json").unlink()
+    (dst / "stages" / "verify.json").unlink()
+    assert seed_round_one(cfgs["rs"], cfgs["random"]) == []
 
 
 def test_results_without_a_finished_round_say_so(tmp_path) -> None:

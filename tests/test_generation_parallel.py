@@ -94,3 +94,29 @@ def test_two_single_core_engines_give_the_same_prompts_and_counts_as_one(embedde
     stats = json.loads(Path(tmp_path / "candidates-2.stats.json").read_text())
     assert stats["data_parallel"] == 2 and [s["candidates"] for s in stats["shards"]] == [6, 4]
     assert stats["candidates"] == 10 and stats["output_tokens"] == sum(r["num_tokens"] for r in outs[2])
+
+
+@pytest.mark.e2e
+def test_eval_over_two_engines_keeps_every_item_in_suite_order(embedded_model_dir, tmp_path):
+    """The eval path shards items over engines as generation shards prompts: same items, same order, one summary."""
+    pytest.importorskip("ray")
+    from alignment.evaluate import load_items, run_evals, summarize
+
+    cfg = {"generation": {"vllm": {"data_parallel_size": 2, "kv_cache_gib": 1}}}
+    (tmp_path / "dp2.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "eval.json"
+    [summary] = run_evals([(embedded_model_dir, out)], ["builtin"], max_items=3, max_new_tokens=16,
+                          config=str(tmp_path / "dp2.yaml"))  # fmt: skip
+    items = load_items(["builtin"], 3)
+    records = [json.loads(line) for line in (tmp_path / "eval.items.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == [i["id"] for i in items]  # 9 items, the suites' order
+    assert summary == summarize(records, 1) and {c: v["n"] for c, v in summary.items()} == {
+        "format": 3,
+        "instruction": 3,
+        "math": 3,
+    }
+    assert all(r["tokens"] > 0 and r["finish_reason"] in ("stop", "length") for r in records)
+    settings = json.loads((tmp_path / "eval.settings.json").read_text())
+    assert settings["data_parallel"] == 2 and settings["items"] == 9
+    shard_ids = [json.loads((tmp_path / "eval.shards" / f"job-{i}.json").read_text())["item_ids"] for i in (0, 1)]
+    assert sorted(shard_ids[0] + shard_ids[1]) == sorted(i["id"] for i in items) and len(shard_ids[1]) == 4

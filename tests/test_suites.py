@@ -208,6 +208,36 @@ def test_held_out_wordings_are_never_used_by_training_prompts() -> None:
         assert not any(any(p.search(t) for p in seen) for t in by["held_out"])
         assert all(any(p.search(t) for p in seen) for t in by["seen"])
     assert {i["wording"] for i in eval_items["format"]} == {"held_out"}
+    # exactly every other item: the halves differ in wording only, not in their mix of problems or constraints
+    for cap in ("math", "instruction"):
+        assert [i["wording"] for i in eval_items[cap]] == ["seen", "held_out"] * 100
+    seen_phrasings = [
+        "Answer in at most", "Answer in at least", "Include the word", "Do not use the word", "Start your answer with",
+        "End your answer with", "Use exactly", "Use only lowercase", "in lowercase letters.", "in capital letters",
+        "Use only uppercase", "Do not use any commas", "Answer in valid JSON", "answer as valid JSON",
+    ]  # fmt: skip
+    for item in eval_items["instruction"]:
+        text = item["messages"][0]["content"]
+        uses_seen = [p for p in seen_phrasings if p in text]
+        assert bool(uses_seen) == (item["wording"] == "seen"), (text, uses_seen)
+    assert not any("wording" in i for cap in ("math", "instruction", "chat") for i in S.GENERATORS[cap](50, 0, "train"))
+    assert "wording" not in S.make_format_items(5, 0, "seed")[0]
+
+
+def test_training_prompts_are_pinned() -> None:
+    """The train and seed splits are what every run so far trained on: a change to a generator that moves them shows
+    here (update the fingerprint on purpose, never by accident)."""
+    import hashlib
+
+    from synth_data import suites as S
+
+    made = {
+        f"{cap}-{split}": S.GENERATORS[cap](n, 0, split)
+        for cap, n in (("math", 300), ("instruction", 300), ("chat", 100))
+        for split in ("train", "seed")
+    }
+    digest = hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest()[:16]
+    assert digest == "2702e9502990c3b9"  # the same before held-out wordings existed (559ebb7)
 
 
 def test_format_suite_asks_for_a_clean_ending_on_eval_side_subjects() -> None:

@@ -186,6 +186,28 @@ CASES += [
         absent=("e.json",),
     ),
     Case(
+        "experiment with an arm nobody defined",
+        lambda t: ["experiment", "--arms", "rs,randm", f"output_dir={t}"],
+        "--arms: unknown arm 'randm' (built-in: rs, random; define one with --arm randm:key.path=value)",
+    ),
+    Case(
+        "experiment --arm without NAME:",
+        lambda t: ["experiment", "--arm", "dpo.beta=0.05", f"output_dir={t}"],
+        "--arm 'dpo.beta=0.05': expected NAME:key.path=value",
+    ),
+    Case(
+        "experiment with an arm override that is not a valid value",
+        lambda t: ["experiment", "--arms", "rs,b", "--arm", "b:dpo.epochs=0", f"output_dir={t}"],
+        "'dpo.epochs' must be > 0, got 0",
+        absent=("experiment-*",),
+    ),
+    Case(
+        "experiment --rounds 0",
+        lambda t: ["experiment", "--rounds", "0", f"output_dir={t}"],
+        "--rounds must be 1 or more, got 0",
+        absent=("experiment-*",),
+    ),
+    Case(
         "status --output-dir a folder that does not exist",
         lambda t: ["status", "--output-dir", str(t / "rnus")],
         "--output-dir {tmp}/rnus: no such folder",

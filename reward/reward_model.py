@@ -27,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from statistics import NormalDist
 
 from alignment.config import RewardModelConfig
 from alignment.hardware import torch_dtype
@@ -275,8 +276,18 @@ def _to_trainer_rows(pairs: list[dict], use_margin: bool) -> list[dict]:
     return rows
 
 
-def check_heldout_accuracy(metrics: dict, floor: float | None) -> None:
-    """Raise RewardModelTooWeak when ``metrics["heldout_accuracy"]`` is below ``floor`` (None: no floor).
+def accuracy_interval(accuracy: float, n: int, confidence: float) -> tuple[float, float]:
+    """Wilson score interval of a pairwise accuracy measured on ``n`` pairs."""
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    center = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n))
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def check_heldout_accuracy(metrics: dict, floor: float | None, confidence: float | None = None) -> None:
+    """Raise RewardModelTooWeak when ``metrics["heldout_accuracy"]`` is below ``floor`` (None: no floor); with a
+    ``confidence``, only when its whole interval (Wilson) is below the floor, as the promotion gate asks a drop to be
+    significant. A point estimate below the floor within the noise logs a warning and the round goes on.
 
     ``metrics`` is what :func:`train_reward_model` returns. Without held-out pairs there is nothing to measure: a
     warning is logged and the round goes on.
@@ -293,6 +304,23 @@ def check_heldout_accuracy(metrics: dict, floor: float | None) -> None:
         return
     if accuracy >= floor:
         return
+    if confidence is not None:
+        low, high = accuracy_interval(accuracy, n, confidence)
+        if high >= floor:
+            log.warning(
+                "reward model: held-out pairwise accuracy %.4f on %d held-out pairs is below the floor %s but not "
+                "significantly (its %.0f%% interval [%.2f, %.2f] reaches it; reward_model.heldout_confidence): the "
+                "round goes on; more held-out pairs would tell",
+                accuracy, n, floor, 100 * confidence, low, high,
+            )  # fmt: skip
+            return
+        raise RewardModelTooWeak(
+            f"reward model too weak: held-out pairwise accuracy {accuracy:.4f} on {n} held-out pairs, whose "
+            f"{100 * confidence:.0f}% interval [{low:.3f}, {high:.3f}] is below the floor {floor} (config keys "
+            "reward_model.min_heldout_accuracy and heldout_confidence), so the round stops here. Add or improve "
+            "preference pairs, train the RM longer (reward_model.epochs, reward_model.learning_rate), or lower "
+            "reward_model.min_heldout_accuracy (null disables the check)."
+        )
     few = (
         f" Only {n} held-out pair{'s' if n != 1 else ''}: the estimate is noisy (below {FEW_HELDOUT_PAIRS} pairs one "
         "pair moves it by 10 points or more), but the floor still applies."

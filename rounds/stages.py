@@ -269,7 +269,9 @@ def reward_model(rnd: Round) -> dict:
     log.info(
         "reward model: held-out pairwise accuracy %s on %d pairs", metrics["heldout_accuracy"], metrics["heldout_pairs"]
     )
-    check_heldout_accuracy(metrics, cfg.min_heldout_accuracy)  # a weak RM stops the round here, with the numbers
+    check_heldout_accuracy(
+        metrics, cfg.min_heldout_accuracy, cfg.heldout_confidence
+    )  # a weak RM stops the round here, with the numbers
     return {**metrics, "pair_sources": sources, "processes": rnd.cfg.accelerate.num_processes}
 
 

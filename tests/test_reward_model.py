@@ -6,6 +6,7 @@ Training and reproducibility of the RM are covered in test_training.py; model te
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections import Counter
 from pathlib import Path
@@ -186,6 +187,18 @@ def test_heldout_accuracy_floor():
     with pytest.raises(RewardModelTooWeak, match=r"Only 4 held-out pairs: the estimate is noisy") as info:
         check_heldout_accuracy({"heldout_accuracy": 0.25, "heldout_pairs": 4}, 0.55)
     assert "reward_model.min_heldout_accuracy" in str(info.value)
+
+
+def test_heldout_floor_with_a_confidence_stops_only_a_significantly_weaker_rm(caplog):
+    """A default round 2 measured 11 of 23 held-out pairs right (0.478, 95% interval about 0.29-0.67) and stopped on
+    the point estimate; with reward_model.heldout_confidence the floor stops a round only when the whole interval is
+    below it, and says so when the point estimate alone is below."""
+    with caplog.at_level(logging.WARNING, logger="reward.reward_model"):
+        check_heldout_accuracy({"heldout_accuracy": 11 / 23, "heldout_pairs": 23}, 0.55, confidence=0.95)
+    assert "below the floor 0.55 but not significantly" in caplog.text and "23 held-out pairs" in caplog.text
+    with pytest.raises(RewardModelTooWeak, match=r"95% interval \[0\.1\d+, 0\.3\d+\] is below the floor 0.55"):
+        check_heldout_accuracy({"heldout_accuracy": 0.25, "heldout_pairs": 60}, 0.55, confidence=0.95)
+    assert RewardModelConfig().heldout_confidence == 0.95
 
 
 # ------------------------------------------------------------------------------------------ seed rankings

@@ -369,7 +369,7 @@ def test_report_of_a_real_round(e2e_run: Path, tmp_path: Path) -> None:
     table = report.eval_table(data)
     assert {"round-1", "round-2"} <= set(table["round"])
     assert table["accuracy"].notna().all()
-    promotion = report.read_json_optional(round_dir / "promotion.json")
+    promotion = Promotion.read_optional(round_dir / "promotion.json")
     decision = set(table.loc[table["round"] == "round-2", "promotion"])
     assert decision == {report.promotion_decision(promotion)}
     if shutil.which("chromium") is None and shutil.which("chromium-browser") is None:

@@ -285,7 +285,8 @@ def test_score_is_read_at_the_last_real_token_and_padding_does_not_move_it(tiny_
 
     from reward.reward_model import RewardScorer
 
-    scorer = RewardScorer(tiny_rm_dir, device="cpu", batch_size=16)
+    # fp32 like the direct model calls below (precision auto is bf16 autocast on a CPU with native bf16)
+    scorer = RewardScorer(tiny_rm_dir, device="cpu", batch_size=16, precision="fp32")
     assert scorer.tokenizer.padding_side == "right"  # the scorer always right-pads
     model, pad = scorer.model, scorer.tokenizer.pad_token_id
     conv = _conv("The answer is 4.")
@@ -417,7 +418,7 @@ def test_rm_with_pad_equal_to_eos_trains_and_scores_at_the_same_position(tiny_mo
     metrics = train_reward_model(pairs, str(base), cfg, tmp_path / "rm", seed=0, device="cpu", work_dir=tmp_path / "w")
     assert metrics["own_pad_token"] is True
 
-    scorer = RewardScorer(str(tmp_path / "rm"), device="cpu", batch_size=8)
+    scorer = RewardScorer(str(tmp_path / "rm"), device="cpu", batch_size=8, precision="fp32")
     assert scorer.tokenizer.pad_token == RM_PAD_TOKEN and scorer.tokenizer.pad_token_id != scorer.tokenizer.eos_token_id
     short, long = _conv("It is 4."), _conv("A much longer answer that needs padding in a batch. " * 5)
     encoded = scorer._encode(short)

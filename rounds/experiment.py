@@ -32,7 +32,7 @@ from pathlib import Path
 from alignment.compare import difference_interval, read_item_records
 from alignment.config import RoundConfig, config_to_dict, load_config
 from alignment.records import read_json, write_json
-from rounds.layout import ARTIFACTS, EvalSummary, Manifest, Promotion, round_path
+from rounds.layout import ARTIFACTS, EvalSummary, Manifest, Promotion, Selection, round_path
 from rounds.runner import STAGES, run_dir_for, run_round
 from rounds.stages import check_training_config
 
@@ -226,8 +226,8 @@ def _read_run(run_dir: Path, rounds: int) -> tuple[EvalItems | None, list[tuple[
             manifest = Manifest.from_dict(read_json(rd / ARTIFACTS.manifest), str(rd / ARTIFACTS.manifest))
             facts["stages_s"] = manifest.stages_total_s
         if (rd / ARTIFACTS.selection).is_file():
-            sel = read_json(rd / ARTIFACTS.selection)
-            facts["sft_rows"], facts["dpo_pairs"] = sel["sft"]["kept"], sel["dpo"]["kept"]
+            sel = Selection.read(rd / ARTIFACTS.selection)  # the typed reader: a renamed key fails here, named
+            facts["sft_rows"], facts["dpo_pairs"] = sel.sft.kept, sel.dpo.kept
         done.append((k, EvalItems(f"round {k}", _items(run_dir / ev.model_eval_file)), facts))
     return base, done
 

@@ -6,7 +6,8 @@ None when no verifier applies) and ``rm_score``; ``verifier_reason`` is counted 
 ``verifier_flags`` (``off-topic``) ranks a pass lower when present. A verifier failure includes a truncated response
 (``reward.verifiers.TRUNCATED``). Everything is grouped by ``prompt_id``; nothing is matched by position. Within a
 prompt, candidates rank by ``score`` (highest first), then by candidate number (``p#2`` before ``p#10``), so no
-result depends on input order.
+result depends on input order; with ``selection.length_tiebreak``, the RM's near-ties (within ``min_margin`` of the
+prompt's best, same verifier tier) go shortest first (:func:`rank_candidates`).
 
 Margins are raw reward-model score differences: under Bradley-Terry, a difference d means the RM puts the chosen
 answer above the rejected one with probability sigmoid(d), whatever the prompt. A pair the verifier decides (a pass
@@ -98,12 +99,29 @@ def _group(rows: list[dict]) -> dict[str, list[dict]]:
     return groups
 
 
-def _by_prompt(rows: list[dict]) -> dict[str, list[dict]]:
-    """prompt_id -> its candidates, highest score first; the candidate number breaks ties."""
-    return {
-        pid: sorted(g, key=lambda r: (-r["score"], candidate_order(r["candidate_id"])))
-        for pid, g in sorted(_group(rows).items())
-    }
+def word_count(text: str) -> int:
+    """The length :data:`SelectionConfig.length_tiebreak` compares: whitespace-separated words."""
+    return len(text.split())
+
+
+def rank_candidates(cands: list[dict], length_tiebreak: bool = False, margin: float = 0.0) -> list[dict]:
+    """One prompt's candidates, best first: highest score, then the candidate number. With ``length_tiebreak``, the
+    candidates of the best one's tier whose score is within ``margin`` of the best (RM near-ties) move to the front,
+    the fewest words first (then score, then candidate number); the rest keep their order behind them."""
+    ranked = sorted(cands, key=lambda r: (-r["score"], candidate_order(r["candidate_id"])))
+    if not length_tiebreak or not ranked:
+        return ranked
+    top = ranked[0]
+    near = [c for c in ranked if c["tier"] == top["tier"] and c["score"] >= top["score"] - margin - MARGIN_TOLERANCE]
+    rest = ranked[len(near) :]  # the near-ties are a prefix of the score order
+    near.sort(key=lambda r: (word_count(r["text"]), -r["score"], candidate_order(r["candidate_id"])))
+    return near + rest
+
+
+def _by_prompt(rows: list[dict], cfg: SelectionConfig | None = None) -> dict[str, list[dict]]:
+    """prompt_id -> its candidates ranked by :func:`rank_candidates` (``cfg``: the length tie-break and its margin)."""
+    tiebreak, margin = (cfg.length_tiebreak, cfg.min_margin) if cfg is not None else (False, 0.0)
+    return {pid: rank_candidates(g, tiebreak, margin) for pid, g in sorted(_group(rows).items())}
 
 
 def select_sft(scored: list[dict], prompts: dict[str, dict], cfg: SelectionConfig) -> tuple[list[dict], dict[str, str]]:
@@ -121,7 +139,7 @@ def select_sft(scored: list[dict], prompts: dict[str, dict], cfg: SelectionConfi
     floor = cfg.sft_min_score
     rows: list[dict] = []
     dropped: dict[str, str] = {}
-    for pid, cands in _by_prompt(scored).items():
+    for pid, cands in _by_prompt(scored, cfg).items():
         if _failed(cands[0]):
             dropped[pid] = "no candidate passed the verifier"
             continue
@@ -186,7 +204,7 @@ def select_pairs(
         raise ValueError(f"unknown pair_strategy {cfg.pair_strategy!r} (supported: {', '.join(PAIR_STRATEGIES)})")
     pairs: list[dict] = []
     dropped: dict[str, str] = {}
-    for pid, cands in _by_prompt(scored).items():
+    for pid, cands in _by_prompt(scored, cfg).items():
         best = cands[0]
         if len(cands) < 2:
             dropped[pid] = "fewer than 2 candidates"
@@ -306,7 +324,9 @@ def margin_sweep(scored: list[dict], prompts: dict[str, dict], cfg: SelectionCon
     the one :func:`select_pairs` got, so ``best_vs_random`` draws the same rejected sides."""
     import dataclasses
 
-    candidates, _ = select_pairs(scored, prompts, dataclasses.replace(cfg, min_margin=float("-inf")), seed=seed)
+    # Without a margin there are no near-ties to break: the sweep ranks by the RM score alone.
+    plain = dataclasses.replace(cfg, min_margin=float("-inf"), length_tiebreak=False)
+    candidates, _ = select_pairs(scored, prompts, plain, seed=seed)
     rm_only = [p for p in candidates if p["decided_by"] == "reward model"]
     out = {}
     for t in sorted({*MARGIN_SWEEP, cfg.min_margin}):

@@ -191,6 +191,44 @@ def test_truncated_winner_loses_to_a_finished_answer():
 # ---------------------------------------------------------------------------------------------------- pairs
 
 
+def test_length_tiebreak_takes_the_shortest_pass_among_rm_near_ties():
+    tie = SelectionConfig(min_margin=0.5, length_tiebreak=True)
+    scored = combine_scores(
+        [
+            cand("p1", 0, "Two plus two makes four, so the answer is 4", True, 1.0),  # RM best, 10 words
+            cand("p1", 1, "The answer is 4", True, 0.6),  # within 0.5 of the best: a near-tie, 4 words
+            cand("p1", 2, "4", True, 0.3),  # 0.7 below the best: the RM is confident, not a tie
+            cand("p1", 3, "5", False, 2.0),  # shortest of all, but failed
+            cand("p3", 0, "It is 6", True, 0.2),
+            cand("p3", 1, "6", False, -1.0),
+        ]
+    )
+    rows, _ = select_sft(scored, PROMPTS, tie)
+    assert [r["candidate_id"] for r in rows] == ["p1#1", "p3#0"]
+    assert [r["candidate_id"] for r in select_sft(scored, PROMPTS, CFG)[0]] == ["p1#0", "p3#0"]  # off: the RM alone
+    two = select_sft(scored, PROMPTS, SelectionConfig(min_margin=0.5, length_tiebreak=True, sft_per_prompt=3))[0]
+    assert [r["candidate_id"] for r in two if r["prompt_id"] == "p1"] == ["p1#1", "p1#0", "p1#2"]
+    pairs, _ = select_pairs(scored, PROMPTS, tie)
+    assert [(p["chosen_id"], p["rejected_id"], p["decided_by"]) for p in pairs] == [
+        ("p1#1", "p1#3", "verifier"),
+        ("p3#0", "p3#1", "verifier"),
+    ]
+
+
+def test_length_tiebreak_never_lets_a_reward_model_pair_through_below_the_margin():
+    tie = SelectionConfig(min_margin=0.5, length_tiebreak=True)
+    # chat: the short p4#1 is a near-tie of p4#0 and becomes chosen; only p4#2 is lower, by 1.3 >= 0.5: kept
+    scored = combine_scores(
+        [cand("p4", 0, "a b c d", None, 2.0), cand("p4", 1, "a", None, 1.8), cand("p4", 2, "x y", None, 0.5)]
+    )
+    pairs, dropped = select_pairs(scored, PROMPTS, tie)
+    assert [(p["chosen_id"], p["rejected_id"]) for p in pairs] == [("p4#1", "p4#2")] and not dropped
+    assert pairs[0]["margin"] == pytest.approx(1.3)
+    # only near-ties: the shortest is chosen, the others are within the margin -> no pair
+    scored = combine_scores([cand("p4", 0, "a b c d", None, 2.0), cand("p4", 1, "a", None, 1.8)])
+    assert select_pairs(scored, PROMPTS, tie)[1] == {"p4": "tie"}
+
+
 def test_pairs_best_vs_worst_with_margin_all_fail_and_single():
     scored = combine_scores(
         [

@@ -161,10 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser(
-        "experiment", help="run arms of a recipe (rs, random control, your own) for R rounds; one results table"
+        "experiment",
+        help="run arms of a recipe (rs, random control, sft_only, your own) for R rounds; one results table",
     )
     p.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config every arm starts from")
-    p.add_argument("--arms", default="rs,random", help="comma-separated arms (built-in: rs, random; default rs,random)")
+    p.add_argument(
+        "--arms", default="rs,random", help="comma-separated arms (built-in: rs, random, sft_only; default rs,random)"
+    )
     p.add_argument(
         "--arm",
         action="append",

@@ -341,6 +341,9 @@ class DpoVariant:
 
 @dataclass(frozen=True)
 class DpoConfig:
+    enabled: bool = True
+    """false: no DPO; the round's model is its SFT model (an ``sft_only`` experiment arm). Pairs are still selected
+    and recorded."""
     beta: float = 0.1
     nll_weight: float = 0.2
     """Weight of the NLL term on the chosen response (Llama 3 uses 0.2); 0 disables it."""

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 BUILTIN_ARMS: dict[str, tuple[str, ...]] = {
     "rs": (),  # rejection sampling: the config as it is
     "random": ("selection.strategy=random",),  # the control arm: the same counts, picks drawn at random
+    "sft_only": ("dpo.enabled=false",),  # rejection sampling, SFT only: what DPO adds
 }
 EXPERIMENT_OVERRIDES = ("eval.max_items=null",)
 """Applied to every arm before the user's overrides: experiments evaluate the whole suites."""

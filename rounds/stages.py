@@ -484,9 +484,14 @@ def dpo(rnd: Round) -> dict:
     to ``variants/average/``, each is evaluated (``variants/<name>.eval.json``) and the best by mean accuracy over
     the capabilities is copied to ``model/`` (ties go to the average, then to the earlier run); ``variants.json``
     records every candidate's metrics and scores. With no pair in ``dpo.parquet`` DPO is skipped with a warning and
-    ``model/`` is a copy of ``sft/``.
+    ``model/`` is a copy of ``sft/``; with ``dpo.enabled: false`` it is skipped the same way, on purpose.
     """
     cfg = rnd.cfg
+    if not cfg.dpo.enabled:
+        log.info("dpo: off (dpo.enabled: false); the round's model is its SFT model")
+        shutil.rmtree(rnd.path("model"), ignore_errors=True)
+        shutil.copytree(rnd.path("sft"), rnd.path("model"))
+        return {"skipped": "dpo.enabled is false", "pairs": 0}
     pairs = read_parquet(rnd.path("dpo.parquet"))
     if not pairs:
         # Strict selection can leave no pair (e.g. every RM-decided pair under selection.min_margin and no verifier

@@ -233,3 +233,20 @@ def test_a_round_whose_selection_left_no_dpo_pair_exports_its_sft_model(tiny_mod
     assert "the round's model is its SFT model" in caplog.text
     for name in ("model.safetensors", "config.json"):
         assert (tmp_path / "model" / name).read_bytes() == (tmp_path / "sft" / name).read_bytes()
+
+
+def test_dpo_off_exports_the_sft_model_even_with_pairs(tiny_model_dir, tmp_path):
+    """``dpo.enabled: false`` (the experiment's sft_only arm): the round's model is its SFT model, pairs or not."""
+    from alignment.config import load_config
+    from alignment.records import write_parquet
+    from rounds.experiment import parse_arms
+    from rounds.layout import Round
+    from rounds.stages import dpo
+
+    cfg = load_config(None, list(parse_arms("sft_only", [])[0].overrides))
+    rnd = Round(cfg=cfg, index=1, dir=tmp_path, start_model=tiny_model_dir, run_dir=tmp_path)
+    shutil.copytree(tiny_model_dir, tmp_path / "sft")
+    write_parquet([{"prompt_id": "p1", "chosen": "a", "rejected": "b"}], tmp_path / "dpo.parquet")
+    assert dpo(rnd) == {"skipped": "dpo.enabled is false", "pairs": 0}
+    for name in ("model.safetensors", "config.json"):
+        assert (tmp_path / "model" / name).read_bytes() == (tmp_path / "sft" / name).read_bytes()

@@ -16,10 +16,11 @@ CONFIG = str(ROOT / "configs" / "default.yaml")
 
 
 def test_arms_built_in_defined_and_wrong() -> None:
-    arms = parse_arms("rs,random", ["beta05:dpo.beta=0.05", "beta05:dpo.epochs=2"])
+    arms = parse_arms("rs,random,sft_only", ["beta05:dpo.beta=0.05", "beta05:dpo.epochs=2"])
     assert [(a.name, a.overrides) for a in arms] == [
         ("rs", ()),
         ("random", ("selection.strategy=random",)),
+        ("sft_only", ("dpo.enabled=false",)),
         ("beta05", ("dpo.beta=0.05", "dpo.epochs=2")),
     ]
     with pytest.raises(ValueError, match="unknown arm 'randm'.*--arm randm:key.path=value"):
@@ -200,4 +201,8 @@ def test_a_tiny_experiment_shares_round_one_and_writes_the_table(tmp_path) -> No
     assert json.loads((exp / "random" / "round-1" / "selection.json").read_text())["strategy"] == "random"
     md = out.read_text()
     assert "| rs | 1 |" in md and "| random | 1 |" in md and "## Each arm against `rs`" in md
+    assert (
+        f"Code id of the rounds (source and library versions, as in the stage keys): `{manifest['code_version']}`."
+        in md
+    )
     assert (tmp_path / "results-accuracy.png").is_file()

@@ -276,10 +276,10 @@ class SelectionConfig:
     pairs each threshold in ``reward.select.MARGIN_SWEEP`` would remove."""
     length_tiebreak: bool = False
     """Within a prompt, candidates of the best one's verifier tier whose RM score is within ``min_margin`` of the best
-    count as tied (the RM is not confident between them), and the one with the fewest words ranks first. Measured
-    on the default recipe: the RM's spread among one prompt's passes was under 1.0 for most prompts, and its picks
-    ran longer than random ones (instruction SFT rows 59 vs 51 words; DPO taught longer over shorter). Off: the RM
-    score alone ranks."""
+    count as tied (the RM is not confident between them), and the one with the fewest words ranks first. The RM's
+    spread among one prompt's passes was under 1.0 for most prompts, and its picks ran longer than random ones
+    (instruction SFT rows 59 vs 51 words). Over 3 rounds (docs/results.md) it shortened replies and fitted the
+    training wording without a held-out gain, so it is off by default: the RM score alone ranks."""
     pair_strategy: Literal["best_vs_worst", "best_vs_random"] = "best_vs_worst"
     """best_vs_worst or best_vs_random (the rejected side drawn, seeded, among the prompt's other candidates)."""
     sft_min_score: float | None = None

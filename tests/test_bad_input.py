@@ -188,7 +188,7 @@ CASES += [
     Case(
         "experiment with an arm nobody defined",
         lambda t: ["experiment", "--arms", "rs,randm", f"output_dir={t}"],
-        "--arms: unknown arm 'randm' (built-in: rs, random; define one with --arm randm:key.path=value)",
+        "--arms: unknown arm 'randm' (built-in: rs, random, sft_only; define one with --arm randm:key.path=value)",
     ),
     Case(
         "experiment --arm without NAME:",

@@ -146,17 +146,15 @@ def select_sft(scored: list[dict], prompts: dict[str, dict], cfg: SelectionConfi
         if cands[0]["tier"] < TIER_PASS:
             dropped[pid] = "best pass is off-topic"
             continue
-        if floor is not None and cands[0]["rm_score"] < floor:
+        if floor is not None and max(c["rm_score"] for c in cands if c["tier"] == TIER_PASS) < floor:
             dropped[pid] = "best below sft_min_score"
             continue
         prompt, seen = prompts[pid], set()
         for c in cands:
-            if (
-                len(seen) >= cfg.sft_per_prompt
-                or c["tier"] < TIER_PASS
-                or (floor is not None and c["rm_score"] < floor)
-            ):
-                break  # ranked by score: every later candidate is lower or failed too
+            if len(seen) >= cfg.sft_per_prompt or c["tier"] < TIER_PASS:
+                break  # ranked by tier first: every later candidate is flagged or failed too
+            if floor is not None and c["rm_score"] < floor:
+                continue  # a short near-tie under the floor (length_tiebreak) may precede one above it
             key = normalise_text(c["text"])
             if key in seen:
                 continue
@@ -223,6 +221,9 @@ def select_pairs(
         if not lower:
             dropped[pid] = "tie"
             continue
+        # By score, whatever the tie-break did to the order: the worst is the lowest score (the later candidate on
+        # ties), and best_vs_random draws from the same list with or without the tie-break.
+        lower.sort(key=lambda r: (-r["score"], candidate_order(r["candidate_id"])))
         rejected = lower[-1] if cfg.pair_strategy == "best_vs_worst" else _rng(seed, pid).choice(lower)
         margin = best["rm_score"] - rejected["rm_score"]
         # Only a pass over a failure is the verifier's call; an on-topic pass over an off-topic one rests on a
@@ -324,7 +325,8 @@ def margin_sweep(scored: list[dict], prompts: dict[str, dict], cfg: SelectionCon
     the one :func:`select_pairs` got, so ``best_vs_random`` draws the same rejected sides."""
     import dataclasses
 
-    # Without a margin there are no near-ties to break: the sweep ranks by the RM score alone.
+    # The sweep ranks by the RM score alone: with length_tiebreak the chosen side can be a shorter near-tie, so its
+    # counts describe RM-order pairs, not exactly the pairs select_pairs kept.
     plain = dataclasses.replace(cfg, min_margin=float("-inf"), length_tiebreak=False)
     candidates, _ = select_pairs(scored, prompts, plain, seed=seed)
     rm_only = [p for p in candidates if p["decided_by"] == "reward model"]

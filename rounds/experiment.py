@@ -319,7 +319,12 @@ def results_markdown(exp: Path, arms: list[str], rounds: int, plot_name: str | N
         + ".",
         "Items per capability: " + ", ".join(f"{c} {len(base.scores(c))}" for c in caps) + ".",
         "Code id of the rounds (source and library versions, as in the stage keys): "
-        + ", ".join(f"`{c}`" for c in sorted({str(f.get("code")) for d in data.values() for _, _, f in d["rounds"]}))
+        + (
+            ", ".join(
+                f"`{c}`" for c in sorted({f["code"] for d in data.values() for _, _, f in d["rounds"] if f.get("code")})
+            )
+            or "unrecorded"
+        )
         + ".",
         f"Intervals: paired {CONFIDENCE:.0%} (same items, `alignment.compare.difference_interval`); "
         "**↑**/**↓**: the interval excludes zero. Δ vs base: against the arm's own eval of the base model.",

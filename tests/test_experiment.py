@@ -106,6 +106,7 @@ def test_results_table_holds_the_paired_intervals(tmp_path) -> None:
     md = results_markdown(exp, ["rs", "random"], 1)
     assert f"| rs | 1 | 0.750, {_interval(rs, base, ids)} | 15 | 0.75 |" in md
     assert "| base | 0 | 0.250 | 25 | 0.25 |" in md
+    assert "(source and library versions, as in the stage keys): unrecorded." in md  # these rounds have no manifest
     # each arm against its own eval of the base model
     acc = sum(rand.values()) / 40
     assert f"| random | 1 | {acc:.3f}, {_interval(rand, base_b, ids)} |" in md

@@ -229,6 +229,26 @@ def test_length_tiebreak_never_lets_a_reward_model_pair_through_below_the_margin
     assert select_pairs(scored, PROMPTS, tie)[1] == {"p4": "tie"}
 
 
+def test_length_tiebreak_keeps_the_worst_by_score_and_the_sft_floor_by_score():
+    # near-ties only, chat: T is shortest and best; best_vs_worst must reject the lowest score (C, margin 1.0), not
+    # the wordiest near-tie (B, margin 0.9, which the margin would drop)
+    tie = SelectionConfig(min_margin=1.0, length_tiebreak=True)
+    scored = combine_scores(
+        [
+            cand("p4", 0, "short one", None, 3.0),
+            cand("p4", 1, "a much longer reply with nine words in it", None, 2.1),
+            cand("p4", 2, "five words in this one", None, 2.0),
+        ]
+    )
+    pairs, dropped = select_pairs(scored, PROMPTS, tie)
+    assert [(p["chosen_id"], p["rejected_id"], p["margin"]) for p in pairs] == [("p4#0", "p4#2", 1.0)] and not dropped
+    # the floor looks at scores: a short near-tie under it does not hide a longer pass above it
+    floor = SelectionConfig(min_margin=0.5, length_tiebreak=True, sft_min_score=1.0)
+    scored = combine_scores([cand("p1", 0, "The sum of two and two is 4", True, 1.2), cand("p1", 1, "4", True, 0.9)])
+    rows, dropped = select_sft(scored, PROMPTS, floor)
+    assert [r["candidate_id"] for r in rows] == ["p1#0"] and not dropped
+
+
 def test_pairs_best_vs_worst_with_margin_all_fail_and_single():
     scored = combine_scores(
         [

@@ -118,10 +118,9 @@ def rank_candidates(cands: list[dict], length_tiebreak: bool = False, margin: fl
     return near + rest
 
 
-def _by_prompt(rows: list[dict], cfg: SelectionConfig | None = None) -> dict[str, list[dict]]:
+def _by_prompt(rows: list[dict], cfg: SelectionConfig) -> dict[str, list[dict]]:
     """prompt_id -> its candidates ranked by :func:`rank_candidates` (``cfg``: the length tie-break and its margin)."""
-    tiebreak, margin = (cfg.length_tiebreak, cfg.min_margin) if cfg is not None else (False, 0.0)
-    return {pid: rank_candidates(g, tiebreak, margin) for pid, g in sorted(_group(rows).items())}
+    return {pid: rank_candidates(g, cfg.length_tiebreak, cfg.min_margin) for pid, g in sorted(_group(rows).items())}
 
 
 def select_sft(scored: list[dict], prompts: dict[str, dict], cfg: SelectionConfig) -> tuple[list[dict], dict[str, str]]:

@@ -224,10 +224,8 @@ def _read_run(run_dir: Path, rounds: int) -> tuple[EvalItems | None, list[tuple[
         if (rd / ARTIFACTS.promotion).is_file():
             facts["promoted"] = Promotion.read(rd / ARTIFACTS.promotion).promoted
         if (rd / ARTIFACTS.manifest).is_file():
-            raw = read_json(rd / ARTIFACTS.manifest)
-            manifest = Manifest.from_dict(raw, str(rd / ARTIFACTS.manifest))
-            facts["stages_s"] = manifest.stages_total_s
-            facts["code"] = raw.get("code_version")
+            manifest = Manifest.from_dict(read_json(rd / ARTIFACTS.manifest), str(rd / ARTIFACTS.manifest))
+            facts["stages_s"], facts["code"] = manifest.stages_total_s, manifest.code_version
         if (rd / ARTIFACTS.selection).is_file():
             sel = Selection.read(rd / ARTIFACTS.selection)  # the typed reader: a renamed key fails here, named
             facts["sft_rows"], facts["dpo_pairs"] = sel.sft.kept, sel.dpo.kept
@@ -310,6 +308,7 @@ def results_markdown(exp: Path, arms: list[str], rounds: int, plot_name: str | N
     base = data[ref]["base"]
     caps = base.capabilities()
     plan = read_json(exp / "experiment.json") if (exp / "experiment.json").is_file() else {}
+    codes = sorted({f["code"] for d in data.values() for _, _, f in d["rounds"] if "code" in f})
     lines = [
         f"# Experiment `{exp.name}`: {', '.join(data)} over {rounds} round(s)",
         "",
@@ -319,12 +318,7 @@ def results_markdown(exp: Path, arms: list[str], rounds: int, plot_name: str | N
         + ".",
         "Items per capability: " + ", ".join(f"{c} {len(base.scores(c))}" for c in caps) + ".",
         "Code id of the rounds (source and library versions, as in the stage keys): "
-        + (
-            ", ".join(
-                f"`{c}`" for c in sorted({f["code"] for d in data.values() for _, _, f in d["rounds"] if f.get("code")})
-            )
-            or "unrecorded"
-        )
+        + (", ".join(f"`{c}`" for c in codes) or "unrecorded")
         + ".",
         f"Intervals: paired {CONFIDENCE:.0%} (same items, `alignment.compare.difference_interval`); "
         "**↑**/**↓**: the interval excludes zero. Δ vs base: against the arm's own eval of the base model.",

@@ -199,6 +199,8 @@ class Manifest:
     timings_s: dict[str, float]
     stages_total_s: float
     """Seconds of the stages that built the round so far (the report stage, last, sees all the others)."""
+    code_version: str
+    """The code id in every stage key (``rounds.keys.code_id``: source and library versions)."""
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "manifest.json") -> Manifest:
@@ -223,6 +225,7 @@ class Manifest:
             stages=stages,
             timings_s={k: float(v) for k, v in need(data, "timings_s", "").items()},
             stages_total_s=float(need(data, "stages_total_s", "")),
+            code_version=str(need(data, "code_version", "")),
         )
 
     def metrics(self, stage: str) -> dict:

@@ -489,9 +489,7 @@ def dpo(rnd: Round) -> dict:
     cfg = rnd.cfg
     if not cfg.dpo.enabled:
         log.info("dpo: off (dpo.enabled: false); the round's model is its SFT model")
-        shutil.rmtree(rnd.path("model"), ignore_errors=True)
-        shutil.copytree(rnd.path("sft"), rnd.path("model"))
-        return {"skipped": "dpo.enabled is false", "pairs": 0}
+        return _sft_as_model(rnd, "dpo.enabled is false")
     pairs = read_parquet(rnd.path("dpo.parquet"))
     if not pairs:
         # Strict selection can leave no pair (e.g. every RM-decided pair under selection.min_margin and no verifier
@@ -499,9 +497,7 @@ def dpo(rnd: Round) -> dict:
         dropped = Selection.read(rnd.path("selection.json")).dpo.dropped
         why = ", ".join(f"{reason}: {n}" for reason, n in dropped.items()) or "no prompts"
         log.warning("dpo: no preference pair passed selection (%s); the round's model is its SFT model", why)
-        shutil.rmtree(rnd.path("model"), ignore_errors=True)
-        shutil.copytree(rnd.path("sft"), rnd.path("model"))
-        return {"skipped": f"no preference pair passed selection ({why})", "pairs": 0}
+        return _sft_as_model(rnd, f"no preference pair passed selection ({why})")
     runs: list[tuple[str, dict, int]] = [("main", {}, cfg.seed)]
     for i, v in enumerate(cfg.dpo.variants, start=1):
         changes = {k: getattr(v, k) for k in ("learning_rate", "beta") if getattr(v, k) is not None}
@@ -527,6 +523,13 @@ def dpo(rnd: Round) -> dict:
     if len(runs) == 1:
         return {**metrics["main"], "processes": cfg.accelerate.num_processes}
     return {"runs": metrics, **_average_and_choose(rnd, [name for name, _, _ in runs])}
+
+
+def _sft_as_model(rnd: Round, why: str) -> dict:
+    """DPO skipped (``why``): the round's exported model is a copy of its SFT model."""
+    shutil.rmtree(rnd.path("model"), ignore_errors=True)
+    shutil.copytree(rnd.path("sft"), rnd.path("model"))
+    return {"skipped": why, "pairs": 0}
 
 
 def _average_and_choose(rnd: Round, names: list[str]) -> dict:

@@ -407,6 +407,7 @@ def test_the_report_reads_the_manifest_the_runner_writes(monkeypatch, tmp_path):
     assert view.stages_total_s == pytest.approx(sum(view.timings_s.values()), abs=0.2)
     raw = json.loads((tmp_path / "runs" / "t" / "round-1" / "manifest.json").read_text())
     assert Manifest.from_dict(raw).stages["report"].outputs == {}
+    assert Manifest.from_dict(raw).code_version == raw["code_version"] and len(raw["code_version"]) == 16
     raw["wall_s"] = raw.pop("stages_total_s")  # a rename in the runner ...
     with pytest.raises(ManifestError, match="no 'stages_total_s'"):  # ... fails the reader, naming the field
         Manifest.from_dict(raw)

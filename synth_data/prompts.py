@@ -318,9 +318,10 @@ def _mapped_item(row: dict, cols: dict[str, str | None], src: PromptSource, defa
 
 
 def build_pool(cfg: PromptsConfig) -> list[dict]:
-    """Every prompt a round may draw: ``builtin_train_prompts(cfg.builtin, cfg.seed)`` (the same in every round)
+    """Every prompt a round may draw: ``builtin_train_prompts(cfg.builtin, cfg.seed, cfg.wordings)`` (the same in every round)
     plus every user source, as prompt records. A prompt_id seen twice raises ValueError naming both sources."""
-    records = [to_prompt_record(item, "builtin") for item in builtin_train_prompts(cfg.builtin, seed=cfg.seed)]
+    builtin = builtin_train_prompts(cfg.builtin, seed=cfg.seed, wordings=cfg.wordings)
+    records = [to_prompt_record(item, "builtin") for item in builtin]
     for src in cfg.files:
         name = source_name(src)
         records.extend(to_prompt_record(item, name) for item in load_prompt_source(src))

@@ -36,6 +36,10 @@ NAMES = ["Sam", "Mia", "Leo", "Ana", "Ben", "Zoe", "Max", "Ivy", "Tom", "Lily", 
 OBJECTS = ["apples", "pencils", "stickers", "marbles", "books", "cookies", "coins", "cards", "shells", "balloons"]
 MATH_SUFFIXES = ["Give the final answer as a number.", "End with the final answer as a number."]
 HELD_OUT_MATH_SUFFIXES = ["Your reply should close with the numeric answer.", "State the final number at the end."]
+# Training-only paraphrases (``wordings="varied"``): drawn for the train split beside the templates the eval's seen
+# items use, never by the eval or seed splits, and written apart from every held-out template (tests check both), so
+# the held-out half stays wording the model never trained on while training sees more than one way to ask.
+VARIED_MATH_SUFFIXES = ["Write the answer as a number at the end.", "Finish with the result as a number."]
 
 TOPICS = [
     "the ocean", "coffee", "a rainy day", "cats", "dogs", "the moon", "gardening", "music", "trains", "bicycles",
@@ -64,6 +68,13 @@ HELD_OUT_TASKS: list[tuple[str, frozenset[str]]] = [
     ("Write a few lines on why people enjoy {t}.", frozenset()),
     ("Compose a tiny verse about {t}.", frozenset({"json", "num_bullets"})),
     ("Offer some reasons to care about {t}.", frozenset()),
+]
+VARIED_TASKS: list[tuple[str, frozenset[str]]] = [  # training-only paraphrases (wordings="varied")
+    ("Write two sentences about {t}.", frozenset({"num_bullets", "json"})),
+    ("Say something kind about {t}.", frozenset()),
+    ("Give a short description of {t}.", frozenset()),
+    ("Name a few things you like about {t}.", frozenset()),
+    ("Write a little rhyme about {t}.", frozenset({"json"})),
 ]
 INCOMPATIBLE = [
     frozenset(pair)
@@ -130,6 +141,19 @@ def _held_out(index: int, split: str) -> bool:
     return split == "eval" and index % 2 == 1
 
 
+WORDINGS = ("fixed", "varied")
+"""``fixed``: training prompts use the templates of the eval's seen items; ``varied``: those plus training-only
+paraphrases (``VARIED_*``), for the train split only."""
+
+
+def _varied(wordings: str, split: str) -> bool:
+    if wordings not in WORDINGS:
+        raise ValueError(f"unknown wordings {wordings!r}; expected one of {WORDINGS}")
+    if wordings == "varied" and split != "train":
+        raise ValueError(f"wordings='varied' is for the train split only, got split {split!r}")
+    return wordings == "varied"
+
+
 def _wording(held_out: bool) -> str:
     return "held_out" if held_out else "seen"
 
@@ -139,9 +163,15 @@ def _wording(held_out: bool) -> str:
 
 ARITHMETIC = ["What is {a} {op} {b}?", "Compute {a} {op} {b}.", "Calculate {a} {op} {b}."]
 HELD_OUT_ARITHMETIC = ["How much is {a} {op} {b}?", "Work out {a} {op} {b}.", "Find the value of {a} {op} {b}."]
+VARIED_ARITHMETIC = ["What does {a} {op} {b} equal?", "Evaluate {a} {op} {b}.", "Tell me the result of {a} {op} {b}."]
 
 
-def _arithmetic(rng: random.Random, held_out: bool = False) -> tuple[str, str, int, list[str]]:
+def _templates(seen: list, held_out_list: list, varied_list: list, held_out: bool, varied: bool) -> list:
+    """The templates one item draws from: the held-out ones, the seen ones, or (``varied``) seen + paraphrases."""
+    return held_out_list if held_out else seen + varied_list if varied else seen
+
+
+def _arithmetic(rng: random.Random, held_out: bool = False, varied: bool = False) -> tuple[str, str, int, list[str]]:
     op = rng.choice("+-*")
     if op == "+":
         a, b = rng.randint(2, 60), rng.randint(2, 60)
@@ -154,7 +184,7 @@ def _arithmetic(rng: random.Random, held_out: bool = False) -> tuple[str, str, i
         a, b = rng.randint(2, 12), rng.randint(2, 12)
         ans = a * b
     shown = rng.choice(["*", "times"]) if op == "*" else op
-    question = rng.choice(HELD_OUT_ARITHMETIC if held_out else ARITHMETIC)
+    question = rng.choice(_templates(ARITHMETIC, HELD_OUT_ARITHMETIC, VARIED_ARITHMETIC, held_out, varied))
     return f"{op}:{a}:{b}", question.format(a=a, op=shown, b=b), ans, [f"{a} {op} {b} = {ans}"]
 
 
@@ -178,10 +208,19 @@ HELD_OUT_ONE_STEP = [
     ("*", "There are {a} rows of {obj} with {b} in every row. What is the total?"),
     ("/", "{a} {obj} are split evenly into {b} groups. What is the size of one group?"),
 ]
+VARIED_ONE_STEP = [
+    ("+", "{name} picked {a} {obj} in the morning and {b} in the afternoon. How many {obj} did {name} pick?"),
+    ("+", "{name} had {a} {obj}. A friend gave {name} {b} more. How many {obj} does {name} have?"),
+    ("-", "There were {a} {obj} on the table. {name} took {b} of them. How many {obj} stayed on the table?"),
+    ("-", "{name} sold {b} of {a} {obj}. How many {obj} does {name} still have?"),
+    ("*", "{name} buys {a} boxes and each box has {b} {obj}. How many {obj} did {name} buy?"),
+    ("*", "A class has {a} tables and each table needs {b} {obj}. How many {obj} does the class need?"),
+    ("/", "{name} puts {a} {obj} into {b} equal piles. How many {obj} go in each pile?"),
+]
 
 
-def _one_step(rng: random.Random, held_out: bool = False) -> tuple[str, str, int, list[str]]:
-    op, template = rng.choice(HELD_OUT_ONE_STEP if held_out else ONE_STEP)
+def _one_step(rng: random.Random, held_out: bool = False, varied: bool = False) -> tuple[str, str, int, list[str]]:
+    op, template = rng.choice(_templates(ONE_STEP, HELD_OUT_ONE_STEP, VARIED_ONE_STEP, held_out, varied))
     if op == "+":
         a, b = rng.randint(2, 30), rng.randint(2, 20)
         ans = a + b
@@ -217,10 +256,17 @@ HELD_OUT_TWO_STEP = [
     ("*-", "{name} fills {a} trays with {b} {obj} each, then {c} of the {obj} break. What number are still whole?"),
     ("2+", "{name} owns {a} {obj} and {other} owns the same number. {other} then gets {b} more. What is their total?"),
 ]
+VARIED_TWO_STEP = [
+    ("+-", "{name} collected {a} {obj}, got {b} more from {other}, then lost {c}. How many {obj} does {name} have?"),
+    ("*+", "There are {a} bags with {b} {obj} in each and {c} extra {obj}. How many {obj} are there in all?"),
+    ("-+", "{name} had {a} {obj}, gave {b} to {other}, then bought {c} more. How many {obj} does {name} have?"),
+    ("*-", "{name} made {a} rows of {b} {obj} and then removed {c}. How many {obj} are in the rows now?"),
+    ("2+", "{name} has {a} {obj} and so does {other}. {name} finds {b} more. How many {obj} do the two have?"),
+]
 
 
-def _two_step(rng: random.Random, held_out: bool = False) -> tuple[str, str, int, list[str]]:
-    form, template = rng.choice(HELD_OUT_TWO_STEP if held_out else TWO_STEP)
+def _two_step(rng: random.Random, held_out: bool = False, varied: bool = False) -> tuple[str, str, int, list[str]]:
+    form, template = rng.choice(_templates(TWO_STEP, HELD_OUT_TWO_STEP, VARIED_TWO_STEP, held_out, varied))
     if form == "+-":
         a, b = rng.randint(5, 20), rng.randint(2, 15)
         c = rng.randint(1, a + b - 1)
@@ -245,16 +291,19 @@ def _two_step(rng: random.Random, held_out: bool = False) -> tuple[str, str, int
     return f"{form}:{a}:{b}:{c}", text, ans, work
 
 
-def make_math_items_with_work(n: int, seed: int, split: str) -> list[tuple[dict, list[str]]]:
+def make_math_items_with_work(n: int, seed: int, split: str, wordings: str = "fixed") -> list[tuple[dict, list[str]]]:
     """Math suite items paired with their worked steps (e.g. ``["12 + 7 = 19"]``); see :func:`make_math_items`."""
     _check_split(split, n)
+    varied = _varied(wordings, split)
     rng = random.Random(f"{split}:{seed}:math")
 
     def make(i: int) -> tuple[str, str, tuple[dict, list[str]]]:
         held_out = _held_out(i, split)
         r = rng.random()
-        key, question, ans, work = (_arithmetic if r < 0.4 else _one_step if r < 0.75 else _two_step)(rng, held_out)
-        text = f"{question} {rng.choice(HELD_OUT_MATH_SUFFIXES if held_out else MATH_SUFFIXES)}"
+        kind = _arithmetic if r < 0.4 else _one_step if r < 0.75 else _two_step
+        key, question, ans, work = kind(rng, held_out, varied)
+        suffix = rng.choice(_templates(MATH_SUFFIXES, HELD_OUT_MATH_SUFFIXES, VARIED_MATH_SUFFIXES, held_out, varied))
+        text = f"{question} {suffix}"
         item = {
             "id": f"math-{split}-{seed}-{i}",
             "capability": "math",
@@ -268,9 +317,10 @@ def make_math_items_with_work(n: int, seed: int, split: str) -> list[tuple[dict,
     return _fill(n, split, make)
 
 
-def make_math_items(n: int, seed: int, split: str) -> list[dict]:
-    """``n`` distinct small-number math items (arithmetic, one- and two-step word problems) for ``split``."""
-    return [item for item, _ in make_math_items_with_work(n, seed, split)]
+def make_math_items(n: int, seed: int, split: str, wordings: str = "fixed") -> list[dict]:
+    """``n`` distinct small-number math items (arithmetic, one- and two-step word problems) for ``split``;
+    ``wordings="varied"`` (train split only) adds the training-only paraphrases to the templates drawn from."""
+    return [item for item, _ in make_math_items_with_work(n, seed, split, wordings)]
 
 
 # ------------------------------------------------------------------------------ instruction following
@@ -292,18 +342,41 @@ HELD_OUT_CONSTRAINTS = {
 }
 
 
-def _constraint(ctype: str, rng: random.Random, case: str | None, held_out: bool = False) -> tuple[dict, str]:
-    """One constraint of ``ctype`` with its prompt description (a held-out wording when ``held_out``); ``case`` adapts
-    start/end values to a case rule. The random draws are the same either way."""
+# Training-only descriptions (wordings="varied"): type -> descriptions, {v} the value; drawn half the time.
+VARIED_CONSTRAINTS = {
+    "max_words": ["Use {v} words or fewer.", "Stay within {v} words."],
+    "min_words": ["Use at least {v} words.", "Your answer must be {v} words or longer."],
+    "include_keywords": ["Mention {v} somewhere.", "Use {v} in your answer."],
+    "exclude_keywords": ["Leave out {v}.", "Never write {v}."],
+    "start_with": ["Open your answer with '{v}'.", "The first words of your answer must be '{v}'."],
+    "end_with": ["Close your answer with '{v}'", "The last words of your answer must be '{v}'"],
+    "num_bullets": [
+        "Answer as a list of exactly {v} items, each starting with '- '.",
+        "Write {v} bullet points ('- ').",
+    ],
+    "lowercase": ["Do not use any capital letters.", "Keep every letter lowercase."],
+    "uppercase": ["Use capital letters only.", "Type every letter in uppercase."],
+    "no_commas": ["Leave out all commas.", "Your answer must contain no commas."],
+    "json": ["Your answer must be valid JSON.", "Write the answer as a JSON object."],
+}
+
+
+def _constraint(
+    ctype: str, rng: random.Random, case: str | None, held_out: bool = False, varied: bool = False
+) -> tuple[dict, str]:
+    """One constraint of ``ctype`` with its prompt description (a held-out wording when ``held_out``, a seen or a
+    training-only one when ``varied``); ``case`` adapts start/end values to a case rule. Held-out or not, the random
+    draws are the same."""
     constraint, desc = _constraint_seen(ctype, rng, case)
-    if not held_out:
+    if not held_out and not (varied and rng.random() < 0.5):
         return constraint, desc
     value = constraint["value"]
     if ctype in ("include_keywords", "exclude_keywords"):
         shown = " and ".join(f"the word '{w}'" for w in value)
     else:
         shown = value
-    desc = HELD_OUT_CONSTRAINTS[ctype].format(v=shown)
+    template = HELD_OUT_CONSTRAINTS[ctype] if held_out else rng.choice(VARIED_CONSTRAINTS[ctype])
+    desc = template.format(v=shown)
     if ctype == "end_with" and str(value)[-1] not in ".!?":
         desc += "."
     return constraint, desc
@@ -355,9 +428,10 @@ def _compatible(types: list[str], forbidden: frozenset[str]) -> bool:
 INSTRUCTION_CONSTRAINT_TYPES = [t for t in CONSTRAINT_TYPES if t not in ("ends_cleanly", "max_repetition")]
 
 
-def make_instruction_items_with_topic(n: int, seed: int, split: str) -> list[tuple[dict, str]]:
+def make_instruction_items_with_topic(n: int, seed: int, split: str, wordings: str = "fixed") -> list[tuple[dict, str]]:
     """Instruction items paired with their topic; see :func:`make_instruction_items`."""
     _check_split(split, n)
+    varied = _varied(wordings, split)
     rng = random.Random(f"{split}:{seed}:instruction")
     order = list(INSTRUCTION_CONSTRAINT_TYPES)
     rng.shuffle(order)
@@ -366,14 +440,14 @@ def make_instruction_items_with_topic(n: int, seed: int, split: str) -> list[tup
         held_out = _held_out(i, split)
         primary = order[i % len(order)]  # cycling the first constraint makes every type appear
         topic = rng.choice(TOPICS)
-        task, forbidden = rng.choice(HELD_OUT_TASKS if held_out else TASKS)
+        task, forbidden = rng.choice(_templates(TASKS, HELD_OUT_TASKS, VARIED_TASKS, held_out, varied))
         types = [primary]
         if rng.random() < 0.5:
             types.append(rng.choice([t for t in order if t != primary]))
         if not _compatible(types, forbidden):
             return None
         case = next((t for t in types if t in ("lowercase", "uppercase")), None)
-        made = [_constraint(t, rng, case, held_out) for t in types]
+        made = [_constraint(t, rng, case, held_out, varied) for t in types]
         text = " ".join([task.format(t=topic)] + [desc for _, desc in made])
         item = {
             "id": f"instruction-{split}-{seed}-{i}",
@@ -389,9 +463,10 @@ def make_instruction_items_with_topic(n: int, seed: int, split: str) -> list[tup
     return _fill(n, split, make)
 
 
-def make_instruction_items(n: int, seed: int, split: str) -> list[dict]:
-    """``n`` distinct instruction-following items (topic + task + 1-2 verifiable constraints) for ``split``."""
-    return [item for item, _ in make_instruction_items_with_topic(n, seed, split)]
+def make_instruction_items(n: int, seed: int, split: str, wordings: str = "fixed") -> list[dict]:
+    """``n`` distinct instruction-following items (topic + task + 1-2 verifiable constraints) for ``split``;
+    ``wordings="varied"`` (train split only) adds the training-only paraphrases to the templates drawn from."""
+    return [item for item, _ in make_instruction_items_with_topic(n, seed, split, wordings)]
 
 
 # ---------------------------------------------------------------------------------------------- chat
@@ -565,12 +640,26 @@ GENERATORS: dict[str, Callable[[int, int, str], list[dict]]] = {
 }
 
 
-def builtin_train_prompts(counts: Mapping[str, int], seed: int) -> list[dict]:
-    """Train-split prompts, ``counts[capability]`` of each (e.g. ``{"math": 24, "instruction": 24, "chat": 10}``)."""
+# Capabilities whose generators take ``wordings`` (chat has no eval suite of its own to hold wordings out from).
+VARIED_WORDING_GENERATORS = {"math": make_math_items, "instruction": make_instruction_items}
+
+
+def builtin_train_prompts(counts: Mapping[str, int], seed: int, wordings: str = "fixed") -> list[dict]:
+    """Train-split prompts, ``counts[capability]`` of each (e.g. ``{"math": 24, "instruction": 24, "chat": 10}``);
+    ``wordings`` (``fixed`` or ``varied``) as for :func:`make_math_items`."""
     unknown = [cap for cap in counts if cap not in GENERATORS]
     if unknown:
         raise ValueError(f"no built-in prompt generator for capability {unknown[0]!r} (have: {', '.join(GENERATORS)})")
-    return [item for cap, n in counts.items() for item in GENERATORS[cap](n, seed, "train")]
+    _varied(wordings, "train")
+    return [
+        item
+        for cap, n in counts.items()
+        for item in (
+            VARIED_WORDING_GENERATORS[cap](n, seed, "train", wordings)
+            if cap in VARIED_WORDING_GENERATORS
+            else GENERATORS[cap](n, seed, "train")
+        )
+    ]
 
 
 def builtin_eval_suite_paths() -> list[Path]:

@@ -189,14 +189,15 @@ def test_held_out_wordings_are_never_used_by_training_prompts() -> None:
     seen_math = _template_patterns([*S.ARITHMETIC, *(t for _, t in S.ONE_STEP + S.TWO_STEP), *S.MATH_SUFFIXES])
     held_instr = _template_patterns([t for t, _ in S.HELD_OUT_TASKS] + list(S.HELD_OUT_CONSTRAINTS.values()))
     seen_instr = _template_patterns([t for t, _ in S.TASKS])
-    train = {
-        "math": [i["messages"][0]["content"] for i in S.make_math_items(2000, 0, "train")],
-        "instruction": [i["messages"][0]["content"] for i in S.make_instruction_items(2000, 0, "train")],
-    }
-    for text in train["math"]:
-        assert not any(p.search(text) for p in held_math), text
-    for text in train["instruction"]:
-        assert not any(p.search(text) for p in held_instr), text
+    for wordings in ("fixed", "varied"):  # the training-only paraphrases never fall into a held-out template
+        train = {
+            "math": [i["messages"][0]["content"] for i in S.make_math_items(2000, 0, "train", wordings)],
+            "instruction": [i["messages"][0]["content"] for i in S.make_instruction_items(2000, 0, "train", wordings)],
+        }
+        for text in train["math"]:
+            assert not any(p.search(text) for p in held_math), text
+        for text in train["instruction"]:
+            assert not any(p.search(text) for p in held_instr), text
     assert "wording" not in S.make_math_items(5, 0, "train")[0]
     eval_items = {p.name.split("_")[0]: load_suite(p) for p in builtin_eval_suite_paths()}
     for cap, held, seen in (("math", held_math, seen_math), ("instruction", held_instr, seen_instr)):
@@ -248,6 +249,45 @@ def test_format_suite_asks_for_a_clean_ending_on_eval_side_subjects() -> None:
     good = "Tea is a drink made from leaves. People enjoy it hot."
     assert verify(good, items[0], "stop").passed and not verify(good, items[0], "length").passed
     assert not verify("Tea is a drink made from", items[0], "stop").passed
+
+
+def _varied_patterns() -> dict[str, list[re.Pattern]]:
+    from synth_data import suites as S
+
+    varied_constraints = [t for ts in S.VARIED_CONSTRAINTS.values() for t in ts]
+    return {
+        "math": _template_patterns(
+            [*S.VARIED_ARITHMETIC, *(t for _, t in S.VARIED_ONE_STEP + S.VARIED_TWO_STEP), *S.VARIED_MATH_SUFFIXES]
+        ),
+        "instruction": _template_patterns([t for t, _ in S.VARIED_TASKS] + varied_constraints),
+    }
+
+
+def test_varied_wordings_reach_training_prompts_only() -> None:
+    """prompts.wordings=varied: every paraphrase is drawn for training, none by the fixed pool or any eval item."""
+    from synth_data import suites as S
+
+    patterns = _varied_patterns()
+    varied = {
+        "math": [i["messages"][0]["content"] for i in S.make_math_items(2000, 0, "train", "varied")],
+        "instruction": [i["messages"][0]["content"] for i in S.make_instruction_items(2000, 0, "train", "varied")],
+    }
+    for cap, texts in varied.items():
+        unused = [p.pattern for p in patterns[cap] if not any(p.search(t) for t in texts)]
+        assert not unused, unused
+        share = sum(any(p.search(t) for p in patterns[cap]) for t in texts) / len(texts)
+        assert 0.3 < share < 0.9, (cap, share)  # a mix of seen and paraphrased wordings, not all of one
+    fixed = [i["messages"][0]["content"] for i in builtin_train_prompts({"math": 500, "instruction": 500}, 0, "fixed")]
+    eval_texts = [i["messages"][0]["content"] for p in builtin_eval_suite_paths() for i in load_suite(p)]
+    for text in fixed + eval_texts:
+        assert not any(p.search(text) for ps in patterns.values() for p in ps), text
+    # every constraint type still appears among the paraphrased items
+    items = S.make_instruction_items(2000, 0, "train", "varied")
+    assert {c["type"] for i in items for c in i["constraints"]} == set(S.INSTRUCTION_CONSTRAINT_TYPES)
+    with pytest.raises(ValueError, match="train split only"):
+        make_math_items(2, 0, "eval", "varied")
+    with pytest.raises(ValueError, match="'mixed'"):
+        builtin_train_prompts({"math": 2}, 0, "mixed")
 
 
 def test_builtin_train_prompts() -> None:

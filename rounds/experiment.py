@@ -11,6 +11,8 @@ suites (``eval.max_items=null``), not the round's subset. Rounds run interleaved
 Round 1 of every arm after the first starts with copies of the first arm's finished stages that come before the first
 stage whose config sections differ between the two arms (for ``random``: prompts, generation, filtering, verdicts,
 the reward model and scores); the runner checks each copied stage's key as usual and re-runs any that do not match.
+It also gets the first arm's eval of the base model (:func:`seed_start_eval`), which its eval stage uses only when
+the base model, the eval settings and the code are its own.
 
 The table (``--out``, default ``<output_dir>/experiment-<name>/results.md``; ``make experiment`` writes
 ``docs/results.md``), with a plot beside it, has per arm and round the accuracy per
@@ -34,7 +36,7 @@ from alignment.config import RoundConfig, config_to_dict, load_config
 from alignment.records import read_json, write_json
 from rounds.layout import ARTIFACTS, EvalSummary, Manifest, Promotion, Selection, round_path
 from rounds.runner import STAGES, run_dir_for, run_round
-from rounds.stages import check_training_config
+from rounds.stages import START_EVAL_SOURCE, check_training_config, eval_settings
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +149,34 @@ def seed_round_one(first: RoundConfig, other: RoundConfig) -> list[str]:
     return copied
 
 
+def seed_start_eval(first: RoundConfig, other: RoundConfig) -> bool:
+    """Copy ``first``'s round-1 eval of the base model into ``other``'s round 1, with :data:`START_EVAL_SOURCE`
+    saying whose it is, of which model, under which eval settings and code: ``other``'s eval stage then evaluates only
+    its own model (the stage checks all three against its round). Nothing is copied when the eval settings differ,
+    when ``first`` has no finished round-1 eval of its own start, or when ``other``'s eval already finished (its files
+    stay its own). Returns whether it copied."""
+    src, dst = round_path(run_dir_for(first), 1), round_path(run_dir_for(other), 1)
+    if eval_settings(first) != eval_settings(other) or (dst / ARTIFACTS.markers / "eval.json").is_file():
+        return False
+    if not all((src / name).is_file() for name in (ARTIFACTS.eval, ARTIFACTS.manifest, "eval_start.json")):
+        return False
+    summary = EvalSummary.read(src / ARTIFACTS.eval)
+    if Path(summary.start_eval_file) != Path("round-1/eval_start.json"):
+        return False  # it reused an eval from elsewhere itself
+    dst.mkdir(parents=True, exist_ok=True)
+    for path in sorted(src.glob("eval_start.*")):
+        if path.is_file() and path.name != START_EVAL_SOURCE:
+            shutil.copy2(path, dst / path.name)
+    source = {
+        "from": str(src),
+        "model": summary.start_model,
+        "settings": eval_settings(first),
+        "code": Manifest.from_dict(read_json(src / ARTIFACTS.manifest), str(src / ARTIFACTS.manifest)).code_version,
+    }
+    write_json(source, dst / START_EVAL_SOURCE)
+    return True
+
+
 def run_experiment(
     config: str | None, arms: list[Arm], rounds: int, overrides: list[str], out: Path | None = None
 ) -> Path:
@@ -172,6 +202,8 @@ def run_experiment(
                 copied = seed_round_one(first, cfg)
                 if copied:
                     log.info("arm %s round 1: %s taken from arm %s", arm.name, ", ".join(copied), arms[0].name)
+                if seed_start_eval(first, cfg):
+                    log.info("arm %s round 1: the base model's eval taken from arm %s", arm.name, arms[0].name)
             log.info("experiment %s: arm %s, round %d", exp.name, arm.name, index)
             t0 = time.time()
             manifest = run_round(cfg, index)
@@ -369,10 +401,9 @@ def results_markdown(exp: Path, arms: list[str], rounds: int, plot_name: str | N
         flips = {a: _verdicts_differ(data[a]["base"], base) for a in others}
         lines += [
             "",
-            f"Each arm evaluates the base model itself; items whose verdict differs from `{ref}`'s base eval "
-            "(engine nondeterminism, or an arm that changes the eval): "
-            + ", ".join(f"{a} {n}" for a, n in flips.items())
-            + ".",
+            f"Each arm has its own eval of the base model (a copy of `{ref}`'s where the eval settings and code "
+            f"match); items whose verdict differs from `{ref}`'s base eval (engine nondeterminism, or an arm that "
+            "changes the eval): " + ", ".join(f"{a} {n}" for a, n in flips.items()) + ".",
         ]
     lines += [
         "",

@@ -20,7 +20,7 @@ import yaml
 from alignment.config import ConfigError, config_to_dict
 from alignment.records import read_json, read_parquet, write_json, write_parquet
 from reward.verifiers import verify as verify_response
-from rounds.keys import eval_suite_files, prompt_files, reward_files, teacher_files
+from rounds.keys import code_id, eval_suite_files, prompt_files, reward_files, teacher_files
 from rounds.layout import (
     PAIR_SCHEMA,
     SFT_SCHEMA,
@@ -577,6 +577,34 @@ def _run_eval_job(rnd: Round, runs: list[tuple[str, Path]], job: str, max_items:
     run_job("alignment.evaluate", spec, rnd.path(f"jobs/{job}.json"))
 
 
+START_EVAL_SOURCE = "eval_start.source.json"
+"""Beside an ``eval_start.json`` another run made (an experiment's first arm): whose it is, of which model, under
+which eval settings and code. The eval stage reuses the copy only when all three are this round's."""
+
+
+def eval_settings(cfg: RoundConfig) -> dict:
+    """What an eval's verdicts depend on besides the model and the code: the eval section and the engine settings
+    the eval job takes from the generation section (backend, vllm, transformers; not K or the temperature)."""
+    gen = config_to_dict(cfg.generation)
+    return {"eval": config_to_dict(cfg.eval), "engine": {k: gen[k] for k in ("backend", "vllm", "transformers")}}
+
+
+def _copied_start_eval(rnd: Round) -> Path | None:
+    """The starting model's eval an experiment copied into this round (:data:`START_EVAL_SOURCE` beside it), when
+    it is of this round's starting model, eval settings and code; None otherwise (the stage evaluates it itself)."""
+    source, start = rnd.path(START_EVAL_SOURCE), rnd.path("eval_start.json")
+    if not (source.is_file() and start.is_file() and start.with_suffix(".items.jsonl").is_file()):
+        return None
+    found = read_json(source)
+    wanted = {"model": rnd.start_model, "settings": eval_settings(rnd.cfg), "code": code_id()}
+    differ = [k for k, v in wanted.items() if found.get(k) != v]
+    if differ:
+        log.info("not reusing %s's eval of the starting model: its %s differ", found.get("from"), ", ".join(differ))
+        return None
+    log.info("starting model's eval taken from %s", found.get("from"))
+    return start
+
+
 def _earlier_eval_of(rnd: Round, model: str) -> Path | None:
     """An earlier round's eval of ``model`` with this round's eval settings (its exported model, or its starting
     model), to reuse instead of recomputing; None when there is none."""
@@ -605,11 +633,12 @@ def evaluate(rnd: Round) -> dict:
     """Evaluate the new checkpoint and the round's starting one on the held-out suites; write eval.json.
 
     The starting checkpoint was usually evaluated by an earlier round of the run with the same suites and settings
-    (as that round's model, or as its start); those results are reused rather than recomputed.
+    (as that round's model, or as its start), or, in round 1 of an experiment's later arm, by its first arm (copied
+    in with :data:`START_EVAL_SOURCE`); those results are reused rather than recomputed.
     """
     new_out = rnd.path("eval_model.json")
     runs = [(str(rnd.path("model")), new_out)]
-    start_out = _earlier_eval_of(rnd, rnd.start_model)
+    start_out = _copied_start_eval(rnd) or _earlier_eval_of(rnd, rnd.start_model)
     if start_out is None:
         start_out = rnd.path("eval_start.json")
         runs.append((rnd.start_model, start_out))

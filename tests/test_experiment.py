@@ -10,7 +10,15 @@ from conftest import E2E_TINY, ROOT, alignment
 
 from alignment.compare import difference_interval
 from alignment.records import write_json, write_jsonl
-from rounds.experiment import arm_configs, parse_arms, results_markdown, seed_round_one, shared_stages, write_results
+from rounds.experiment import (
+    arm_configs,
+    parse_arms,
+    results_markdown,
+    seed_round_one,
+    seed_start_eval,
+    shared_stages,
+    write_results,
+)
 
 CONFIG = str(ROOT / "configs" / "default.yaml")
 
@@ -170,6 +178,48 @@ def test_round_one_copies_outputs_records_and_markers_and_replaces_stale_ones(tm
     assert seed_round_one(cfgs["rs"], cfgs["random"]) == []
 
 
+def test_the_base_eval_is_copied_to_later_arms_and_checked_by_their_eval_stage(tmp_path) -> None:
+    from rounds.keys import code_id
+    from rounds.layout import Round
+    from rounds.stages import START_EVAL_SOURCE, _copied_start_eval
+
+    _, cfgs = arm_configs(
+        CONFIG, parse_arms("rs,random,short", ["short:eval.max_new_tokens=64"]), [f"output_dir={tmp_path}"]
+    )
+    exp = tmp_path / "experiment-default"
+    src, dst = exp / "rs" / "round-1", exp / "random" / "round-1"
+    src.mkdir(parents=True)
+    assert not seed_start_eval(cfgs["rs"], cfgs["random"])  # the first arm has no eval yet
+    acc = {"math": {"accuracy": 0.5, "n": 2}}
+    summary = {"model": acc, "start": acc, "start_model": "/models/base", "start_eval_file": "round-1/eval_start.json"}
+    write_json({**summary, "model_eval_file": "round-1/eval_model.json"}, src / "eval.json")
+    write_json(acc, src / "eval_start.json")
+    (src / "eval_start.items.jsonl").write_text('{"id": "math-0", "correct": true}\n')
+    (src / "eval_start.settings.json").write_text("{}")
+    manifest = {"round": 1, "run": "rs", "start_model": "/models/base", "stages": {}, "timings_s": {}}
+    write_json({**manifest, "stages_total_s": 1.0, "code_version": code_id()}, src / "manifest.json")
+    assert seed_start_eval(cfgs["rs"], cfgs["random"])
+    assert (dst / "eval_start.items.jsonl").read_text() == (src / "eval_start.items.jsonl").read_text()
+    assert json.loads((dst / START_EVAL_SOURCE).read_text())["from"] == str(src)
+    assert not seed_start_eval(cfgs["rs"], cfgs["short"])  # another eval setting: the arm evaluates the base itself
+    assert not (exp / "short" / "round-1" / "eval_start.json").exists()
+
+    def stage_view(cfg, start_model: str) -> Round:
+        return Round(cfg=cfg, index=1, dir=dst, start_model=start_model, run_dir=dst.parent)
+
+    assert _copied_start_eval(stage_view(cfgs["random"], "/models/base")) == dst / "eval_start.json"
+    assert _copied_start_eval(stage_view(cfgs["random"], "/models/other")) is None  # another starting model
+    assert _copied_start_eval(stage_view(cfgs["short"], "/models/base")) is None  # another eval setting
+    source = json.loads((dst / START_EVAL_SOURCE).read_text())
+    write_json({**source, "code": "older-code"}, dst / START_EVAL_SOURCE)
+    assert _copied_start_eval(stage_view(cfgs["random"], "/models/base")) is None  # made by other code
+    # an arm whose eval stage finished keeps its own files
+    write_json({"key": "k", "outputs": {}}, dst / "stages" / "eval.json")
+    (dst / "eval_start.items.jsonl").write_text("its own")
+    assert not seed_start_eval(cfgs["rs"], cfgs["random"])
+    assert (dst / "eval_start.items.jsonl").read_text() == "its own"
+
+
 def test_results_without_a_finished_round_say_so(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="no arm has a finished round"):
         results_markdown(tmp_path, ["rs"], 1)
@@ -199,6 +249,11 @@ def test_a_tiny_experiment_shares_round_one_and_writes_the_table(tmp_path) -> No
     manifest = json.loads((exp / "random" / "round-1" / "manifest.json").read_text())
     skipped = {name for name, st in manifest["stages"].items() if st["skipped"]}
     assert skipped == {"prompts", "generate", "filter", "verify", "reward_model", "score"}
+    # the base model was evaluated once, by rs: random's eval job ran its own model alone, on rs's base records
+    eval_job = json.loads((exp / "random" / "round-1" / "jobs" / "eval.json").read_text())
+    assert len(eval_job["runs"]) == 1, eval_job["runs"]
+    rs_base, random_base = (exp / arm / "round-1" / "eval_start.items.jsonl" for arm in ("rs", "random"))
+    assert random_base.read_text() == rs_base.read_text()
     assert json.loads((exp / "random" / "round-1" / "selection.json").read_text())["strategy"] == "random"
     md = out.read_text()
     assert "| rs | 1 |" in md and "| random | 1 |" in md and "## Each arm against `rs`" in md

@@ -36,7 +36,7 @@ from alignment.config import RoundConfig, config_to_dict, load_config
 from alignment.records import read_json, write_json
 from rounds.layout import ARTIFACTS, EvalSummary, Manifest, Promotion, Selection, round_path
 from rounds.runner import STAGES, run_dir_for, run_round
-from rounds.stages import START_EVAL_SOURCE, check_training_config, eval_settings
+from rounds.stages import START_EVAL_SOURCE, check_training_config, eval_settings, start_eval_identity
 
 log = logging.getLogger(__name__)
 
@@ -151,28 +151,26 @@ def seed_round_one(first: RoundConfig, other: RoundConfig) -> list[str]:
 
 def seed_start_eval(first: RoundConfig, other: RoundConfig) -> bool:
     """Copy ``first``'s round-1 eval of the base model into ``other``'s round 1, with :data:`START_EVAL_SOURCE`
-    saying whose it is, of which model, under which eval settings and code: ``other``'s eval stage then evaluates only
-    its own model (the stage checks all three against its round). Nothing is copied when the eval settings differ,
-    when ``first`` has no finished round-1 eval of its own start, or when ``other``'s eval already finished (its files
-    stay its own). Returns whether it copied."""
+    saying whose it is and its identity (``rounds.stages.start_eval_identity``: the model's and suites' content, the
+    eval settings, the code that ran it): ``other``'s eval stage then evaluates only its own model, after checking
+    that identity against its round. Nothing is copied when the eval settings differ, when ``first``'s round-1 eval
+    of the base is missing or itself a copy, or when ``other``'s eval already finished (its files stay its own).
+    Returns whether it copied."""
     src, dst = round_path(run_dir_for(first), 1), round_path(run_dir_for(other), 1)
     if eval_settings(first) != eval_settings(other) or (dst / ARTIFACTS.markers / "eval.json").is_file():
         return False
     if not all((src / name).is_file() for name in (ARTIFACTS.eval, ARTIFACTS.manifest, "eval_start.json")):
         return False
+    if (src / START_EVAL_SOURCE).is_file():
+        return False  # the first arm's own base eval is a copy: copy from where it was made or not at all
     summary = EvalSummary.read(src / ARTIFACTS.eval)
-    if Path(summary.start_eval_file) != Path("round-1/eval_start.json"):
-        return False  # it reused an eval from elsewhere itself
+    code = Manifest.from_dict(read_json(src / ARTIFACTS.manifest), str(src / ARTIFACTS.manifest)).code_version
     dst.mkdir(parents=True, exist_ok=True)
+    (dst / START_EVAL_SOURCE).unlink(missing_ok=True)  # written last: no copy counts until every file is in
     for path in sorted(src.glob("eval_start.*")):
-        if path.is_file() and path.name != START_EVAL_SOURCE:
+        if path.is_file():
             shutil.copy2(path, dst / path.name)
-    source = {
-        "from": str(src),
-        "model": summary.start_model,
-        "settings": eval_settings(first),
-        "code": Manifest.from_dict(read_json(src / ARTIFACTS.manifest), str(src / ARTIFACTS.manifest)).code_version,
-    }
+    source = {"from": str(src), "identity": start_eval_identity(first, summary.start_model, code)}
     write_json(source, dst / START_EVAL_SOURCE)
     return True
 

@@ -20,7 +20,7 @@ import yaml
 from alignment.config import ConfigError, config_to_dict
 from alignment.records import read_json, read_parquet, write_json, write_parquet
 from reward.verifiers import verify as verify_response
-from rounds.keys import code_id, eval_suite_files, prompt_files, reward_files, teacher_files
+from rounds.keys import code_id, eval_suite_files, files_id, model_id, prompt_files, reward_files, teacher_files
 from rounds.layout import (
     PAIR_SCHEMA,
     SFT_SCHEMA,
@@ -578,26 +578,41 @@ def _run_eval_job(rnd: Round, runs: list[tuple[str, Path]], job: str, max_items:
 
 
 START_EVAL_SOURCE = "eval_start.source.json"
-"""Beside an ``eval_start.json`` another run made (an experiment's first arm): whose it is, of which model, under
-which eval settings and code. The eval stage reuses the copy only when all three are this round's."""
+"""Beside an ``eval_start.json`` another run made (an experiment's first arm): whose it is and its
+:func:`start_eval_identity`. The eval stage reuses the copy only when that identity is its own."""
 
 
 def eval_settings(cfg: RoundConfig) -> dict:
-    """What an eval's verdicts depend on besides the model and the code: the eval section and the engine settings
-    the eval job takes from the generation section (backend, vllm, transformers; not K or the temperature)."""
+    """What an eval's verdicts depend on besides the model, the suites' content and the code: the eval section, the
+    seed and the engine settings the eval job takes from the generation section (backend, vllm, transformers; not K
+    or the temperature)."""
     gen = config_to_dict(cfg.generation)
-    return {"eval": config_to_dict(cfg.eval), "engine": {k: gen[k] for k in ("backend", "vllm", "transformers")}}
+    engine = {k: gen[k] for k in ("backend", "vllm", "transformers")}
+    return {"eval": config_to_dict(cfg.eval), "seed": cfg.seed, "engine": engine}
+
+
+def start_eval_identity(cfg: RoundConfig, start_model: str, code: str) -> dict:
+    """Everything an eval of ``start_model`` under ``cfg`` depends on, by content where it is a file: the model
+    (its folder's hash), the user eval suites' hashes, :func:`eval_settings` and the code id ``code``."""
+    return {
+        "model": start_model,
+        "model_id": model_id(start_model),
+        "suites": files_id(eval_suite_files(cfg)),
+        "settings": eval_settings(cfg),
+        "code": code,
+    }
 
 
 def _copied_start_eval(rnd: Round) -> Path | None:
     """The starting model's eval an experiment copied into this round (:data:`START_EVAL_SOURCE` beside it), when
-    it is of this round's starting model, eval settings and code; None otherwise (the stage evaluates it itself)."""
+    its identity is this round's (the model's and suites' content, the eval settings, the code); None otherwise (the
+    stage evaluates it itself)."""
     source, start = rnd.path(START_EVAL_SOURCE), rnd.path("eval_start.json")
     if not (source.is_file() and start.is_file() and start.with_suffix(".items.jsonl").is_file()):
         return None
     found = read_json(source)
-    wanted = {"model": rnd.start_model, "settings": eval_settings(rnd.cfg), "code": code_id()}
-    differ = [k for k, v in wanted.items() if found.get(k) != v]
+    wanted = start_eval_identity(rnd.cfg, rnd.start_model, code_id())
+    differ = [k for k, v in wanted.items() if found.get("identity", {}).get(k) != v]
     if differ:
         log.info("not reusing %s's eval of the starting model: its %s differ", found.get("from"), ", ".join(differ))
         return None
@@ -641,6 +656,7 @@ def evaluate(rnd: Round) -> dict:
     start_out = _copied_start_eval(rnd) or _earlier_eval_of(rnd, rnd.start_model)
     if start_out is None:
         start_out = rnd.path("eval_start.json")
+        rnd.path(START_EVAL_SOURCE).unlink(missing_ok=True)  # the files are this round's own from here on
         runs.append((rnd.start_model, start_out))
     _run_eval_job(rnd, runs, "eval")  # both models in one process: one vLLM start-up instead of two
     new, start = read_json(new_out), read_json(start_out)

@@ -5,7 +5,7 @@ JSON string (a list of ``{"type", "value"}``; ``"[]"`` when none) so heterogeneo
 
 * :func:`load_prompt_source` reads a user source (public-format JSONL / parquet, or a :class:`PromptSource` with a
   column mapping: JSONL, parquet or a saved ``datasets`` folder) as suite items, with file:line / row errors.
-* :func:`build_pool` is the same in every round: ``builtin_train_prompts(builtin, seed)`` plus every user source.
+* :func:`build_pool` is the same in every round: ``builtin_train_prompts(builtin, seed, wordings)`` plus every user source.
 * :func:`solved_prompt_ids` reads earlier rounds' verdicts; :func:`draw_prompts` draws the round's prompts per
   capability by ``mix``, down-weighting solved prompts. :func:`build_prompt_set` chains them, after removing the
   prompts an ``exclude`` callback rejects (decontamination).

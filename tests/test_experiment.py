@@ -201,6 +201,7 @@ def test_the_base_eval_is_copied_to_later_arms_and_checked_by_their_eval_stage(t
     assert seed_start_eval(cfgs["rs"], cfgs["random"])
     assert (dst / "eval_start.items.jsonl").read_text() == (src / "eval_start.items.jsonl").read_text()
     assert json.loads((dst / START_EVAL_SOURCE).read_text())["from"] == str(src)
+    assert json.loads((dst / START_EVAL_SOURCE).read_text())["identity"]["code"] == code_id()
     assert not seed_start_eval(cfgs["rs"], cfgs["short"])  # another eval setting: the arm evaluates the base itself
     assert not (exp / "short" / "round-1" / "eval_start.json").exists()
 
@@ -211,8 +212,23 @@ def test_the_base_eval_is_copied_to_later_arms_and_checked_by_their_eval_stage(t
     assert _copied_start_eval(stage_view(cfgs["random"], "/models/other")) is None  # another starting model
     assert _copied_start_eval(stage_view(cfgs["short"], "/models/base")) is None  # another eval setting
     source = json.loads((dst / START_EVAL_SOURCE).read_text())
-    write_json({**source, "code": "older-code"}, dst / START_EVAL_SOURCE)
+    write_json({**source, "identity": {**source["identity"], "code": "older"}}, dst / START_EVAL_SOURCE)
     assert _copied_start_eval(stage_view(cfgs["random"], "/models/base")) is None  # made by other code
+    # a local base model edited in place since: same path, other content
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights").write_text("v1")
+    summary["start_model"] = str(model)
+    write_json({**summary, "model_eval_file": "round-1/eval_model.json"}, src / "eval.json")
+    assert seed_start_eval(cfgs["rs"], cfgs["random"])
+    assert _copied_start_eval(stage_view(cfgs["random"], str(model))) == dst / "eval_start.json"
+    (model / "weights").write_text("v2")
+    assert _copied_start_eval(stage_view(cfgs["random"], str(model))) is None
+    # a first arm whose own base eval is a copy is not copied on
+    (src / START_EVAL_SOURCE).write_text("{}")
+    (dst / START_EVAL_SOURCE).unlink()
+    assert not seed_start_eval(cfgs["rs"], cfgs["random"])
+    (src / START_EVAL_SOURCE).unlink()
     # an arm whose eval stage finished keeps its own files
     write_json({"key": "k", "outputs": {}}, dst / "stages" / "eval.json")
     (dst / "eval_start.items.jsonl").write_text("its own")

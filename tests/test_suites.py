@@ -158,11 +158,15 @@ def test_shipped_eval_suites_match_regeneration() -> None:
     paths = builtin_eval_suite_paths()
     assert [p.name for p in paths] == ["math_eval.jsonl", "instruction_eval.jsonl", "format_eval.jsonl"]
     regenerated = make_builtin_eval_suites()
-    for path, size in zip(paths, (200, 200, 60), strict=True):
+    for path, size in zip(paths, (400, 400, 60), strict=True):
         items = load_suite(path)
-        assert len(items) == size
+        assert len(items) == size  # 200 held-out items per capability: a paired held-out interval of about +-0.055
         assert items == regenerated[path]
         assert all(i["id"].split("-")[1] == "eval" for i in items)
+    # growing a suite keeps the smaller one as its prefix: a round's first eval.max_items and earlier runs' items stay
+    from synth_data.suites import make_math_items
+
+    assert make_math_items(200, 0, "eval") == load_suite(paths[0])[:200]
 
 
 def _template_patterns(templates: list[str]) -> list[re.Pattern]:
@@ -204,14 +208,14 @@ def test_held_out_wordings_are_never_used_by_training_prompts() -> None:
         by = {
             w: [i["messages"][0]["content"] for i in eval_items[cap] if i["wording"] == w] for w in ("seen", "held_out")
         }
-        assert len(by["held_out"]) >= 80 and len(by["seen"]) >= 80, {w: len(t) for w, t in by.items()}
+        assert len(by["held_out"]) == len(by["seen"]) == 200, {w: len(t) for w, t in by.items()}
         assert all(any(p.search(t) for p in held) for t in by["held_out"])
         assert not any(any(p.search(t) for p in seen) for t in by["held_out"])
         assert all(any(p.search(t) for p in seen) for t in by["seen"])
     assert {i["wording"] for i in eval_items["format"]} == {"held_out"}
     # exactly every other item: the halves differ in wording only, not in their mix of problems or constraints
     for cap in ("math", "instruction"):
-        assert [i["wording"] for i in eval_items[cap]] == ["seen", "held_out"] * 100
+        assert [i["wording"] for i in eval_items[cap]] == ["seen", "held_out"] * 200
     seen_phrasings = [
         "Answer in at most", "Answer in at least", "Include the word", "Do not use the word", "Start your answer with",
         "End your answer with", "Use exactly", "Use only lowercase", "in lowercase letters.", "in capital letters",

@@ -50,9 +50,10 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -m "not e2e"
 
 # The arms of docs/results.md, 3 rounds each (over an hour on a 2-core CPU): rejection sampling (the config as it is),
-# its random control arm, SFT only (no DPO), and the training prompts with training-only paraphrases
-ARMS    ?= rs,random,sft_only,varied
-ARM_DEFS ?= --arm varied:prompts.wordings=varied
+# its random control arm, and SFT from the base model each round on the accumulated rows (Llama 3) instead of
+# continuing from the previous round's model
+ARMS    ?= rs,random,from_base
+ARM_DEFS ?= --arm from_base:sft.start_from=base
 ROUNDS  ?= 3
 experiment: setup
 	$(BIN)/alignment experiment --config $(CONFIG) --arms $(ARMS) $(ARM_DEFS) --rounds $(ROUNDS) --out docs/results.md $(ARGS)

@@ -295,6 +295,9 @@ class EvalSummary(Artifact):
     """The new model's per-item results (relative to the run folder), for the gate and for tracing regressions."""
     start_eval_file: str
     delta: dict[str, float] = Field(default_factory=dict)
+    identity: dict[str, Any] = Field(default_factory=dict)
+    """``rounds.stages.eval_identity``: the suites, eval settings and code these evals were made with (empty in
+    runs from before it was recorded: a later round does not reuse those)."""
 
 
 class GateCheck(Artifact):

@@ -604,16 +604,16 @@ def eval_settings(cfg: RoundConfig) -> dict:
     return {"eval": config_to_dict(cfg.eval), "seed": cfg.seed, "engine": engine}
 
 
+def eval_identity(cfg: RoundConfig, code: str) -> dict:
+    """What an eval's verdicts depend on besides the model: the user eval suites' hashes, :func:`eval_settings` and
+    the code id ``code`` (the verifiers and the shipped suites). The eval stage records it in ``eval.json``."""
+    return {"suites": files_id(eval_suite_files(cfg)), "settings": eval_settings(cfg), "code": code}
+
+
 def start_eval_identity(cfg: RoundConfig, start_model: str, code: str) -> dict:
     """Everything an eval of ``start_model`` under ``cfg`` depends on, by content where it is a file: the model
-    (its folder's hash), the user eval suites' hashes, :func:`eval_settings` and the code id ``code``."""
-    return {
-        "model": start_model,
-        "model_id": model_id(start_model),
-        "suites": files_id(eval_suite_files(cfg)),
-        "settings": eval_settings(cfg),
-        "code": code,
-    }
+    (its folder's hash) and :func:`eval_identity`."""
+    return {"model": start_model, "model_id": model_id(start_model), **eval_identity(cfg, code)}
 
 
 def _copied_start_eval(rnd: Round) -> Path | None:
@@ -634,14 +634,13 @@ def _copied_start_eval(rnd: Round) -> Path | None:
 
 
 def _earlier_eval_of(rnd: Round, model: str) -> Path | None:
-    """An earlier round's eval of ``model`` with this round's eval settings (its exported model, or its starting
-    model), to reuse instead of recomputing; None when there is none."""
-    eval_settings = config_to_dict(rnd.cfg.eval)
+    """An earlier round's eval of ``model`` (its exported model, or its starting model) with this round's
+    :func:`eval_identity` (the same suites by content, eval settings and code), to reuse instead of recomputing; None
+    when there is none. An eval made on other items or by other verifiers would give the gate another yardstick."""
+    wanted = eval_identity(rnd.cfg, code_id())
     for k in range(rnd.index - 1, 0, -1):
         rd = round_path(rnd.run_dir, k)
-        if not (rd / "eval.json").exists() or not (rd / "config.yaml").exists():
-            continue
-        if (yaml.safe_load((rd / "config.yaml").read_text()) or {}).get("eval") != eval_settings:
+        if not (rd / "eval.json").exists() or read_json(rd / "eval.json").get("identity") != wanted:
             continue
         if (rd / "model").resolve() == Path(model).resolve() and (rd / "eval_model.json").exists():
             return rd / "eval_model.json"
@@ -682,6 +681,7 @@ def evaluate(rnd: Round) -> dict:
         # relative to the run folder: the items behind each side, for the gate and for tracing regressions
         "model_eval_file": str(new_out.relative_to(rnd.run_dir)),
         "start_eval_file": str(start_out.relative_to(rnd.run_dir)),
+        "identity": eval_identity(rnd.cfg, code_id()),  # what a later round checks before reusing these evals
     }
     write_json(EvalSummary.check(result, "eval.json"), rnd.path("eval.json"))
     return result

@@ -202,6 +202,35 @@ def test_round_one_copies_outputs_records_and_markers_and_replaces_stale_ones(tm
     assert seed_round_one(cfgs["rs"], cfgs["random"]) == []
 
 
+def test_an_earlier_rounds_eval_is_reused_only_when_made_by_this_code_on_these_suites(tmp_path) -> None:
+    """Round 2 reuses round 1's eval of the model it starts from, but not one made on other suite items (the suites
+    grew) or by other code (another verifier): the gate would compare the new model against a different yardstick."""
+    import yaml
+
+    from alignment.config import config_to_dict
+    from rounds.keys import code_id
+    from rounds.layout import Round
+    from rounds.stages import _earlier_eval_of, eval_identity
+
+    _, cfgs = arm_configs(CONFIG, parse_arms("rs", []), [f"output_dir={tmp_path}"])
+    cfg = cfgs["rs"]
+    run = tmp_path / "run"
+    r1 = run / "round-1"
+    (r1 / "model").mkdir(parents=True)
+    (r1 / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg)))
+    acc = {"math": {"accuracy": 0.5, "n": 2}}
+    write_json(acc, r1 / "eval_model.json")
+    summary = {"model": acc, "start": acc, "start_model": "/models/base", "start_eval_file": "round-1/eval_start.json"}
+    summary |= {"model_eval_file": "round-1/eval_model.json"}
+    rnd2 = Round(cfg=cfg, index=2, dir=run / "round-2", start_model=str(r1 / "model"), run_dir=run)
+    write_json({**summary, "identity": eval_identity(cfg, code_id())}, r1 / "eval.json")
+    assert _earlier_eval_of(rnd2, str(r1 / "model")) == r1 / "eval_model.json"
+    write_json({**summary, "identity": {**eval_identity(cfg, code_id()), "code": "older"}}, r1 / "eval.json")
+    assert _earlier_eval_of(rnd2, str(r1 / "model")) is None  # other code: other verifiers, other shipped suites
+    write_json(summary, r1 / "eval.json")
+    assert _earlier_eval_of(rnd2, str(r1 / "model")) is None  # made before evals recorded their identity
+
+
 def test_the_base_eval_is_copied_to_later_arms_and_checked_by_their_eval_stage(tmp_path) -> None:
     from rounds.keys import code_id
     from rounds.layout import Round

@@ -50,10 +50,10 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -m "not e2e"
 
 # The arms of docs/results.md, 3 rounds each (over an hour on a 2-core CPU): rejection sampling (the config as it is),
-# its random control arm, and SFT from the base model each round on the accumulated rows (Llama 3) instead of
-# continuing from the previous round's model
-ARMS    ?= rs,random,from_base
-ARM_DEFS ?= --arm from_base:sft.start_from=base
+# its random control arm, SFT from the base model each round on the accumulated rows (Llama 3) instead of continuing
+# from the previous round's model, and a reward model on the whole backbone instead of its first 8 layers
+ARMS    ?= rs,random,from_base,rm_full
+ARM_DEFS ?= --arm from_base:sft.start_from=base --arm rm_full:reward_model.num_layers=null
 ROUNDS  ?= 3
 experiment: setup
 	$(BIN)/alignment experiment --config $(CONFIG) --arms $(ARMS) $(ARM_DEFS) --rounds $(ROUNDS) --out docs/results.md $(ARGS)

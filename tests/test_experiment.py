@@ -205,9 +205,6 @@ def test_round_one_copies_outputs_records_and_markers_and_replaces_stale_ones(tm
 def test_an_earlier_rounds_eval_is_reused_only_when_made_by_this_code_on_these_suites(tmp_path) -> None:
     """Round 2 reuses round 1's eval of the model it starts from, but not one made on other suite items (the suites
     grew) or by other code (another verifier): the gate would compare the new model against a different yardstick."""
-    import yaml
-
-    from alignment.config import config_to_dict
     from rounds.keys import code_id
     from rounds.layout import Round
     from rounds.stages import _earlier_eval_of, eval_identity
@@ -217,7 +214,6 @@ def test_an_earlier_rounds_eval_is_reused_only_when_made_by_this_code_on_these_s
     run = tmp_path / "run"
     r1 = run / "round-1"
     (r1 / "model").mkdir(parents=True)
-    (r1 / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg)))
     acc = {"math": {"accuracy": 0.5, "n": 2}}
     write_json(acc, r1 / "eval_model.json")
     summary = {"model": acc, "start": acc, "start_model": "/models/base", "start_eval_file": "round-1/eval_start.json"}

@@ -52,8 +52,8 @@ test-fast: setup
 # The arms of docs/results.md, 3 rounds each (over an hour on a 2-core CPU): rejection sampling (the config as it is),
 # its random control arm, SFT from the base model each round on the accumulated rows (Llama 3) instead of continuing
 # from the previous round's model, and a reward model on the whole backbone instead of its first 8 layers
-ARMS    ?= rs,random,from_base,rm_full
-ARM_DEFS ?= --arm from_base:sft.start_from=base --arm rm_full:reward_model.num_layers=null
+ARMS    ?= rs,random,rm_rank
+ARM_DEFS ?= --arm rm_rank:selection.rank_verified_by=reward_model
 ROUNDS  ?= 3
 experiment: setup
 	$(BIN)/alignment experiment --config $(CONFIG) --arms $(ARMS) $(ARM_DEFS) --rounds $(ROUNDS) --out docs/results.md $(ARGS)

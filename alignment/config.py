@@ -285,6 +285,14 @@ class SelectionConfig:
     spread among one prompt's passes was under 1.0 for most prompts, and its picks ran longer than random ones
     (instruction SFT rows 59 vs 51 words). Over 3 rounds (docs/results.md) it shortened replies and fitted the
     training wording without a held-out gain, so it is off by default: the RM score alone ranks."""
+    rank_verified_by: Literal["reward_model", "likelihood"] = "likelihood"
+    """How a prompt with a verifier (math, instruction) ranks its candidates within a verifier tier. reward_model: by
+    RM score. likelihood: by the generating model's mean per-token log-prob, most likely first, so the SFT row is the
+    pass greedy decoding is nearest to giving, and a pair's rejected side (best_vs_worst) is the most likely candidate
+    of the lowest tier present (the failure greedy decoding is nearest to giving) rather than the RM's lowest; a
+    prompt whose candidates all share one tier gives no pair ("no verifier contrast"). Why: the RM ranks a prompt's
+    passes at chance (docs/results-rm-ranking.md), and the eval is greedy. Chat (no verifier) ranks by the RM either
+    way. With ``generation.teacher`` the log-prob is the teacher's."""
     pair_strategy: Literal["best_vs_worst", "best_vs_random"] = "best_vs_worst"
     """best_vs_worst or best_vs_random (the rejected side drawn, seeded, among the prompt's other candidates)."""
     sft_min_score: float | None = None

@@ -7,7 +7,9 @@ None when no verifier applies) and ``rm_score``; ``verifier_reason`` is counted 
 (``reward.verifiers.TRUNCATED``). Everything is grouped by ``prompt_id``; nothing is matched by position. Within a
 prompt, candidates rank by ``score`` (highest first), then by candidate number (``p#2`` before ``p#10``), so no
 result depends on input order; with ``selection.length_tiebreak``, the RM's near-ties (within ``min_margin`` of the
-prompt's best, same verifier tier) go shortest first (:func:`rank_candidates`).
+prompt's best, same verifier tier) go shortest first (:func:`rank_candidates`). With ``selection.rank_verified_by:
+likelihood`` (the default), a prompt with a verifier ranks within each tier by ``mean_logprob`` (the generating model's
+mean per-token log-prob) instead of the RM score.
 
 Margins are raw reward-model score differences: under Bradley-Terry, a difference d means the RM puts the chosen
 answer above the rejected one with probability sigmoid(d), whatever the prompt. A pair the verifier decides (a pass
@@ -104,10 +106,20 @@ def word_count(text: str) -> int:
     return len(text.split())
 
 
-def rank_candidates(cands: list[dict], length_tiebreak: bool = False, margin: float = 0.0) -> list[dict]:
-    """One prompt's candidates, best first: highest score, then the candidate number. With ``length_tiebreak``, the
-    candidates of the best one's tier whose score is within ``margin`` of the best (RM near-ties) move to the front,
-    the fewest words first (then score, then candidate number); the rest keep their order behind them."""
+def rank_candidates(
+    cands: list[dict], length_tiebreak: bool = False, margin: float = 0.0, by: str = "reward_model"
+) -> list[dict]:
+    """One prompt's candidates, best first: highest score (verifier tier, then RM score), then the candidate number.
+
+    ``by="likelihood"`` (``selection.rank_verified_by``), for a prompt with a verifier (some ``verified`` is not None):
+    verifier tier first, then the highest ``mean_logprob`` (the generating model's mean per-token log-prob), then the
+    candidate number; a candidate without ``mean_logprob`` is an error. A prompt without a verifier ranks by score.
+
+    With ``length_tiebreak`` (RM ranking only), the candidates of the best one's tier whose score is within ``margin``
+    of the best (RM near-ties) move to the front, the fewest words first (then score, then candidate number); the
+    rest keep their order behind them."""
+    if by == "likelihood" and _verified_prompt(cands):
+        return sorted(cands, key=lambda r: (-r["tier"], -_logprob(r), candidate_order(r["candidate_id"])))
     ranked = sorted(cands, key=lambda r: (-r["score"], candidate_order(r["candidate_id"])))
     if not length_tiebreak or not ranked:
         return ranked
@@ -118,9 +130,28 @@ def rank_candidates(cands: list[dict], length_tiebreak: bool = False, margin: fl
     return near + rest
 
 
+def _verified_prompt(cands: list[dict]) -> bool:
+    """Whether a verifier applies to this prompt's candidates (math, instruction; not chat)."""
+    return any(c["verified"] is not None for c in cands)
+
+
+def _logprob(r: dict) -> float:
+    value = r.get("mean_logprob")
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        raise ValueError(
+            f"candidate {r['candidate_id']} has no mean_logprob: selection.rank_verified_by=likelihood needs the "
+            "generation stage's log-probs (regenerate this round, or set selection.rank_verified_by=reward_model)"
+        )
+    return float(value)
+
+
 def _by_prompt(rows: list[dict], cfg: SelectionConfig) -> dict[str, list[dict]]:
-    """prompt_id -> its candidates ranked by :func:`rank_candidates` (``cfg``: the length tie-break and its margin)."""
-    return {pid: rank_candidates(g, cfg.length_tiebreak, cfg.min_margin) for pid, g in sorted(_group(rows).items())}
+    """prompt_id -> its candidates ranked by :func:`rank_candidates` (``cfg``: what ranks verified prompts, the length
+    tie-break and its margin)."""
+    return {
+        pid: rank_candidates(g, cfg.length_tiebreak, cfg.min_margin, by=cfg.rank_verified_by)
+        for pid, g in sorted(_group(rows).items())
+    }
 
 
 def select_sft(scored: list[dict], prompts: dict[str, dict], cfg: SelectionConfig) -> tuple[list[dict], dict[str, str]]:
@@ -186,7 +217,10 @@ def select_pairs(
 
     best_vs_worst: the lowest-ranked candidate whose text differs from the best (after whitespace normalisation).
     best_vs_random: drawn uniformly, seeded by (``seed``, prompt_id), among the candidates whose text differs from
-    the best and whose score is lower. Dropped, in this order of checks: "fewer than 2 candidates", "no candidate
+    the best and whose score is lower. With ``cfg.rank_verified_by="likelihood"``, a prompt with a verifier compares
+    tiers only: best_vs_worst rejects the most likely candidate of the lowest tier present, best_vs_random draws among
+    the lower tiers, and a prompt whose other texts all share the best one's tier is dropped as "no verifier
+    contrast" (instead of "tie"). Dropped, in this order of checks: "fewer than 2 candidates", "no candidate
     passed the verifier" (the best failed), "best pass is off-topic", "chosen and rejected identical" (every other
     text equals the best), "tie" (no other text scores lower), "RM margin below min_margin" (a pair the reward model
     alone decides, both sides in the same verifier tier, whose RM score difference is below ``cfg.min_margin``,
@@ -213,17 +247,29 @@ def select_pairs(
             dropped[pid] = "best pass is off-topic"
             continue
         different = [c for c in cands[1:] if normalise_text(c["text"]) != normalise_text(best["text"])]
-        lower = [c for c in different if c["score"] < best["score"]]
         if not different:
             dropped[pid] = "chosen and rejected identical"
             continue
-        if not lower:
-            dropped[pid] = "tie"
-            continue
-        # By score, whatever the tie-break did to the order: the worst is the lowest score (the later candidate on
-        # ties), and best_vs_random draws from the same list with or without the tie-break.
-        lower.sort(key=lambda r: (-r["score"], candidate_order(r["candidate_id"])))
-        rejected = lower[-1] if cfg.pair_strategy == "best_vs_worst" else _rng(seed, pid).choice(lower)
+        if cfg.rank_verified_by == "likelihood" and _verified_prompt(cands):
+            # Ranked by tier, then likelihood: the rejected side comes from the lowest tier present, the most likely
+            # of it first (best_vs_worst), or drawn among the lower tiers (best_vs_random). Two passes are not compared:
+            # the RM ranks them at chance.
+            lower = [c for c in different if c["tier"] < best["tier"]]
+            if not lower:
+                dropped[pid] = "no verifier contrast"
+                continue
+            worst_tier = min(c["tier"] for c in lower)
+            worst = next(c for c in lower if c["tier"] == worst_tier)  # `lower` keeps the likelihood order
+            rejected = worst if cfg.pair_strategy == "best_vs_worst" else _rng(seed, pid).choice(lower)
+        else:
+            lower = [c for c in different if c["score"] < best["score"]]
+            if not lower:
+                dropped[pid] = "tie"
+                continue
+            # By score, whatever the tie-break did to the order: the worst is the lowest score (the later candidate on
+            # ties), and best_vs_random draws from the same list with or without the tie-break.
+            lower.sort(key=lambda r: (-r["score"], candidate_order(r["candidate_id"])))
+            rejected = lower[-1] if cfg.pair_strategy == "best_vs_worst" else _rng(seed, pid).choice(lower)
         margin = best["rm_score"] - rejected["rm_score"]
         # Only a pass over a failure is the verifier's call; an on-topic pass over an off-topic one rests on a
         # heuristic flag, so the RM must agree by the margin too.

@@ -86,6 +86,7 @@ VERDICT_SCHEMA = pa.schema(
         ("verified", pa.bool_()),
         ("verifier_reason", pa.string()),
         ("verifier_flags", pa.list_(pa.string())),
+        ("mean_logprob", pa.float64()),
     ]
 )
 

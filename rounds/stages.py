@@ -183,6 +183,7 @@ def verify(rnd: Round) -> dict:
                 "verified": verdict.passed,
                 "verifier_reason": verdict.reason,
                 "verifier_flags": list(verdict.flags),
+                "mean_logprob": c.get("mean_logprob"),  # selection.rank_verified_by=likelihood ranks by it
             }
         )
     write_parquet(rows, rnd.path("verdicts.parquet"), schema=VERDICT_SCHEMA)

@@ -30,7 +30,12 @@ PROMPTS = {
     "p3": {"prompt_id": "p3", "capability": "math", "messages": [{"role": "user", "content": "3+3?"}], "answer": "6"},
     "p4": {"prompt_id": "p4", "capability": "chat", "messages": [{"role": "user", "content": "hey"}]},
 }
-CFG = SelectionConfig(min_margin=0.5)
+CFG = SelectionConfig(min_margin=0.5, rank_verified_by="reward_model")
+"""The RM ranking: these hand-built records carry RM scores only (the likelihood ranking has its own tests below)."""
+
+
+def rm_cfg(**kw):
+    return SelectionConfig(rank_verified_by="reward_model", **kw)
 
 
 def cand(pid, j, text, verified, rm, reason=None):
@@ -125,10 +130,10 @@ def test_sft_score_floor_applies_to_the_best_passing_rm_score():
             cand("p3", 0, "7", False, 5.0),  # all failed: that reason comes first
         ]
     )
-    rows, dropped = select_sft(scored, PROMPTS, SelectionConfig(sft_min_score=1.0))
+    rows, dropped = select_sft(scored, PROMPTS, rm_cfg(sft_min_score=1.0))
     assert [r["candidate_id"] for r in rows] == ["p2#0"]
     assert dropped == {"p1": "best below sft_min_score", "p3": "no candidate passed the verifier"}
-    rows, dropped = select_sft(scored, PROMPTS, SelectionConfig(sft_min_score=0.9))
+    rows, dropped = select_sft(scored, PROMPTS, rm_cfg(sft_min_score=0.9))
     assert [r["candidate_id"] for r in rows] == ["p1#0", "p2#0"]
 
 
@@ -145,11 +150,11 @@ def test_sft_keeps_up_to_m_distinct_passing_answers_best_first():
             cand("p2", 2, "c", None, 0.2),  # below the floor
         ]
     )
-    cfg = SelectionConfig(sft_per_prompt=3, sft_min_score=0.3)
+    cfg = rm_cfg(sft_per_prompt=3, sft_min_score=0.3)
     rows, dropped = select_sft(scored, PROMPTS, cfg)
     assert [(r["candidate_id"], r["rank"]) for r in rows] == [("p1#0", 0), ("p1#2", 1), ("p2#0", 0), ("p2#1", 1)]
     assert dropped == {}
-    rows, _ = select_sft(scored, PROMPTS, SelectionConfig(sft_per_prompt=2))
+    rows, _ = select_sft(scored, PROMPTS, rm_cfg(sft_per_prompt=2))
     assert [r["candidate_id"] for r in rows] == ["p1#0", "p1#2", "p2#0", "p2#1"]
 
 
@@ -192,7 +197,7 @@ def test_truncated_winner_loses_to_a_finished_answer():
 
 
 def test_length_tiebreak_takes_the_shortest_pass_among_rm_near_ties():
-    tie = SelectionConfig(min_margin=0.5, length_tiebreak=True)
+    tie = rm_cfg(min_margin=0.5, length_tiebreak=True)
     scored = combine_scores(
         [
             cand("p1", 0, "Two plus two makes four, so the answer is 4", True, 1.0),  # RM best, 10 words
@@ -206,7 +211,7 @@ def test_length_tiebreak_takes_the_shortest_pass_among_rm_near_ties():
     rows, _ = select_sft(scored, PROMPTS, tie)
     assert [r["candidate_id"] for r in rows] == ["p1#1", "p3#0"]
     assert [r["candidate_id"] for r in select_sft(scored, PROMPTS, CFG)[0]] == ["p1#0", "p3#0"]  # off: the RM alone
-    two = select_sft(scored, PROMPTS, SelectionConfig(min_margin=0.5, length_tiebreak=True, sft_per_prompt=3))[0]
+    two = select_sft(scored, PROMPTS, rm_cfg(min_margin=0.5, length_tiebreak=True, sft_per_prompt=3))[0]
     assert [r["candidate_id"] for r in two if r["prompt_id"] == "p1"] == ["p1#1", "p1#0", "p1#2"]
     pairs, _ = select_pairs(scored, PROMPTS, tie)
     assert [(p["chosen_id"], p["rejected_id"], p["decided_by"]) for p in pairs] == [
@@ -216,7 +221,7 @@ def test_length_tiebreak_takes_the_shortest_pass_among_rm_near_ties():
 
 
 def test_length_tiebreak_never_lets_a_reward_model_pair_through_below_the_margin():
-    tie = SelectionConfig(min_margin=0.5, length_tiebreak=True)
+    tie = rm_cfg(min_margin=0.5, length_tiebreak=True)
     # chat: the short p4#1 is a near-tie of p4#0 and becomes chosen; only p4#2 is lower, by 1.3 >= 0.5: kept
     scored = combine_scores(
         [cand("p4", 0, "a b c d", None, 2.0), cand("p4", 1, "a", None, 1.8), cand("p4", 2, "x y", None, 0.5)]
@@ -232,7 +237,7 @@ def test_length_tiebreak_never_lets_a_reward_model_pair_through_below_the_margin
 def test_length_tiebreak_keeps_the_worst_by_score_and_the_sft_floor_by_score():
     # near-ties only, chat: T is shortest and best; best_vs_worst must reject the lowest score (C, margin 1.0), not
     # the wordiest near-tie (B, margin 0.9, which the margin would drop)
-    tie = SelectionConfig(min_margin=1.0, length_tiebreak=True)
+    tie = rm_cfg(min_margin=1.0, length_tiebreak=True)
     scored = combine_scores(
         [
             cand("p4", 0, "short one", None, 3.0),
@@ -243,7 +248,7 @@ def test_length_tiebreak_keeps_the_worst_by_score_and_the_sft_floor_by_score():
     pairs, dropped = select_pairs(scored, PROMPTS, tie)
     assert [(p["chosen_id"], p["rejected_id"], p["margin"]) for p in pairs] == [("p4#0", "p4#2", 1.0)] and not dropped
     # the floor looks at scores: a short near-tie under it does not hide a longer pass above it
-    floor = SelectionConfig(min_margin=0.5, length_tiebreak=True, sft_min_score=1.0)
+    floor = rm_cfg(min_margin=0.5, length_tiebreak=True, sft_min_score=1.0)
     scored = combine_scores([cand("p1", 0, "The sum of two and two is 4", True, 1.2), cand("p1", 1, "4", True, 0.9)])
     rows, dropped = select_sft(scored, PROMPTS, floor)
     assert [r["candidate_id"] for r in rows] == ["p1#0"] and not dropped
@@ -311,8 +316,8 @@ def test_margin_sweep_describes_the_pairs_best_vs_random_drew():
 
 def test_margin_edge_cases():
     two = combine_scores([cand("p2", 0, "a", None, 3.0), cand("p2", 1, "b", None, 1.0)])  # margin exactly 2
-    assert len(select_pairs(two, PROMPTS, SelectionConfig(min_margin=2.0))[0]) == 1
-    assert select_pairs(two, PROMPTS, SelectionConfig(min_margin=2.0 + 1e-6)) == (
+    assert len(select_pairs(two, PROMPTS, rm_cfg(min_margin=2.0))[0]) == 1
+    assert select_pairs(two, PROMPTS, rm_cfg(min_margin=2.0 + 1e-6)) == (
         [],
         {"p2": "RM margin below min_margin"},
     )
@@ -322,7 +327,7 @@ def test_margin_edge_cases():
     assert (pairs[0]["chosen_id"], pairs[0]["rejected_id"], pairs[0]["margin"]) == ("p2#0", "p2#2", 2.0)
     # min_margin 0 still skips an exact tie
     flat = combine_scores([cand("p2", 0, "a", None, 1.0), cand("p2", 1, "b", None, 1.0)])
-    assert select_pairs(flat, PROMPTS, SelectionConfig(min_margin=0.0)) == ([], {"p2": "tie"})
+    assert select_pairs(flat, PROMPTS, rm_cfg(min_margin=0.0)) == ([], {"p2": "tie"})
 
 
 def test_identical_texts_after_whitespace_normalisation_make_no_pair():
@@ -349,7 +354,7 @@ def test_best_vs_random_is_seeded_and_draws_only_lower_different_texts():
         cand("p2", 4, "e", None, 0.5),
         cand("p2", 5, "f", None, 0.0),
     ]
-    cfg = SelectionConfig(pair_strategy="best_vs_random", min_margin=0.0)
+    cfg = rm_cfg(pair_strategy="best_vs_random", min_margin=0.0)
     drawn = {}
     for seed in range(20):
         pairs, _ = select_pairs(combine_scores(rows), PROMPTS, cfg, seed=seed)
@@ -358,11 +363,11 @@ def test_best_vs_random_is_seeded_and_draws_only_lower_different_texts():
         drawn[seed] = pairs[0]["rejected_id"]
     assert set(drawn.values()) == {"p2#3", "p2#4", "p2#5"}
     with pytest.raises(ValueError, match="best_vs_best"):
-        select_pairs(combine_scores(rows), PROMPTS, SelectionConfig(pair_strategy="best_vs_best"))
+        select_pairs(combine_scores(rows), PROMPTS, rm_cfg(pair_strategy="best_vs_best"))
 
 
 def test_best_vs_random_with_only_identical_or_tied_others():
-    cfg = SelectionConfig(pair_strategy="best_vs_random", min_margin=0.0)
+    cfg = rm_cfg(pair_strategy="best_vs_random", min_margin=0.0)
     identical = combine_scores([cand("p2", 0, "a", None, 3.0), cand("p2", 1, " a", None, 1.0)])
     assert select_pairs(identical, PROMPTS, cfg) == ([], {"p2": "chosen and rejected identical"})
     tied = combine_scores([cand("p2", 0, "a", None, 3.0), cand("p2", 1, "b", None, 3.0), cand("p2", 2, "a", None, 1)])
@@ -492,7 +497,7 @@ def test_the_random_arm_keeps_the_counts_and_draws_among_eligible_candidates_onl
         + [cand("p4", j, f"chat reply {j}", None, float(j)) for j in range(6)]
         + [{**cand("p4", 6, "off topic", True, 9.0), "verifier_flags": ["off-topic"]}]
     )  # fmt: skip
-    cfg = SelectionConfig(min_margin=0.5, sft_per_prompt=2)
+    cfg = rm_cfg(min_margin=0.5, sft_per_prompt=2)
     sft, _ = select_sft(rows, PROMPTS, cfg)
     pairs, _ = select_pairs(rows, PROMPTS, cfg)
     assert [r["candidate_id"] for r in sft] == ["p1#0", "p1#2", "p4#5", "p4#4"]  # rejection sampling: the best
@@ -510,3 +515,92 @@ def test_the_random_arm_keeps_the_counts_and_draws_among_eligible_candidates_onl
     picked = {r["candidate_id"] for d in draws for r in d[0]}
     assert {"p1#1", "p4#0"} <= picked  # not the ranking: low-scored eligible candidates get drawn
     assert randomize_selection(rows, sft, pairs, seed=3) == randomize_selection(rows[::-1], sft, pairs, seed=3)
+
+
+# ------------------------------------------------------------------------- rank_verified_by: likelihood (default)
+
+
+def lcand(pid, j, text, verified, rm, logprob, flags=()):
+    return {**cand(pid, j, text, verified, rm), "mean_logprob": logprob, "verifier_flags": list(flags)}
+
+
+def test_likelihood_ranking_takes_the_most_likely_pass_and_rejects_the_most_likely_failure():
+    # p1 (math): the RM likes #0 among the passes and scores #3 lowest; the model finds #1 the likelier pass and #2
+    # the likelier failure. The RM ranking keeps (#0 over #3); the likelihood ranking keeps (#1 over #2).
+    rows = [
+        lcand("p1", 0, "4, since 2 and 2 make 4", True, 2.0, -1.5),
+        lcand("p1", 1, "4", True, 0.0, -0.5),
+        lcand("p1", 2, "5", False, 3.0, -0.2),
+        lcand("p1", 3, "22", False, -1.0, -0.9),
+    ]
+    scored = combine_scores(rows)
+    lik = SelectionConfig(min_margin=0.5)
+    assert lik.rank_verified_by == "likelihood"  # the default
+    sft, _ = select_sft(scored, PROMPTS, lik)
+    assert [r["candidate_id"] for r in sft] == ["p1#1"]
+    pairs, dropped = select_pairs(scored, PROMPTS, lik)
+    assert [(p["chosen_id"], p["rejected_id"], p["decided_by"]) for p in pairs] == [("p1#1", "p1#2", "verifier")]
+    assert pairs[0]["margin"] == -3.0  # still the RM score difference, for the record: the RM disagreed
+    assert dropped == {}
+    # the RM ranking, on the same records
+    assert [r["candidate_id"] for r in select_sft(scored, PROMPTS, CFG)[0]] == ["p1#0"]
+    assert [(p["chosen_id"], p["rejected_id"]) for p in select_pairs(scored, PROMPTS, CFG)[0]] == [("p1#0", "p1#3")]
+
+
+def test_likelihood_ranking_rejects_from_the_lowest_tier_and_never_pairs_two_passes():
+    # p1: pass, off-topic pass (likeliest of all), failure: the rejected side is the failure (lowest tier), not the
+    # likelier off-topic pass. p3: every candidate passes: no pair, whatever the RM margin (5.0 here).
+    rows = [
+        lcand("p1", 0, "4", True, 0.0, -0.6),
+        lcand("p1", 1, "4 apples", True, 0.0, -0.1, flags=["off-topic"]),
+        lcand("p1", 2, "3", False, 0.0, -0.8),
+        lcand("p3", 0, "6", True, 5.0, -0.3),
+        lcand("p3", 1, "six", True, 0.0, -0.2),
+    ]
+    scored = combine_scores(rows)
+    pairs, dropped = select_pairs(scored, PROMPTS, SelectionConfig(min_margin=0.5))
+    assert [(p["chosen_id"], p["rejected_id"]) for p in pairs] == [("p1#0", "p1#2")]
+    assert dropped == {"p3": "no verifier contrast"}
+    # the SFT row of p3 is the likelier pass, #1, although the RM puts #0 five points above it
+    assert [r["candidate_id"] for r in select_sft(scored, PROMPTS, SelectionConfig())[0]] == ["p1#0", "p3#1"]
+    # best_vs_random draws its rejected side among the lower tiers only: #1 or #2, never a pass
+    drawn = {
+        select_pairs(scored, PROMPTS, SelectionConfig(pair_strategy="best_vs_random", min_margin=-9.0), seed=s)[0][0][
+            "rejected_id"
+        ]
+        for s in range(20)
+    }
+    assert drawn == {"p1#1", "p1#2"}
+
+
+def test_likelihood_ranking_leaves_chat_to_the_reward_model():
+    # p4 is chat (no verifier): ranked by RM even though #1 is likelier, and no log-prob is needed.
+    rows = [cand("p4", 0, "hello there", None, 2.0), {**cand("p4", 1, "hey", None, 0.5), "mean_logprob": -0.1}]
+    scored = combine_scores(rows)
+    pairs, _ = select_pairs(scored, PROMPTS, SelectionConfig(min_margin=1.0))
+    assert [(p["chosen_id"], p["rejected_id"], p["decided_by"]) for p in pairs] == [("p4#0", "p4#1", "reward model")]
+    assert [r["candidate_id"] for r in select_sft(scored, PROMPTS, SelectionConfig())[0]] == ["p4#0"]
+
+
+def test_likelihood_ranking_without_log_probs_names_the_candidate():
+    scored = combine_scores([cand("p1", 0, "4", True, 1.0), lcand("p1", 1, "5", False, 0.0, -0.3)])
+    with pytest.raises(ValueError, match=r"p1#0 has no mean_logprob.*rank_verified_by=reward_model"):
+        select_sft(scored, PROMPTS, SelectionConfig())
+
+
+def test_random_control_keeps_the_likelihood_rankings_counts():
+    rows = [
+        lcand("p1", 0, "4", True, 0.0, -0.6),
+        lcand("p1", 1, "2+2=4", True, 1.0, -0.9),
+        lcand("p1", 2, "3", False, 0.0, -0.8),
+        lcand("p1", 3, "5", False, 0.0, -0.2),
+        lcand("p3", 0, "6", True, 5.0, -0.3),
+        lcand("p3", 1, "six", True, 0.0, -0.2),
+    ]
+    scored = combine_scores(rows)
+    cfg = SelectionConfig()
+    sft, pairs = select_sft(scored, PROMPTS, cfg)[0], select_pairs(scored, PROMPTS, cfg)[0]
+    rsft, rpairs = randomize_selection(scored, sft, pairs, seed=3)
+    assert Counter(r["prompt_id"] for r in rsft) == Counter({"p1": 1, "p3": 1})
+    assert [p["prompt_id"] for p in rpairs] == ["p1"]  # p3 has no verifier contrast in either arm
+    assert rpairs[0]["chosen_id"] in {"p1#0", "p1#1"} and rpairs[0]["rejected_id"] in {"p1#2", "p1#3"}

@@ -58,6 +58,7 @@ def _write_round(run: Path, index: int, *, promotion: dict | str | None = None, 
                     "finish_reason": "length" if t.startswith("tea tea") else "stop",
                     "num_tokens": n,
                     "max_tokens": 64,
+                    "mean_logprob": -0.3 * (k + 1),
                 }
             )
     pd.DataFrame(cands).to_parquet(d / "candidates.parquet")
@@ -90,6 +91,7 @@ def _write_round(run: Path, index: int, *, promotion: dict | str | None = None, 
                 if verified is None
                 else ("ok" if verified else "math: expected 4, got 5"),
                 "rm_score": float(i % 5) - 2.0 + (1.5 if verified else 0.0),
+                "mean_logprob": c["mean_logprob"],  # the verify stage carries it on, as the real one does
             }
         )
     verdicts = pd.DataFrame(rows)
@@ -401,3 +403,10 @@ def test_notebook_runs_on_a_real_round(e2e_run: Path, monkeypatch: pytest.Monkey
     assert str(e2e_run / "round-2") in text
     assert "pass rate" in text and "candidates scored" in text
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 5
+
+
+def test_fluency_plot_pairs_log_probs_with_rm_scores(run_dir: Path) -> None:
+    # scores.parquet carries mean_logprob too (the verify stage passes it on): the merge must not split it in two
+    fig = report.plots.plot_fluency(load_round(run_dir / "round-2"))
+    assert fig is not None
+    assert fig.axes[1].get_title().startswith("scored candidates: Spearman")

@@ -91,7 +91,8 @@ def plot_fluency(data: RoundData) -> Figure | None:
     ax.set_xlabel("mean log-prob per token")
     ax.set_ylabel("candidates")
     ax.legend(fontsize=7)
-    merged = data.scores.merge(df[["candidate_id", "mean_logprob"]], on="candidate_id", how="inner")
+    scores = data.scores.drop(columns="mean_logprob", errors="ignore")  # newer rounds carry it there too
+    merged = scores.merge(df[["candidate_id", "mean_logprob"]], on="candidate_id", how="inner")
     merged = merged.dropna(subset=["mean_logprob", "rm_score"])
     if len(merged) > 2:
         rho = merged["mean_logprob"].rank().corr(merged["rm_score"].rank())

@@ -223,7 +223,7 @@ def select_pairs(
     contrast" (instead of "tie"). Dropped, in this order of checks: "fewer than 2 candidates", "no candidate
     passed the verifier" (the best failed), "best pass is off-topic", "chosen and rejected identical" (every other
     text equals the best), "tie" (no other text scores lower), "RM margin below min_margin" (a pair the reward model
-    alone decides, both sides in the same verifier tier, whose RM score difference is below ``cfg.min_margin``,
+    alone decides (anything but a pass over a failure), whose RM score difference is below ``cfg.min_margin``,
     with :data:`MARGIN_TOLERANCE`; a margin exactly at the minimum is kept).
 
     Returns (pairs, dropped) where dropped maps prompt_id -> reason. A pair is {prompt_id, capability, prompt
@@ -304,8 +304,8 @@ def randomize_selection(
     gave them, but which candidates is drawn at random (seeded by ``seed`` and prompt_id) among the eligible ones,
     with no reward-model score: SFT rows among the prompt's passing candidates (any candidate where no verifier
     applies; off-topic passes excluded), distinct texts; a pair's chosen side among those too, its rejected side among
-    the failing candidates when rejection sampling's pair was the verifier's call, else among the prompt's other
-    texts. What this arm lacks against rejection sampling is exactly the ranking. ``margin`` stays the RM score
+    the candidates of rejection sampling's rejected side's verifier tier (a failure for a pass-over-fail pair) whose
+    text differs from the chosen one. What this arm lacks against rejection sampling is exactly the ranking. ``margin`` stays the RM score
     difference of the drawn pair, for the record.
     """
     by_prompt = {pid: sorted(g, key=lambda r: candidate_order(r["candidate_id"])) for pid, g in _group(scored).items()}
@@ -341,10 +341,14 @@ def randomize_selection(
         rng = _rng(seed, f"dpo:{pid}")
         cands = by_prompt[pid]
         chosen = rng.choice([c for c in cands if c["tier"] == TIER_PASS])
-        if pair["decided_by"] == "verifier":
-            pool = [c for c in cands if c["tier"] == TIER_FAIL]
-        else:
-            pool = [c for c in cands if normalise_text(c["text"]) != normalise_text(chosen["text"])]
+        # the rejected side from rejection sampling's rejected tier: a failure for a verifier's pair, an off-topic pass
+        # against an on-topic one, any other text where no verifier applies (every candidate is in one tier)
+        rejected_tier = next(c["tier"] for c in cands if c["candidate_id"] == pair["rejected_id"])
+        pool = [
+            c
+            for c in cands
+            if c["tier"] == rejected_tier and normalise_text(c["text"]) != normalise_text(chosen["text"])
+        ]
         if not pool:  # every other text equals the drawn chosen one: keep rejection sampling's pair
             new_pairs.append(pair)
             continue
@@ -370,8 +374,8 @@ def margin_sweep(scored: list[dict], prompts: dict[str, dict], cfg: SelectionCon
     the one :func:`select_pairs` got, so ``best_vs_random`` draws the same rejected sides."""
     import dataclasses
 
-    # The sweep ranks by the RM score alone: with length_tiebreak the chosen side can be a shorter near-tie, so its
-    # counts describe RM-order pairs, not exactly the pairs select_pairs kept.
+    # The sweep keeps rank_verified_by but not length_tiebreak: with it the chosen side can be a shorter near-tie, so
+    # its counts describe score-order pairs, not exactly the pairs select_pairs kept.
     plain = dataclasses.replace(cfg, min_margin=float("-inf"), length_tiebreak=False)
     candidates, _ = select_pairs(scored, prompts, plain, seed=seed)
     rm_only = [p for p in candidates if p["decided_by"] == "reward model"]

@@ -604,3 +604,22 @@ def test_random_control_keeps_the_likelihood_rankings_counts():
     assert Counter(r["prompt_id"] for r in rsft) == Counter({"p1": 1, "p3": 1})
     assert [p["prompt_id"] for p in rpairs] == ["p1"]  # p3 has no verifier contrast in either arm
     assert rpairs[0]["chosen_id"] in {"p1#0", "p1#1"} and rpairs[0]["rejected_id"] in {"p1#2", "p1#3"}
+
+
+def test_random_control_draws_the_rejected_side_from_rejection_samplings_rejected_tier():
+    # p1: two on-topic passes and an off-topic one. Rejection sampling pairs the likelier pass over the off-topic
+    # pass (RM margin 2.0); the control may draw either pass as chosen, but its rejected side is always the
+    # off-topic one, never the other pass (the old pool was "any other text").
+    rows = [
+        lcand("p1", 0, "4", True, 2.0, -0.2),
+        lcand("p1", 1, "2+2=4", True, 2.0, -0.6),
+        lcand("p1", 2, "4 apples", True, 0.0, -0.4, flags=["off-topic"]),
+    ]
+    scored = combine_scores(rows)
+    cfg = SelectionConfig(min_margin=1.0)
+    sft, pairs = select_sft(scored, PROMPTS, cfg)[0], select_pairs(scored, PROMPTS, cfg)[0]
+    assert [(p["chosen_id"], p["rejected_id"], p["decided_by"]) for p in pairs] == [("p1#0", "p1#2", "reward model")]
+    drawn = {
+        (p["chosen_id"], p["rejected_id"]) for s in range(30) for p in randomize_selection(scored, sft, pairs, s)[1]
+    }
+    assert drawn == {("p1#0", "p1#2"), ("p1#1", "p1#2")}

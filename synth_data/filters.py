@@ -197,7 +197,8 @@ def max_flagged_kept(unflagged: int, share: float) -> int:
 
 def _incoherent(row: dict, floor: float | None) -> bool:
     value = row.get("mean_logprob")
-    return floor is not None and value is not None and value < floor
+    # NaN (a numeric overflow while scoring the tokens) is no fluency signal: dropped, not kept as fluent
+    return floor is not None and value is not None and (math.isnan(value) or value < floor)
 
 
 def _sft_reply(row: dict) -> str:

@@ -393,9 +393,10 @@ def test_incoherent_candidates_are_dropped_by_their_mean_logprob():
         {**cand("i1#0", LONG_A), "mean_logprob": -1.2},
         {**cand("i1#1", "Cats and dogs are obligate coprolinfusi ome obligo dox."), "mean_logprob": -4.7},
         {**cand("i1#2", LONG_C), "mean_logprob": None},  # unknown (e.g. an older candidates file): kept
+        {**cand("i1#3", LONG_B), "mean_logprob": float("nan")},  # an overflow: no evidence of fluency, dropped
     ]
     rows, stats = apply_filters(batch, PROMPTS, cfg, decontaminator=None)
-    assert [r["drop_reason"] for r in rows] == [None, "incoherent", None]
+    assert [r["drop_reason"] for r in rows] == [None, "incoherent", None, "incoherent"]
     assert rows[1]["drop_detail"] == "mean log-prob -4.70 < -3.0"
     rows, _ = apply_filters(batch, PROMPTS, replace(CFG, min_mean_logprob=None), decontaminator=None)  # no filter
     assert all(r["drop_reason"] is None for r in rows)

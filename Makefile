@@ -49,9 +49,9 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not e2e"
 
-# The arms of docs/results.md, 3 rounds each (over an hour on a 2-core CPU): rejection sampling (the config as it is),
-# its random control arm, SFT from the base model each round on the accumulated rows (Llama 3) instead of continuing
-# from the previous round's model, and a reward model on the whole backbone instead of its first 8 layers
+# The arms of docs/results.md, 3 rounds each (about an hour on a 2-core CPU): rejection sampling (the config as it
+# is: verified prompts ranked by the model's likelihood), its random control arm, and the reward-model ranking
+# (the default before; docs/results-rm-ranking.md has its earlier arms: from_base, rm_full)
 ARMS    ?= rs,random,rm_rank
 ARM_DEFS ?= --arm rm_rank:selection.rank_verified_by=reward_model
 ROUNDS  ?= 3

@@ -110,7 +110,7 @@ class PromptsConfig:
     """Templates of the built-in math and instruction training prompts: ``fixed``, only those the eval's seen items
     use; ``varied``, those plus training-only paraphrases (``synth_data.suites.VARIED_*``). Neither uses the held-out
     wordings, so the eval's held-out half measures phrasing the model never trained on either way. Measured over 3
-    rounds (docs/results.md), ``varied`` gained no more on held-out wordings than ``fixed``."""
+    rounds (docs/results-wordings.md), ``varied`` gained no more on held-out wordings than ``fixed``."""
 
 
 @dataclass(frozen=True)
@@ -271,20 +271,21 @@ class RewardModelConfig:
 @dataclass(frozen=True)
 class SelectionConfig:
     strategy: Literal["rejection_sampling", "random"] = "rejection_sampling"
-    """rejection_sampling (best-of-K by verifier and reward model), or random: the control arm of an experiment, with
+    """rejection_sampling (best-of-K by verifier, then likelihood or reward model: ``rank_verified_by``), or random: the control arm of an experiment, with
     the same number of SFT rows and DPO pairs per prompt drawn at random among the eligible candidates
     (``reward.select.randomize_selection``)."""
     min_margin: float = 1.0
-    """Minimum raw reward-model score difference r_chosen - r_rejected for a pair the RM decides (both sides in the same
-    verifier tier); the Bradley-Terry model reads it as P(chosen > rejected) = sigmoid(margin), so 1.0 asks for 0.73.
+    """Minimum raw reward-model score difference r_chosen - r_rejected for a pair the RM decides (anything but a
+    pass over a failure: chat, two passes, an on-topic pass over an off-topic one); the Bradley-Terry model reads it as P(chosen > rejected) = sigmoid(margin), so 1.0 asks for 0.73.
     Pairs a verifier decides (a pass over a fail) are kept at any RM margin. ``selection.json`` records how many
     pairs each threshold in ``reward.select.MARGIN_SWEEP`` would remove."""
     length_tiebreak: bool = False
     """Within a prompt, candidates of the best one's verifier tier whose RM score is within ``min_margin`` of the best
     count as tied (the RM is not confident between them), and the one with the fewest words ranks first. The RM's
     spread among one prompt's passes was under 1.0 for most prompts, and its picks ran longer than random ones
-    (instruction SFT rows 59 vs 51 words). Over 3 rounds (docs/results.md) it shortened replies and fitted the
-    training wording without a held-out gain, so it is off by default: the RM score alone ranks."""
+    (instruction SFT rows 59 vs 51 words). Over 3 rounds (docs/results-tiebreak-workload.md) it shortened replies and
+    fitted the training wording without a held-out gain, so it is off by default. It applies where the RM ranks
+    (chat, or every prompt with ``rank_verified_by: reward_model``)."""
     rank_verified_by: Literal["reward_model", "likelihood"] = "likelihood"
     """How a prompt with a verifier (math, instruction) ranks its candidates within a verifier tier. reward_model: by
     RM score. likelihood: by the generating model's mean per-token log-prob, most likely first, so the SFT row is the
@@ -294,7 +295,8 @@ class SelectionConfig:
     passes at chance (docs/results-rm-ranking.md), and the eval is greedy. Chat (no verifier) ranks by the RM either
     way. With ``generation.teacher`` the log-prob is the teacher's."""
     pair_strategy: Literal["best_vs_worst", "best_vs_random"] = "best_vs_worst"
-    """best_vs_worst or best_vs_random (the rejected side drawn, seeded, among the prompt's other candidates)."""
+    """best_vs_worst or best_vs_random (the rejected side drawn, seeded, among the prompt's lower-ranked candidates; with
+    ``rank_verified_by: likelihood``, a verified prompt's lower tiers)."""
     sft_min_score: float | None = None
     """Absolute floor on the RM score of an SFT row (null: none)."""
     sft_per_prompt: int = 1

@@ -206,7 +206,7 @@ class FiltersConfig:
     """Drop a candidate when more than this share of its word n-grams repeat an earlier n-gram of the same text."""
     min_mean_logprob: float | None = -2.5
     """Drop a candidate whose mean log-probability per token under the model that generated it is below this
-    (``incoherent``); null: no fluency filter. On the embedded model's round 1, -2.5 dropped 6 of 488 candidates
+    (``incoherent``); null: no fluency floor (a NaN value is dropped either way). On the embedded model's round 1, -2.5 dropped 6 of 488 candidates
     (terse fragments such as ``"5\n1\n8"``); it does not catch fluent-looking word salad, which the RM's synthetic
     negatives are for."""
     max_emojis: int = 3
@@ -276,7 +276,8 @@ class SelectionConfig:
     (``reward.select.randomize_selection``)."""
     min_margin: float = 1.0
     """Minimum raw reward-model score difference r_chosen - r_rejected for a pair the RM decides (anything but a
-    pass over a failure: chat, two passes, an on-topic pass over an off-topic one); the Bradley-Terry model reads it as P(chosen > rejected) = sigmoid(margin), so 1.0 asks for 0.73.
+    pass over a failure: chat, an on-topic pass over an off-topic one, two passes with ``rank_verified_by:
+    reward_model``); the Bradley-Terry model reads it as P(chosen > rejected) = sigmoid(margin), so 1.0 asks for 0.73.
     Pairs a verifier decides (a pass over a fail) are kept at any RM margin. ``selection.json`` records how many
     pairs each threshold in ``reward.select.MARGIN_SWEEP`` would remove."""
     length_tiebreak: bool = False
@@ -291,11 +292,11 @@ class SelectionConfig:
     RM score. likelihood: by the generating model's mean per-token log-prob, most likely first, so the SFT row is the
     pass greedy decoding is nearest to giving, and a pair's rejected side (best_vs_worst) is the most likely candidate
     of the lowest tier present (the failure greedy decoding is nearest to giving) rather than the RM's lowest; a
-    prompt whose candidates all share one tier gives no pair ("no verifier contrast"). Why: the RM ranks a prompt's
-    passes at chance (docs/results-rm-ranking.md), and the eval is greedy. Chat (no verifier) ranks by the RM either
+    prompt whose other texts all pass gives no pair ("no verifier contrast"). Why: the RM tells a pass from a failure
+    of the same prompt at chance (docs/results-wordings.md), and the eval is greedy. Chat (no verifier) ranks by the RM either
     way. With ``generation.teacher`` the log-prob is the teacher's."""
     pair_strategy: Literal["best_vs_worst", "best_vs_random"] = "best_vs_worst"
-    """best_vs_worst or best_vs_random (the rejected side drawn, seeded, among the prompt's lower-ranked candidates; with
+    """best_vs_worst or best_vs_random (the rejected side drawn, seeded, among the prompt's lower-scored candidates; with
     ``rank_verified_by: likelihood``, a verified prompt's lower tiers)."""
     sft_min_score: float | None = None
     """Absolute floor on the RM score of an SFT row (null: none)."""

@@ -13,8 +13,8 @@ mean per-token log-prob) instead of the RM score.
 
 Margins are raw reward-model score differences: under Bradley-Terry, a difference d means the RM puts the chosen
 answer above the rejected one with probability sigmoid(d), whatever the prompt. A pair the verifier decides (a pass
-over a failure) needs no RM margin; every other pair (chat, two passes, an on-topic pass over an off-topic one, whose
-flag is a heuristic) is kept when its RM margin reaches ``selection.min_margin``.
+over a failure) needs no RM margin; every other pair (chat, an on-topic pass over an off-topic one, whose flag is a
+heuristic, or two passes when the RM ranks verified prompts) is kept when its RM margin reaches ``selection.min_margin``.
 
     scored = combine_scores(rows)                     # after the RM: adds tier, score and rm_percentile
     sft_rows, sft_dropped = select_sft(scored, prompts, cfg.selection)

@@ -10,7 +10,8 @@ empty). The filters run in this order and the first that matches decides the rea
    earlier n-gram of the same response (degenerate loops).
 4. ``"incoherent"``: the mean log-probability per token of the response under the model that generated it
    (``mean_logprob``, untempered) is below ``cfg.min_mean_logprob``: text made of tokens the model itself finds
-   unlikely ("obligate coprolinfusi·ome") is dropped before any ranking. Skipped for rows without the value.
+   unlikely ("obligate coprolinfusi·ome") is dropped before any ranking. Skipped for rows without the value; a NaN
+   value (an overflow) is dropped even with the floor off.
 5. ``"decontaminated"``: the response overlaps an evaluation item (``synth_data.decontaminate.Decontaminator``).
 6. ``"exact duplicate"`` / ``"near-duplicate"`` (when ``cfg.dedup``): the *reply* equals, after normalisation, or
    near-duplicates (MinHash LSH estimate of the Jaccard similarity of word shingles at or above
@@ -197,8 +198,9 @@ def max_flagged_kept(unflagged: int, share: float) -> int:
 
 def _incoherent(row: dict, floor: float | None) -> bool:
     value = row.get("mean_logprob")
-    # NaN (a numeric overflow while scoring the tokens) is no fluency signal: dropped, not kept as fluent
-    return floor is not None and value is not None and (math.isnan(value) or value < floor)
+    # NaN (a numeric overflow while scoring the tokens) is no fluency signal: dropped, not kept as fluent, even with
+    # the floor off (the likelihood ranking could not place it)
+    return value is not None and (math.isnan(value) or (floor is not None and value < floor))
 
 
 def _sft_reply(row: dict) -> str:
@@ -236,7 +238,9 @@ def apply_filters(
         elif (ratio := repetition_ratio(text, cfg.repetition_ngram)) > cfg.max_repetition:
             drop(row, "repetition", f"{ratio:.2f} of {cfg.repetition_ngram}-grams repeat (max {cfg.max_repetition})")
         elif _incoherent(row, cfg.min_mean_logprob):
-            drop(row, "incoherent", f"mean log-prob {row['mean_logprob']:.2f} < {cfg.min_mean_logprob}")
+            value = row["mean_logprob"]
+            why = "mean log-prob is NaN" if math.isnan(value) else f"mean log-prob {value:.2f} < {cfg.min_mean_logprob}"
+            drop(row, "incoherent", why)
         elif decontaminator is not None and (why := decontaminator.is_contaminated(text)):
             drop(row, "decontaminated", why)
 

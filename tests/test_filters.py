@@ -398,5 +398,6 @@ def test_incoherent_candidates_are_dropped_by_their_mean_logprob():
     rows, stats = apply_filters(batch, PROMPTS, cfg, decontaminator=None)
     assert [r["drop_reason"] for r in rows] == [None, "incoherent", None, "incoherent"]
     assert rows[1]["drop_detail"] == "mean log-prob -4.70 < -3.0"
-    rows, _ = apply_filters(batch, PROMPTS, replace(CFG, min_mean_logprob=None), decontaminator=None)  # no filter
-    assert all(r["drop_reason"] is None for r in rows)
+    assert rows[3]["drop_detail"] == "mean log-prob is NaN"
+    rows, _ = apply_filters(batch, PROMPTS, replace(CFG, min_mean_logprob=None), decontaminator=None)  # no floor
+    assert [r["drop_reason"] for r in rows] == [None, None, None, "incoherent"]  # NaN is never a ranking signal

@@ -206,9 +206,9 @@ class FiltersConfig:
     """Drop a candidate when more than this share of its word n-grams repeat an earlier n-gram of the same text."""
     min_mean_logprob: float | None = -2.5
     """Drop a candidate whose mean log-probability per token under the model that generated it is below this
-    (``incoherent``); null: no fluency floor (a NaN value is dropped either way). On the embedded model's round 1, -2.5 dropped 6 of 488 candidates
-    (terse fragments such as ``"5\n1\n8"``); it does not catch fluent-looking word salad, which the RM's synthetic
-    negatives are for."""
+    (``incoherent``); null: no fluency floor (a NaN value is dropped either way). On the embedded model's round 1,
+    -2.5 dropped 6 of 488 candidates (terse fragments such as ``"5\n1\n8"``); it does not catch fluent-looking word
+    salad, which the RM's synthetic negatives are for."""
     max_emojis: int = 3
     max_exclamations: int = 3
     """A candidate with more emojis / exclamation marks than these, or an over-apologetic phrase, is flagged."""
@@ -271,9 +271,9 @@ class RewardModelConfig:
 @dataclass(frozen=True)
 class SelectionConfig:
     strategy: Literal["rejection_sampling", "random"] = "rejection_sampling"
-    """rejection_sampling (best-of-K by verifier, then likelihood or reward model: ``rank_verified_by``), or random: the control arm of an experiment, with
-    the same number of SFT rows and DPO pairs per prompt drawn at random among the eligible candidates
-    (``reward.select.randomize_selection``)."""
+    """rejection_sampling (best-of-K by verifier, then likelihood or reward model: ``rank_verified_by``), or random:
+    the control arm of an experiment, with the same number of SFT rows and DPO pairs per prompt drawn at random among
+    the eligible candidates (``reward.select.randomize_selection``)."""
     min_margin: float = 1.0
     """Minimum raw reward-model score difference r_chosen - r_rejected for a pair the RM decides (anything but a
     pass over a failure: chat, an on-topic pass over an off-topic one, two passes with ``rank_verified_by:
@@ -293,11 +293,11 @@ class SelectionConfig:
     pass greedy decoding is nearest to giving, and a pair's rejected side (best_vs_worst) is the most likely candidate
     of the lowest tier present (the failure greedy decoding is nearest to giving) rather than the RM's lowest; a
     prompt whose other texts all pass gives no pair ("no verifier contrast"). Why: the RM tells a pass from a failure
-    of the same prompt at chance (docs/results-wordings.md), and the eval is greedy. Chat (no verifier) ranks by the RM either
-    way. With ``generation.teacher`` the log-prob is the teacher's."""
+    of the same prompt at chance (docs/results-wordings.md), and the eval is greedy. Chat (no verifier) ranks by the
+    RM either way. With ``generation.teacher`` the log-prob is the teacher's."""
     pair_strategy: Literal["best_vs_worst", "best_vs_random"] = "best_vs_worst"
-    """best_vs_worst or best_vs_random (the rejected side drawn, seeded, among the prompt's lower-scored candidates; with
-    ``rank_verified_by: likelihood``, a verified prompt's lower tiers)."""
+    """best_vs_worst or best_vs_random (the rejected side drawn, seeded, among the prompt's lower-scored candidates;
+    with ``rank_verified_by: likelihood``, a verified prompt's lower tiers)."""
     sft_min_score: float | None = None
     """Absolute floor on the RM score of an SFT row (null: none)."""
     sft_per_prompt: int = 1

@@ -14,7 +14,8 @@ mean per-token log-prob) instead of the RM score.
 Margins are raw reward-model score differences: under Bradley-Terry, a difference d means the RM puts the chosen
 answer above the rejected one with probability sigmoid(d), whatever the prompt. A pair the verifier decides (a pass
 over a failure) needs no RM margin; every other pair (chat, an on-topic pass over an off-topic one, whose flag is a
-heuristic, or two passes when the RM ranks verified prompts) is kept when its RM margin reaches ``selection.min_margin``.
+heuristic, or two passes when the RM ranks verified prompts) is kept when its RM margin reaches
+``selection.min_margin``.
 
     scored = combine_scores(rows)                     # after the RM: adds tier, score and rm_percentile
     sft_rows, sft_dropped = select_sft(scored, prompts, cfg.selection)
@@ -305,8 +306,8 @@ def randomize_selection(
     with no reward-model score: SFT rows among the prompt's passing candidates (any candidate where no verifier
     applies; off-topic passes excluded), distinct texts; a pair's chosen side among those too, its rejected side among
     the candidates of rejection sampling's rejected side's verifier tier (a failure for a pass-over-fail pair) whose
-    text differs from the chosen one. What this arm lacks against rejection sampling is exactly the ranking. ``margin`` stays the RM score
-    difference of the drawn pair, for the record.
+    text differs from the chosen one. What this arm lacks against rejection sampling is exactly the ranking.
+    ``margin`` stays the RM score difference of the drawn pair, for the record.
     """
     by_prompt = {pid: sorted(g, key=lambda r: candidate_order(r["candidate_id"])) for pid, g in _group(scored).items()}
 

@@ -25,7 +25,7 @@ SUITES_DIR = Path(__file__).resolve().parent / "suites"
 SPLITS = ("train", "eval", "seed")
 EVAL_BUCKETS = 4  # one key in EVAL_BUCKETS (by stable hash) is eval-only
 EVAL_SEED = 0
-EVAL_SIZES = {"math": 400, "instruction": 400, "format": 60}  # format: ~70 distinct eval-side texts exist
+EVAL_SIZES = {"math": 400, "instruction": 400, "format": 300}  # format: 317 distinct eval-side texts exist
 """Items per shipped eval suite: at 60 one standard error of an accuracy was ~0.06, too wide to see a 5-point change
 between rounds; at 200 (100 held-out) the paired 95% interval of a held-out gain was still about +-0.08, so 400
 (200 held-out, about +-0.055). Rounds evaluate the first ``eval.max_items`` of each (configs/default.yaml),
@@ -116,8 +116,14 @@ def _check_split(split: str, n: int) -> None:
         raise ValueError(f"n must be non-negative, got {n}")
 
 
-def _fill(n: int, split: str, make: Callable[[int], tuple[str, str, object] | None]) -> list:
-    """Call ``make(accepted_so_far)`` -> (split key, text, payload) until ``n`` distinct texts of the split."""
+def _fill(
+    n: int,
+    split: str,
+    make: Callable[[int], tuple[str, str, object] | None],
+    on_eval_side: Callable[[str], bool] = is_eval_key,
+) -> list:
+    """Call ``make(accepted_so_far)`` -> (split key, text, payload) until ``n`` distinct texts of the split;
+    ``on_eval_side(key)`` says which side of the train/eval partition a key falls on."""
     out, seen_texts = [], set()
     for _ in range(n * MAX_ATTEMPTS_PER_ITEM):
         if len(out) == n:
@@ -127,7 +133,7 @@ def _fill(n: int, split: str, make: Callable[[int], tuple[str, str, object] | No
             continue
         key, text, payload = candidate
         norm = " ".join(text.lower().split())
-        if is_eval_key(key) != (split == "eval") or norm in seen_texts:
+        if on_eval_side(key) != (split == "eval") or norm in seen_texts:
             continue  # other side of the train/eval partition, or a duplicate
         seen_texts.add(norm)
         out.append(payload)
@@ -588,8 +594,10 @@ def chat_prompt_count(split: str) -> int:
 # -------------------------------------------------------------------------------------- format / termination
 
 # Short requests whose replies should end properly: within the token budget (the verifier's termination check), on
-# a finished sentence, list item or code block, and without runaway repetition. Subjects are the chat subjects, with
-# the chat split's keys, so a format eval item never shares its subject with a training chat prompt.
+# a finished sentence, list item or code block, and without runaway repetition. Subjects are the chat subjects of the
+# chat split's eval side, so a format eval item never shares its subject with a training chat prompt, plus subjects
+# that only format items use (no training prompt of any capability names them). The chat subjects alone gave 70
+# distinct texts: a 60-item suite, where one standard error is ~0.05 and a 5-point change is invisible.
 FORMAT_TEMPLATES: list[tuple[str, str]] = [
     ("Give a one-sentence definition of {x}.", "idea"),
     ("In two sentences, explain why {x} matters.", "idea"),
@@ -607,30 +615,105 @@ FORMAT_TEMPLATES: list[tuple[str, str]] = [
     ("Suggest a title for a story about {x}, then explain it in one sentence.", "story"),
     ("Describe {x} to a child in two short sentences.", "idea"),
     ("Why might someone want to {x}? Give two reasons as a short list.", "activity"),
+    ("Name one common misunderstanding about {x}, in a single sentence.", "idea"),
+    ("In two sentences, say what would happen if {x} stopped working.", "mechanism"),
+    ("Write the opening sentence of a story about {x}.", "story"),
+    ("Give one piece of advice for someone who is {x}, in one sentence.", "situation"),
+    ("What tool does {x} use most? Answer in one sentence.", "profession"),
+    ("In two short sentences, say what you need to {x}.", "activity"),
 ]
 FORMAT_CONSTRAINTS = [{"type": "ends_cleanly"}, {"type": "max_repetition", "value": 0.2}]
+# Format-only subjects, on the eval side by construction: neither the chat generator nor any other training prompt
+# generator draws on them (test_suites checks that no training prompt names one).
+FORMAT_ONLY_SUBJECTS: dict[str, list[str]] = {
+    "mechanism": [
+        "a windmill", "a smoke detector", "a washing machine", "a traffic light", "a bicycle pump", "a telescope",
+        "a piano", "a parachute", "a zipper", "a water filter",
+    ],
+    "activity": [
+        "learn to juggle", "plan a weekend hike", "fix a squeaky door", "plan a family game night", "brew a good cup of cocoa",
+        "teach a dog to sit", "pack for a short trip", "start a vegetable patch", "make a paper airplane",
+        "keep a desk tidy",
+    ],
+    "story": [
+        "a clock that ran backwards", "a penguin who wanted to fly", "a map with a missing corner", "a runaway shopping cart",
+        "a letter that arrived fifty years late", "a mouse who ran a bakery", "a door in the middle of a field",
+        "a violin that played by itself", "an astronaut's first meal in space", "a town without colors",
+    ],
+    "situation": [
+        "learning to drive", "moving in with a friend", "training for a first race", "starting a small business",
+        "looking after a sick relative", "studying for a driving test", "adopting a rescue cat",
+        "joining a new sports team", "planning a wedding", "learning to swim as an adult",
+    ],
+    "idea": [
+        "gravity", "the food chain", "inflation", "renewable energy", "the Industrial Revolution", "biodiversity",
+        "the Pythagorean theorem", "the placebo effect", "the rule of law", "ocean tides",
+    ],
+    "profession": [
+        "a dentist", "a plumber", "a lifeguard", "a photographer", "a translator", "a beekeeper", "a carpenter",
+        "a bus driver", "a zookeeper", "a pharmacist",
+    ],
+}  # fmt: skip
+FORMAT_ONLY_KEY = "format-only:"
+
+
+def _format_key_on_eval_side(key: str) -> bool:
+    return key.startswith(FORMAT_ONLY_KEY) or is_eval_key(key)
+
+
+# The suite's first 60 items (its size before the format-only subjects and the last six templates existed) are drawn
+# as they were then, so a round's eval.max_items and earlier runs keep their format items; the rest come after.
+FORMAT_FIRST = (60, 16)  # (items, templates) of the original suite
 
 
 def make_format_items(n: int, seed: int, split: str) -> list[dict]:
     """``n`` distinct short requests checked for termination, a clean ending and no runaway repetition."""
     _check_split(split, n)
+    first_n, first_templates = FORMAT_FIRST
+    chat_subjects = {kind: [(f"chat:{x}", x) for x in xs] for kind, xs in CHAT_SUBJECTS.items()}
+    all_subjects = {
+        kind: pairs + [(f"{FORMAT_ONLY_KEY}{x}", x) for x in FORMAT_ONLY_SUBJECTS[kind]]
+        for kind, pairs in chat_subjects.items()
+    }
+    out: list[dict] = []
+
+    def maker(rng: random.Random, templates: list[tuple[str, str]], subjects: dict, taken: set[str]) -> Callable:
+        def make(i: int) -> tuple[str, str, dict] | None:
+            template, kind = rng.choice(templates)
+            key, x = rng.choice(subjects[kind])
+            text = template.format(x=x)
+            if " ".join(text.lower().split()) in taken:
+                return None  # already among the first items
+            item = {
+                "id": f"format-{split}-{seed}-{len(out) + i}",
+                "capability": "format",
+                "messages": [{"role": "user", "content": text}],
+                "constraints": [dict(c) for c in FORMAT_CONSTRAINTS],
+            }
+            if split == "eval":
+                item["wording"] = "held_out"  # no training prompt uses a format template
+            return key, text, item
+
+        return make
+
     rng = random.Random(f"{split}:{seed}:format")
+    out += _fill(min(n, first_n), split, maker(rng, FORMAT_TEMPLATES[:first_templates], chat_subjects, set()))
+    if n > first_n:
+        taken = {prompt_text_key(item) for item in out}
+        rng = random.Random(f"{split}:{seed}:format:more")
+        out += _fill(n - first_n, split, maker(rng, FORMAT_TEMPLATES, all_subjects, taken), _format_key_on_eval_side)
+    return out
 
-    def make(i: int) -> tuple[str, str, dict]:
-        template, kind = rng.choice(FORMAT_TEMPLATES)
-        x = rng.choice(CHAT_SUBJECTS[kind])
-        text = template.format(x=x)
-        item = {
-            "id": f"format-{split}-{seed}-{i}",
-            "capability": "format",
-            "messages": [{"role": "user", "content": text}],
-            "constraints": [dict(c) for c in FORMAT_CONSTRAINTS],
-        }
-        if split == "eval":
-            item["wording"] = "held_out"  # no training prompt uses a format template
-        return f"chat:{x}", text, item
 
-    return _fill(n, split, make)
+def format_prompt_count(split: str) -> int:
+    """How many distinct format prompts ``split`` can hold (``make_format_items`` fails above this)."""
+    _check_split(split, 0)
+    texts = set()
+    for template, kind in FORMAT_TEMPLATES:
+        keyed = [(f"chat:{x}", x) for x in CHAT_SUBJECTS[kind]]
+        keyed += [(f"{FORMAT_ONLY_KEY}{x}", x) for x in FORMAT_ONLY_SUBJECTS[kind]]
+        texts.update(template.format(x=x) for key, x in keyed if _format_key_on_eval_side(key) == (split == "eval"))
+    return len(texts)
 
 
 # ---------------------------------------------------------------------------------------- entry points

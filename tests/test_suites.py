@@ -9,10 +9,15 @@ import pytest
 from reward.verifiers import CONSTRAINT_TYPES, verify
 from synth_data.suite_format import SuiteFormatError, load_suite, write_suite
 from synth_data.suites import (
+    CHAT_SUBJECTS,
+    EVAL_SIZES,
+    FORMAT_ONLY_SUBJECTS,
     INSTRUCTION_CONSTRAINT_TYPES,
+    TOPICS,
     builtin_eval_suite_paths,
     builtin_train_prompts,
     chat_prompt_count,
+    format_prompt_count,
     make_builtin_eval_suites,
     make_chat_items,
     make_format_items,
@@ -158,7 +163,7 @@ def test_shipped_eval_suites_match_regeneration() -> None:
     paths = builtin_eval_suite_paths()
     assert [p.name for p in paths] == ["math_eval.jsonl", "instruction_eval.jsonl", "format_eval.jsonl"]
     regenerated = make_builtin_eval_suites()
-    for path, size in zip(paths, (400, 400, 60), strict=True):
+    for path, size in zip(paths, (400, 400, 300), strict=True):
         items = load_suite(path)
         assert len(items) == size  # 200 held-out items per capability: a paired held-out interval of about +-0.055
         assert items == regenerated[path]
@@ -167,6 +172,7 @@ def test_shipped_eval_suites_match_regeneration() -> None:
     from synth_data.suites import make_math_items
 
     assert make_math_items(200, 0, "eval") == load_suite(paths[0])[:200]
+    assert make_format_items(60, 0, "eval") == load_suite(paths[2])[:60]
 
 
 def _template_patterns(templates: list[str]) -> list[re.Pattern]:
@@ -246,13 +252,42 @@ def test_training_prompts_are_pinned() -> None:
 
 
 def test_format_suite_asks_for_a_clean_ending_on_eval_side_subjects() -> None:
-    items = make_format_items(60, 0, "eval")
+    items = make_format_items(EVAL_SIZES["format"], 0, "eval")
     assert {tuple(c["type"] for c in i["constraints"]) for i in items} == {("ends_cleanly", "max_repetition")}
     chat_train = {prompt_text_key(i) for i in make_chat_items(chat_prompt_count("train"), 0, "train")}
     assert not {prompt_text_key(i) for i in items} & chat_train
     good = "Tea is a drink made from leaves. People enjoy it hot."
     assert verify(good, items[0], "stop").passed and not verify(good, items[0], "length").passed
     assert not verify("Tea is a drink made from", items[0], "stop").passed
+
+
+def test_format_suite_is_big_enough_to_see_a_five_point_change() -> None:
+    # 60 items (the chat subjects' 70 texts) gave a standard error of ~0.05 on format: a 5-point change was invisible.
+    shipped = load_suite(builtin_eval_suite_paths()[2])
+    assert len(shipped) == EVAL_SIZES["format"] >= 300
+    assert EVAL_SIZES["format"] <= format_prompt_count("eval")
+    with pytest.raises(RuntimeError, match="distinct eval items"):
+        make_format_items(format_prompt_count("eval") + 1, 0, "eval")
+
+
+def test_format_only_subjects_reach_no_training_prompt() -> None:
+    only = [x for xs in FORMAT_ONLY_SUBJECTS.values() for x in xs]
+    assert len(only) == len(set(only)) == 60
+    assert not set(only) & ({x for xs in CHAT_SUBJECTS.values() for x in xs} | set(TOPICS))
+    from synth_data import suites as S
+
+    training = [
+        prompt_text_key(item)
+        for split in ("train", "seed")
+        for cap, n in (("math", 300), ("instruction", 300), ("chat", chat_prompt_count(split)))
+        for item in S.GENERATORS[cap](n, 0, split)
+    ] + [prompt_text_key(i) for i in builtin_train_prompts({"math": 300, "instruction": 300}, 0, "varied")]
+    training += [line.lower() for path in Path(S.__file__).parents[1].glob("reward/data/*") for line in path.open()]
+    named = {x for x in only if any(x.lower() in text for text in training)}
+    assert not named
+    # ... while the eval suite uses them: they are where its growth came from
+    texts = [prompt_text_key(i) for i in load_suite(builtin_eval_suite_paths()[2])]
+    assert sum(any(x.lower() in t for x in only) for t in texts) > 150
 
 
 def _varied_patterns() -> dict[str, list[re.Pattern]]:

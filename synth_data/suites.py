@@ -669,6 +669,11 @@ FORMAT_FIRST = (60, 16)  # (items, templates) of the original suite
 def make_format_items(n: int, seed: int, split: str) -> list[dict]:
     """``n`` distinct short requests checked for termination, a clean ending and no runaway repetition."""
     _check_split(split, n)
+    available = format_prompt_count(split)
+    if n > available:
+        raise ValueError(
+            f"asked for {n} format items but the built-in format generator has {available} distinct {split} ones"
+        )
     first_n, first_templates = FORMAT_FIRST
     chat_subjects = {kind: [(f"chat:{x}", x) for x in xs] for kind, xs in CHAT_SUBJECTS.items()}
     all_subjects = {

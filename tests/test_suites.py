@@ -1,5 +1,6 @@
 """Tests for the suite format (loader errors, writer) and the built-in generators."""
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -173,6 +174,8 @@ def test_shipped_eval_suites_match_regeneration() -> None:
 
     assert make_math_items(200, 0, "eval") == load_suite(paths[0])[:200]
     assert make_format_items(60, 0, "eval") == load_suite(paths[2])[:60]
+    first_60 = json.dumps(load_suite(paths[2])[:60], sort_keys=True).encode()
+    assert hashlib.sha256(first_60).hexdigest()[:16] == "9a16209b7f58959b"  # the 60-item suite before 199a741
 
 
 def _template_patterns(templates: list[str]) -> list[re.Pattern]:
@@ -256,6 +259,10 @@ def test_format_suite_asks_for_a_clean_ending_on_eval_side_subjects() -> None:
     assert {tuple(c["type"] for c in i["constraints"]) for i in items} == {("ends_cleanly", "max_repetition")}
     chat_train = {prompt_text_key(i) for i in make_chat_items(chat_prompt_count("train"), 0, "train")}
     assert not {prompt_text_key(i) for i in items} & chat_train
+    from synth_data.suites import is_eval_key
+
+    train_side = {x for xs in CHAT_SUBJECTS.values() for x in xs if not is_eval_key(f"chat:{x}")}
+    assert not {_format_subject(i) for i in items} & train_side
     good = "Tea is a drink made from leaves. People enjoy it hot."
     assert verify(good, items[0], "stop").passed and not verify(good, items[0], "length").passed
     assert not verify("Tea is a drink made from", items[0], "stop").passed
@@ -266,8 +273,21 @@ def test_format_suite_is_big_enough_to_see_a_five_point_change() -> None:
     shipped = load_suite(builtin_eval_suite_paths()[2])
     assert len(shipped) == EVAL_SIZES["format"] >= 300
     assert EVAL_SIZES["format"] <= format_prompt_count("eval")
-    with pytest.raises(RuntimeError, match="distinct eval items"):
+    with pytest.raises(ValueError, match="has 317 distinct eval ones"):
         make_format_items(format_prompt_count("eval") + 1, 0, "eval")
+    assert len(make_format_items(format_prompt_count("eval"), 0, "eval")) == 317
+
+
+def _format_subject(item: dict) -> str:
+    """The subject a format item's text was made from (templates and subjects can nest: 'a bicycle pump')."""
+    from synth_data import suites as S
+
+    made = {
+        template.format(x=x): x
+        for template, kind in S.FORMAT_TEMPLATES
+        for x in CHAT_SUBJECTS[kind] + FORMAT_ONLY_SUBJECTS[kind]
+    }
+    return made[item["messages"][0]["content"]]
 
 
 def test_format_only_subjects_reach_no_training_prompt() -> None:
@@ -285,6 +305,8 @@ def test_format_only_subjects_reach_no_training_prompt() -> None:
     training += [line.lower() for path in Path(S.__file__).parents[1].glob("reward/data/*") for line in path.open()]
     named = {x for x in only if any(x.lower() in text for text in training)}
     assert not named
+    train_format = make_format_items(format_prompt_count("train"), 0, "train")
+    assert not {_format_subject(i) for i in train_format} & set(only)
     # ... while the eval suite uses them: they are where its growth came from
     texts = [prompt_text_key(i) for i in load_suite(builtin_eval_suite_paths()[2])]
     assert sum(any(x.lower() in t for x in only) for t in texts) > 150

@@ -250,7 +250,7 @@ def _read_run(run_dir: Path, rounds: int) -> tuple[EvalItems | None, list[tuple[
         ev = EvalSummary.read(rd / ARTIFACTS.eval)
         if k == 1:
             base = EvalItems("base", _items(run_dir / ev.start_eval_file))
-        facts: dict = {}
+        facts: dict = {"eval_identity": ev.identity}
         if (rd / ARTIFACTS.promotion).is_file():
             facts["promoted"] = Promotion.read(rd / ARTIFACTS.promotion).promoted
         manifest = None
@@ -353,6 +353,7 @@ def results_markdown(exp: Path, arms: list[str], rounds: int, plot_name: str | N
         "Code id of the rounds (source and library versions, as in the stage keys): "
         + (", ".join(f"`{c}`" for c in codes) or "unrecorded")
         + ".",
+        _identity_line(data, ref),
         f"Intervals: paired {CONFIDENCE:.0%} (same items, `alignment.compare.difference_interval`); "
         "**↑**/**↓**: the interval excludes zero. Δ vs base: against the arm's own eval of the base model.",
         "",
@@ -429,6 +430,35 @@ def results_markdown(exp: Path, arms: list[str], rounds: int, plot_name: str | N
     if plot_name:
         lines += ["", f"![accuracy by round]({plot_name})"]
     return "\n".join(lines) + "\n"
+
+
+def _identity_line(data: dict, ref: str) -> str:
+    """Whether every round's eval was made with the suites, eval settings and code of the base eval (``ref``'s
+    round 1, ``rounds.stages.eval_identity``), naming the rounds whose differ and what differs: a run resumed after
+    an edit pairs its later rounds with a base scored by other verifiers or items."""
+    rounds = {(arm, k): f.get("eval_identity") or {} for arm, d in data.items() for k, _, f in d["rounds"]}
+    base = rounds.get((ref, 1)) or {}
+    differ, unrecorded = [], []
+    for (arm, k), ident in rounds.items():
+        if not ident or not base:
+            unrecorded.append(f"{arm} round {k}")
+        elif ident != base:
+            keys = sorted(key for key in set(ident) | set(base) if ident.get(key) != base.get(key))
+            differ.append(f"{arm} round {k} ({', '.join(keys)})")
+    parts = []
+    if differ:
+        parts.append(
+            "**differs from the base eval's** in "
+            + ", ".join(differ)
+            + ": those rows compare evals made with other verifiers, items or settings"
+        )
+    if unrecorded:
+        parts.append("unrecorded (evals from before it was recorded) in " + ", ".join(unrecorded))
+    return (
+        "Eval identity (suites, eval settings, code): "
+        + ("; ".join(parts) or "the same in every round, the base eval's")
+        + "."
+    )
 
 
 def _verdicts_differ(a: EvalItems, b: EvalItems) -> int:

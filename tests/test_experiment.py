@@ -58,9 +58,11 @@ def test_arm_configs_share_stages_up_to_the_first_differing_section(tmp_path) ->
         arm_configs(CONFIG, parse_arms("rs", ["bad:selection.strategy=best"]), [f"output_dir={tmp_path}"])
 
 
-def _fake_round(run: Path, k: int, model: dict[str, bool], start: dict[str, bool] | None = None) -> None:
+def _fake_round(
+    run: Path, k: int, model: dict[str, bool], start: dict[str, bool] | None = None, identity: dict | None = None
+) -> None:
     """Round ``k`` of a run with an eval of its model (and of the base, in round 1): item id -> correct. Odd item
-    numbers are held-out wordings, even ones seen."""
+    numbers are held-out wordings, even ones seen. ``identity``: the eval identity its eval.json records."""
     rd = run / f"round-{k}"
     rd.mkdir(parents=True)
 
@@ -88,6 +90,7 @@ def _fake_round(run: Path, k: int, model: dict[str, bool], start: dict[str, bool
             "start_model": "base",
             "model_eval_file": f"round-{k}/eval_model.json",
             "start_eval_file": "round-1/eval_start.json",
+            **({"identity": identity} if identity is not None else {}),
         },
         rd / "eval.json",
     )
@@ -158,6 +161,28 @@ def test_the_rounds_table_counts_no_dpo_pair_for_an_arm_that_skipped_dpo(tmp_pat
     md = results_markdown(exp, ["rs", "sft_only"], 1)
     assert "| rs | 1 | 4 | 3 |" in md
     assert "| sft_only | 1 | 4 | 0 of 3 (DPO skipped) |" in md  # selected, never trained on
+
+
+def test_rounds_scored_by_another_eval_than_the_base_are_named(tmp_path) -> None:
+    """A round evaluated with other suites, settings or code (a run resumed after an edit) is paired against a base
+    eval made with other verifiers or items: the table names it and what differs, and says so when all agree."""
+    exp = tmp_path / "experiment-x"
+    answers = {f"math-{i}": i < 5 for i in range(10)}
+    same = {"suites": {}, "settings": {"eval": {"max_items": None}, "seed": 0}, "code": "aaaa"}
+    for k in (1, 2):
+        _fake_round(exp / "rs", k, answers, answers if k == 1 else None, identity=same)
+    _fake_round(exp / "random", 1, answers, answers, identity=same)
+    md = results_markdown(exp, ["rs", "random"], 2)
+    assert "Eval identity (suites, eval settings, code): the same in every round, the base eval's." in md
+    _fake_round(exp / "random", 2, answers, identity={**same, "code": "bbbb"})
+    _fake_round(exp / "rs", 3, answers, identity={**same, "settings": {"eval": {"max_items": 60}, "seed": 0}})
+    _fake_round(exp / "rs", 4, answers)  # made before evals recorded their identity
+    md = results_markdown(exp, ["rs", "random"], 4)
+    assert (
+        "Eval identity (suites, eval settings, code): **differs from the base eval's** in rs round 3 (settings), "
+        "random round 2 (code): those rows compare evals made with other verifiers, items or settings; unrecorded "
+        "(evals from before it was recorded) in rs round 4." in md
+    )
 
 
 def test_a_missing_item_file_is_an_error_not_an_empty_row(tmp_path) -> None:

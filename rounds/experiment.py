@@ -34,6 +34,7 @@ from pathlib import Path
 from alignment.compare import difference_interval, read_item_records
 from alignment.config import RoundConfig, config_to_dict, load_config
 from alignment.records import read_json, write_json
+from rounds.keys import HashCache
 from rounds.layout import ARTIFACTS, EvalSummary, Manifest, Promotion, Selection, round_path
 from rounds.runner import STAGES, run_dir_for, run_round
 from rounds.stages import START_EVAL_SOURCE, check_training_config, eval_settings, start_eval_identity
@@ -170,7 +171,8 @@ def seed_start_eval(first: RoundConfig, other: RoundConfig) -> bool:
     for path in sorted(src.glob("eval_start.*")):
         if path.is_file():
             shutil.copy2(path, dst / path.name)
-    source = {"from": str(src), "identity": start_eval_identity(first, summary.start_model, code)}
+    cache = HashCache.for_run(run_dir_for(first))  # the runner hashed the base model's files into it
+    source = {"from": str(src), "identity": start_eval_identity(first, summary.start_model, code, cache)}
     write_json(source, dst / START_EVAL_SOURCE)
     return True
 

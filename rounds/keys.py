@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 CODE_PACKAGES = ("alignment", "rounds", "reward", "synth_data")
 CACHE_FROM_BYTES = 16 << 20  # files at least this big are hashed once per (path, size, mtime)
+RUN_HASH_CACHE = ".content-hashes.json"  # a run folder's HashCache file
 
 
 class HashCache:
@@ -37,6 +38,11 @@ class HashCache:
             except (OSError, json.JSONDecodeError):
                 self.entries = {}  # a damaged cache is only a cache
         self.dirty = False
+
+    @classmethod
+    def for_run(cls, run_dir: Path) -> HashCache:
+        """The cache a run keeps in its folder (:data:`RUN_HASH_CACHE`), shared by its rounds and stages."""
+        return cls(run_dir / RUN_HASH_CACHE)
 
     def file(self, f: Path) -> str:
         st = f.stat()

@@ -232,7 +232,7 @@ def _run_one_round(cfg: RoundConfig, index: int, redo: list[str]) -> dict:
     _prepare_round_dir(cfg, round_dir, redo)
     check_models(cfg, start)
     rnd = Round(cfg=cfg, index=index, dir=round_dir, start_model=start, run_dir=run_dir, start_round=parent)
-    cache = HashCache(run_dir / ".content-hashes.json")
+    cache = HashCache.for_run(run_dir)
     # The starting checkpoint's identity: the parent round's model hash (recorded when it finished), else the
     # content of the policy folder (a hub id stands for itself).
     parent_hash = (

@@ -20,7 +20,16 @@ import yaml
 from alignment.config import ConfigError, config_to_dict
 from alignment.records import read_json, read_parquet, write_json, write_parquet
 from reward.verifiers import verify as verify_response
-from rounds.keys import code_id, eval_suite_files, files_id, model_id, prompt_files, reward_files, teacher_files
+from rounds.keys import (
+    HashCache,
+    code_id,
+    eval_suite_files,
+    files_id,
+    model_id,
+    prompt_files,
+    reward_files,
+    teacher_files,
+)
 from rounds.layout import (
     PAIR_SCHEMA,
     SFT_SCHEMA,
@@ -611,10 +620,11 @@ def eval_identity(cfg: RoundConfig, code: str) -> dict:
     return {"suites": files_id(eval_suite_files(cfg)), "settings": eval_settings(cfg), "code": code}
 
 
-def start_eval_identity(cfg: RoundConfig, start_model: str, code: str) -> dict:
+def start_eval_identity(cfg: RoundConfig, start_model: str, code: str, cache: HashCache | None = None) -> dict:
     """Everything an eval of ``start_model`` under ``cfg`` depends on, by content where it is a file: the model
-    (its folder's hash) and :func:`eval_identity`."""
-    return {"model": start_model, "model_id": model_id(start_model), **eval_identity(cfg, code)}
+    (its folder's hash; ``cache``: the run's, where the runner already hashed its large files) and
+    :func:`eval_identity`."""
+    return {"model": start_model, "model_id": model_id(start_model, cache), **eval_identity(cfg, code)}
 
 
 def _copied_start_eval(rnd: Round) -> Path | None:
@@ -625,7 +635,7 @@ def _copied_start_eval(rnd: Round) -> Path | None:
     if not (source.is_file() and start.is_file() and start.with_suffix(".items.jsonl").is_file()):
         return None
     found = read_json(source)
-    wanted = start_eval_identity(rnd.cfg, rnd.start_model, code_id())
+    wanted = start_eval_identity(rnd.cfg, rnd.start_model, code_id(), HashCache.for_run(rnd.run_dir))
     differ = [k for k, v in wanted.items() if found.get("identity", {}).get(k) != v]
     if differ:
         log.info("not reusing %s's eval of the starting model: its %s differ", found.get("from"), ", ".join(differ))

@@ -352,3 +352,43 @@ def test_a_tiny_experiment_shares_round_one_and_writes_the_table(tmp_path) -> No
         in md
     )
     assert (tmp_path / "results-accuracy.png").is_file()
+
+
+def test_the_base_models_identity_comes_from_the_runs_hash_cache(tmp_path, monkeypatch) -> None:
+    """Copying and checking the base eval names the base model by its content hash: the runner has already hashed
+    its large files into the run's cache, so neither reads them again (an 8B folder is 16 GB)."""
+    import rounds.keys
+    from rounds.keys import CACHE_FROM_BYTES, HashCache, code_id, model_id
+    from rounds.layout import Round
+    from rounds.stages import _copied_start_eval
+
+    model = tmp_path / "base"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"\0" * CACHE_FROM_BYTES)
+    (model / "config.json").write_text("{}")
+    _, cfgs = arm_configs(CONFIG, parse_arms("rs,random", []), [f"output_dir={tmp_path}"])
+    exp = tmp_path / "experiment-default"
+    src, dst = exp / "rs" / "round-1", exp / "random" / "round-1"
+    for run in (exp / "rs", exp / "random"):  # as the runner does before a round's stages
+        cache = HashCache.for_run(run)
+        model_id(str(model), cache)
+        cache.save()
+    src.mkdir(parents=True)
+    acc = {"math": {"accuracy": 0.5, "n": 2}}
+    summary = {"model": acc, "start": acc, "start_model": str(model), "start_eval_file": "round-1/eval_start.json"}
+    write_json({**summary, "model_eval_file": "round-1/eval_model.json"}, src / "eval.json")
+    write_json(acc, src / "eval_start.json")
+    (src / "eval_start.items.jsonl").write_text('{"id": "math-0", "correct": true}\n')
+    manifest = {"round": 1, "run": "rs", "start_model": str(model), "stages": {}, "timings_s": {}}
+    write_json({**manifest, "stages_total_s": 1.0, "code_version": code_id()}, src / "manifest.json")
+
+    hash_file = rounds.keys.file_sha256
+
+    def small_files_only(path: Path) -> str:
+        assert path.stat().st_size < CACHE_FROM_BYTES, f"{path} hashed again"
+        return hash_file(path)
+
+    monkeypatch.setattr(rounds.keys, "file_sha256", small_files_only)
+    assert seed_start_eval(cfgs["rs"], cfgs["random"])
+    view = Round(cfg=cfgs["random"], index=1, dir=dst, start_model=str(model), run_dir=dst.parent)
+    assert _copied_start_eval(view) == dst / "eval_start.json"

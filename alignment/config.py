@@ -274,6 +274,10 @@ class SelectionConfig:
     """rejection_sampling (best-of-K by verifier, then likelihood or reward model: ``rank_verified_by``), or random:
     the control arm of an experiment, with the same number of SFT rows and DPO pairs per prompt drawn at random among
     the eligible candidates (``reward.select.randomize_selection``)."""
+    random_seed: int | None = None
+    """Seed of the control arm's draws (``strategy: random``): round N draws with ``random_seed`` + N; null: the run's
+    ``seed`` + N. It moves nothing else, so two control arms that differ only here show how far a comparison of arms
+    moves with which eligible candidates were drawn."""
     min_margin: float = 1.0
     """Minimum raw reward-model score difference r_chosen - r_rejected for a pair the RM decides (anything but a
     pass over a failure: chat, an on-topic pass over an off-topic one, two passes with ``rank_verified_by:

@@ -296,6 +296,12 @@ def select_pairs(
     return pairs, dropped
 
 
+def control_seed(cfg: SelectionConfig, run_seed: int, round_index: int) -> int:
+    """The seed of round ``round_index``'s control draws (:func:`randomize_selection`): ``cfg.random_seed`` + the round
+    when set, else the run's seed + the round (what every seeded draw of the select stage uses)."""
+    return (run_seed if cfg.random_seed is None else cfg.random_seed) + round_index
+
+
 def randomize_selection(
     scored: list[dict], sft_rows: list[dict], pairs: list[dict], seed: int
 ) -> tuple[list[dict], list[dict]]:

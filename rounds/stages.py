@@ -337,9 +337,10 @@ def select(rnd: Round) -> dict:
     seed = rnd.cfg.seed + rnd.index
     pairs, pair_dropped = select_pairs(scored, prompts_by_id, cfg, seed=seed)
     if cfg.strategy == "random":  # the control arm: the same counts, drawn without the ranking
-        from reward.select import randomize_selection
+        from reward.select import control_seed, randomize_selection
 
-        sft_rows, pairs = randomize_selection(scored, sft_rows, pairs, seed=seed)
+        draw_seed = control_seed(cfg, rnd.cfg.seed, rnd.index)
+        sft_rows, pairs = randomize_selection(scored, sft_rows, pairs, seed=draw_seed)
     carried: list[dict] = []
     if cfg.carry_over:
         # A row carried into an earlier round appears in several sft.parquet files: carry_over_rows keeps it once,

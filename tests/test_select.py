@@ -6,6 +6,7 @@ Margins are raw RM score differences (a Bradley-Terry logit: P(chosen better) = 
 import json
 import math
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -14,6 +15,7 @@ from alignment.records import candidate_order
 from reward.select import (
     carry_over_rows,
     combine_scores,
+    control_seed,
     histogram,
     margin_sweep,
     randomize_selection,
@@ -515,6 +517,27 @@ def test_the_random_arm_keeps_the_counts_and_draws_among_eligible_candidates_onl
     picked = {r["candidate_id"] for d in draws for r in d[0]}
     assert {"p1#1", "p4#0"} <= picked  # not the ranking: low-scored eligible candidates get drawn
     assert randomize_selection(rows, sft, pairs, seed=3) == randomize_selection(rows[::-1], sft, pairs, seed=3)
+
+
+def test_the_control_draws_with_its_own_seed_when_one_is_set():
+    """``selection.random_seed`` moves the control arm's draws and nothing else: two control arms that differ only
+    in it measure how far an arm comparison moves with the draw alone. Unset, round N draws with the run's seed + N."""
+    rows = combine_scores(
+        [cand("p1", j, f"{4 if j < 4 else 5} apples, reply {j}", j < 4, float(j)) for j in range(6)]
+        + [cand("p4", j, f"chat reply {j}", None, float(j)) for j in range(6)]
+    )
+    cfg = rm_cfg(min_margin=0.0)
+    sft, _ = select_sft(rows, PROMPTS, cfg)
+    pairs, _ = select_pairs(rows, PROMPTS, cfg)
+    assert control_seed(cfg, 0, 1) == 1 and control_seed(cfg, 5, 2) == 7  # the old seed: run seed + round
+    other = replace(cfg, random_seed=1000)
+    assert control_seed(other, 0, 1) == 1001 and control_seed(other, 5, 2) == 1002
+    draws = {
+        s: [r["candidate_id"] for r in randomize_selection(rows, sft, pairs, seed=s)[0]]
+        + [p["chosen_id"] + ">" + p["rejected_id"] for p in randomize_selection(rows, sft, pairs, seed=s)[1]]
+        for s in (1, 1001)
+    }
+    assert draws[1] != draws[1001]
 
 
 # ------------------------------------------------------------------------- rank_verified_by: likelihood (default)

@@ -18,8 +18,9 @@ The table (``--out``, default ``<output_dir>/experiment-<name>/results.md``; ``m
 ``docs/results.md``), with a plot beside it, has per arm and round the accuracy per
 capability with its paired 95% interval against the base model and against the first arm on the same items, split
 by the items' wording (``seen``: templates training prompts use; ``held_out``: templates none uses), and the mean
-reply length and the share of replies that ended on their own. Running the same command again skips every finished
-stage and writes the table again.
+reply length and the share of replies that ended on their own, and a line naming any round or arm whose eval was made
+with other suites, eval settings or code than the base eval it is compared with. Running the same command again skips
+every finished stage and writes the table again.
 """
 
 from __future__ import annotations
@@ -435,27 +436,43 @@ def results_markdown(exp: Path, arms: list[str], rounds: int, plot_name: str | N
 
 
 def _identity_line(data: dict, ref: str) -> str:
-    """Whether every round's eval was made with the suites, eval settings and code of the base eval (``ref``'s
-    round 1, ``rounds.stages.eval_identity``), naming the rounds whose differ and what differs: a run resumed after
-    an edit pairs its later rounds with a base scored by other verifiers or items."""
-    rounds = {(arm, k): f.get("eval_identity") or {} for arm, d in data.items() for k, _, f in d["rounds"]}
-    base = rounds.get((ref, 1)) or {}
-    differ, unrecorded = [], []
-    for (arm, k), ident in rounds.items():
-        if not ident or not base:
-            unrecorded.append(f"{arm} round {k}")
-        elif ident != base:
-            keys = sorted(key for key in set(ident) | set(base) if ident.get(key) != base.get(key))
-            differ.append(f"{arm} round {k} ({', '.join(keys)})")
+    """Whether every round's eval was made with the suites, eval settings and code (``rounds.stages.eval_identity``)
+    of its arm's base eval (the arm's round 1), and every arm's with ``ref``'s: names the rounds and arms that differ
+    and what differs. A run resumed after an edit pairs its later rounds with a base scored by other verifiers or
+    items; an arm that changes the eval settings compares with ``ref`` on another yardstick."""
+
+    def keys_differing(a: dict, b: dict) -> str:
+        return ", ".join(sorted(key for key in set(a) | set(b) if a.get(key) != b.get(key)))
+
+    idents = {arm: {k: f.get("eval_identity") or {} for k, _, f in d["rounds"]} for arm, d in data.items()}
+    within, across, unknown = [], [], []
+    for arm, rounds in idents.items():
+        base = rounds.get(1) or {}
+        for k, ident in rounds.items():
+            if not ident or not base:
+                unknown.append(f"{arm} round {k}")
+            elif ident != base:
+                within.append(f"{arm} round {k} ({keys_differing(ident, base)})")
+        ref_base = idents[ref].get(1) or {}
+        if arm != ref and base and ref_base and base != ref_base:
+            across.append(f"{arm} ({keys_differing(base, ref_base)})")
     parts = []
-    if differ:
+    if within:
         parts.append(
-            "**differs from the base eval's** in "
-            + ", ".join(differ)
+            "**differs from its arm's base eval** in "
+            + ", ".join(within)
             + ": those rows compare evals made with other verifiers, items or settings"
         )
-    if unrecorded:
-        parts.append("unrecorded (evals from before it was recorded) in " + ", ".join(unrecorded))
+    if across:
+        parts.append(
+            f"**differs from `{ref}`'s** for the arm(s) " + ", ".join(across) + f": their rows against `{ref}` "
+            "compare evals made differently"
+        )
+    if unknown:
+        parts.append(
+            "not compared in " + ", ".join(unknown) + " (that eval or its arm's round-1 eval recorded no identity: "
+            "made before evals recorded it)"
+        )
     return (
         "Eval identity (suites, eval settings, code): "
         + ("; ".join(parts) or "the same in every round, the base eval's")

@@ -327,7 +327,8 @@ def select(rnd: Round) -> dict:
     """Rejection sampling: SFT rows (best-of-K, floor, up to m per prompt) plus earlier rounds' carried-over rows, DPO
     pairs (best vs worst or random; a pair the RM alone decides needs a raw RM margin of ``selection.min_margin``);
     ``selection.json`` with counts by capability and reason, pass rates, the margin sweep, the RM's pass-over-fail AUC
-    and histograms."""
+    and histograms. Seeded draws use the run's seed + the round; the control arm (``strategy: random``) draws with
+    ``reward.select.control_seed`` (``selection.random_seed`` + the round when set), recorded as ``draw_seed``."""
     from reward.select import carry_over_rows, margin_sweep, select_pairs, select_sft, selection_report
 
     cfg = rnd.cfg.selection
@@ -355,6 +356,8 @@ def select(rnd: Round) -> dict:
         scored, prompts_by_id, sft_rows, pairs, sft_dropped, pair_dropped, carried=carried, margins=margins
     )
     report["strategy"] = cfg.strategy  # rejection_sampling, or random (the control arm)
+    if cfg.strategy == "random":
+        report["draw_seed"] = draw_seed  # which draw this control arm is (selection.random_seed + round)
     write_json(Selection.check(report, "selection.json"), rnd.path("selection.json"))
     return report
 
@@ -380,6 +383,12 @@ def check_training_config(cfg: RoundConfig) -> None:
         raise ConfigError(
             "sft.start_from=base trains each round from the base model on the accumulated SFT data: it needs "
             "selection.carry_over=true (now false), or earlier rounds' rows would be lost"
+        )
+    if cfg.selection.random_seed is not None and cfg.selection.strategy != "random":
+        raise ConfigError(
+            f"selection.random_seed ({cfg.selection.random_seed}) seeds the control arm's draws only: it needs "
+            f"selection.strategy: random (now {cfg.selection.strategy}); with rejection sampling it would change "
+            "nothing but rerun every stage from select on"
         )
     for key, value in [("gate.tolerance", cfg.gate.tolerance)] + [
         (f"gate.tolerances.{cap}", v) for cap, v in cfg.gate.tolerances.items()

@@ -136,3 +136,13 @@ def test_every_literal_and_bounded_default_is_itself_valid():
                 assert default >= f.metadata["ge"], (cls.__name__, f.name)
 
     walk(RoundConfig)
+
+
+def test_a_control_seed_without_the_control_arm_is_an_error():
+    """``selection.random_seed`` seeds only the control's draws: set with rejection sampling it would change nothing
+    but the stage keys (a rerun of every stage from select on), so the round refuses it before any stage runs."""
+    from rounds.stages import check_training_config
+
+    check_training_config(load_config(None, ["selection.strategy=random", "selection.random_seed=3"]))
+    with pytest.raises(ConfigError, match="selection.random_seed.*selection.strategy: random"):
+        check_training_config(load_config(None, ["selection.random_seed=3"]))

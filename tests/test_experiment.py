@@ -177,11 +177,18 @@ def test_rounds_scored_by_another_eval_than_the_base_are_named(tmp_path) -> None
     _fake_round(exp / "random", 2, answers, identity={**same, "code": "bbbb"})
     _fake_round(exp / "rs", 3, answers, identity={**same, "settings": {"eval": {"max_items": 60}, "seed": 0}})
     _fake_round(exp / "rs", 4, answers)  # made before evals recorded their identity
-    md = results_markdown(exp, ["rs", "random"], 4)
+    short = {**same, "settings": {"eval": {"max_new_tokens": 64}, "seed": 0}}  # an arm that changes the eval
+    for k in (1, 2):
+        _fake_round(exp / "short", k, answers, answers if k == 1 else None, identity=short)
+    _fake_round(exp / "old", 1, answers, answers)  # its base eval recorded no identity
+    _fake_round(exp / "old", 2, answers, identity=same)
+    md = results_markdown(exp, ["rs", "random", "short", "old"], 4)
     assert (
-        "Eval identity (suites, eval settings, code): **differs from the base eval's** in rs round 3 (settings), "
-        "random round 2 (code): those rows compare evals made with other verifiers, items or settings; unrecorded "
-        "(evals from before it was recorded) in rs round 4." in md
+        "Eval identity (suites, eval settings, code): **differs from its arm's base eval** in rs round 3 (settings), "
+        "random round 2 (code): those rows compare evals made with other verifiers, items or settings; "
+        "**differs from `rs`'s** for the arm(s) short (settings): their rows against `rs` compare evals made "
+        "differently; not compared in rs round 4, old round 1, old round 2 (that eval or its arm's round-1 eval "
+        "recorded no identity: made before evals recorded it)." in md
     )
 
 

@@ -7,6 +7,7 @@ import json
 import math
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -538,6 +539,44 @@ def test_the_control_draws_with_its_own_seed_when_one_is_set():
         for s in (1, 1001)
     }
     assert draws[1] != draws[1001]
+
+
+def test_the_select_stage_gives_the_control_its_seed_and_the_pairs_the_runs(tmp_path, monkeypatch):
+    """The select stage's wiring: with ``random_seed`` the control draws with it + round, while the other seeded draws
+    (best_vs_random pairs) keep the run's seed + round; the draw seed is recorded in selection.json."""
+    import reward.select
+    import rounds.stages
+    from alignment.config import load_config
+    from rounds.layout import Round
+
+    seen = {}
+
+    def record(name, result):
+        def fake(*args, seed=None, **kwargs):
+            seen[name] = seed
+            return result
+
+        return fake
+
+    monkeypatch.setattr(rounds.stages, "read_parquet", lambda path: [])
+    monkeypatch.setattr(rounds.stages, "_prompts_by_id", lambda rnd: {})
+    monkeypatch.setattr(reward.select, "select_sft", lambda *a, **k: ([], {}))
+    monkeypatch.setattr(reward.select, "select_pairs", record("pairs", ([], {})))
+    monkeypatch.setattr(reward.select, "randomize_selection", record("control", ([], [])))
+    monkeypatch.setattr(reward.select, "margin_sweep", record("sweep", {}))
+    monkeypatch.setattr(reward.select, "selection_report", lambda *a, **k: {"strategy": "random"})
+    monkeypatch.setattr(rounds.stages.Selection, "check", classmethod(lambda cls, data, source: data))
+    monkeypatch.setattr(rounds.stages, "write_parquet", lambda *a, **k: None)
+    written = {}
+    monkeypatch.setattr(rounds.stages, "write_json", lambda data, path: written.setdefault(Path(path).name, data))
+    for random_seed, control in ((None, 7), (1000, 1002)):
+        over = ["seed=5", "selection.strategy=random", f"selection.random_seed={random_seed or 'null'}"]
+        cfg = load_config(None, over)
+        seen.clear()
+        written.clear()
+        rounds.stages.select(Round(cfg=cfg, index=2, dir=tmp_path, start_model="base", run_dir=tmp_path))
+        assert seen == {"pairs": 7, "control": control, "sweep": 7}
+        assert written["selection.json"]["draw_seed"] == control
 
 
 # ------------------------------------------------------------------------- rank_verified_by: likelihood (default)

@@ -85,7 +85,9 @@ def _experiment(args: argparse.Namespace) -> None:
     from rounds.experiment import parse_arms, run_experiment
 
     arms = parse_arms(args.arms, args.arm)
-    out = run_experiment(args.config, arms, args.rounds, args.overrides, Path(args.out) if args.out else None)
+    out = run_experiment(
+        args.config, arms, args.rounds, args.overrides, Path(args.out) if args.out else None, args.table_only
+    )
     print(f"results: {out}")
 
 
@@ -177,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rounds", type=int, default=3, help="rounds per arm (default 3)")
     p.add_argument("--out", default=None, help="the results table (default <output_dir>/experiment-<name>/results.md)")
+    p.add_argument(
+        "--table-only",
+        action="store_true",
+        help="run no stage: write the table from the finished rounds (e.g. after a code edit, which re-runs stages)",
+    )
     p.add_argument("overrides", nargs="*", metavar="key.path=value", help="overrides for every arm")
     p.set_defaults(func=_experiment)
 

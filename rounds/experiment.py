@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from alignment.compare import difference_interval, read_item_records
 from alignment.config import RoundConfig, config_to_dict, load_config
 from alignment.records import read_json, write_json
@@ -179,12 +181,21 @@ def seed_start_eval(first: RoundConfig, other: RoundConfig) -> bool:
 
 
 def run_experiment(
-    config: str | None, arms: list[Arm], rounds: int, overrides: list[str], out: Path | None = None
+    config: str | None,
+    arms: list[Arm],
+    rounds: int,
+    overrides: list[str],
+    out: Path | None = None,
+    table_only: bool = False,
 ) -> Path:
-    """Run ``rounds`` rounds of every arm (interleaved) and write the results table; returns its path."""
+    """Run ``rounds`` rounds of every arm (interleaved) and write the results table; returns its path. With
+    ``table_only`` no stage runs: the table is written from the rounds that finished (after an edit of the code,
+    which is in every stage key, a run would re-run them all)."""
     if rounds < 1:
         raise ValueError(f"--rounds must be 1 or more, got {rounds}")
     exp, cfgs = arm_configs(config, arms, overrides)
+    if table_only:
+        return write_results(exp, [a.name for a in arms], rounds, out)
     first = cfgs[arms[0].name]
     exp.mkdir(parents=True, exist_ok=True)
     plan = {
@@ -410,6 +421,7 @@ def results_markdown(exp: Path, arms: list[str], rounds: int, plot_name: str | N
             f"match); items whose verdict differs from `{ref}`'s base eval (engine nondeterminism, or an arm that "
             "changes the eval): " + ", ".join(f"{a} {n}" for a, n in flips.items()) + ".",
         ]
+    lines += _draws_section(exp, data)
     lines += [
         "",
         "## Rounds",
@@ -433,6 +445,73 @@ def results_markdown(exp: Path, arms: list[str], rounds: int, plot_name: str | N
     if plot_name:
         lines += ["", f"![accuracy by round]({plot_name})"]
     return "\n".join(lines) + "\n"
+
+
+def control_draws(exp: Path, arms: list[str]) -> list[list[str]]:
+    """Groups of control arms (``selection.strategy: random``) whose round-1 configs differ only in
+    ``selection.random_seed`` (and their names): draws of one control. Arms without a config.yaml are left out."""
+    groups: list[tuple[dict, list[str]]] = []
+    for arm in arms:
+        path = round_path(exp / arm, 1) / "config.yaml"
+        if not path.is_file():
+            continue
+        cfg = yaml.safe_load(path.read_text()) or {}
+        selection = dict(cfg.get("selection") or {})
+        if selection.get("strategy") != "random":
+            continue
+        selection.pop("random_seed", None)
+        key = {**cfg, "name": None, "selection": selection}
+        for known, members in groups:
+            if known == key:
+                members.append(arm)
+                break
+        else:
+            groups.append((key, [arm]))
+    return [members for _, members in groups if len(members) > 1]
+
+
+def _draws_section(exp: Path, data: dict) -> list[str]:
+    """Every two draws of one control (:func:`control_draws`) against each other, round by round, and the largest
+    difference per capability: what the draw alone moves, which the paired intervals (over items) do not cover."""
+    groups = control_draws(exp, list(data))
+    if not groups:
+        return []
+    caps = next(iter(data.values()))["base"].capabilities()
+    lines = [
+        "",
+        "## Draws of one control against each other (arms that differ only in `selection.random_seed`)",
+        "",
+        "The same control with another seed trains on other eligible candidates; the paired intervals cover the eval",
+        "items, not that. A difference between two arms no larger than these is no evidence for either.",
+        "",
+        "| draws | round | " + " | ".join(f"{c}: Δ [95%]" for c in caps) + " |",
+        "|---|---|" + "---|" * len(caps),
+    ]
+    largest: dict[str, float] = {}
+    done_rounds: set[int] = set()
+    for members in groups:
+        evals = {arm: {k: ev for k, ev, _ in data[arm]["rounds"]} for arm in members}
+        for k in sorted({k for e in evals.values() for k in e}):
+            for i, a in enumerate(members):
+                for b in members[i + 1 :]:
+                    if k not in evals[a] or k not in evals[b]:
+                        continue
+                    cells = [paired(evals[b][k], evals[a][k], c) for c in caps]
+                    for c, cell in zip(caps, cells, strict=True):
+                        if cell is not None:
+                            largest[c] = max(largest.get(c, 0.0), abs(cell["diff"]))
+                    done_rounds.add(k)
+                    lines.append(f"| {b} - {a} | {k} | " + " | ".join(_fmt_diff(cell) for cell in cells) + " |")
+    if done_rounds:
+        first, last = min(done_rounds), max(done_rounds)
+        span = f"round {first}" if first == last else f"rounds {first}-{last}"
+        lines += [
+            "",
+            f"Largest difference between two draws ({span}): "
+            + ", ".join(f"{c} {v:.3f}" for c, v in largest.items())
+            + ".",
+        ]
+    return lines
 
 
 def _identity_line(data: dict, ref: str) -> str:

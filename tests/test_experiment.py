@@ -192,6 +192,58 @@ def test_rounds_scored_by_another_eval_than_the_base_are_named(tmp_path) -> None
     )
 
 
+def test_control_draws_that_differ_only_in_their_seed_are_compared_with_each_other(tmp_path) -> None:
+    """Arms that differ only in ``selection.random_seed`` are draws of one control: the table pairs every two of them,
+    round by round, and names the largest difference per capability, the spread of the draw alone; an arm that
+    differs in anything else (``rs``, ``k2``) is not in it."""
+    import yaml
+
+    exp = tmp_path / "experiment-x"
+    ids = [f"math-{i}" for i in range(40)]
+    base = {i: n < 10 for n, i in enumerate(ids)}
+    draws = {
+        "rs": ({}, {i: n < 30 for n, i in enumerate(ids)}),
+        "random": ({"strategy": "random"}, {i: n < 20 for n, i in enumerate(ids)}),
+        "random_b": ({"strategy": "random", "random_seed": 1000}, {i: n < 26 for n, i in enumerate(ids)}),
+        "random_c": ({"strategy": "random", "random_seed": 2000}, {i: n < 18 for n, i in enumerate(ids)}),
+        "k2": ({"strategy": "random", "random_seed": 3000}, {i: n < 22 for n, i in enumerate(ids)}),
+    }
+    for arm, (selection, answers) in draws.items():
+        _fake_round(exp / arm, 1, answers, base)
+        generation = {"num_candidates": 2 if arm == "k2" else 6}
+        config = {"name": arm, "seed": 0, "selection": {"strategy": "rejection_sampling", **selection}}
+        (exp / arm / "round-1" / "config.yaml").write_text(yaml.safe_dump({**config, "generation": generation}))
+    md = results_markdown(exp, list(draws), 1)
+    section = md.split("## Draws of one control against each other", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| random")]
+    b, r, c = draws["random_b"][1], draws["random"][1], draws["random_c"][1]
+    assert rows == [
+        f"| random_b - random | 1 | {_interval(b, r, ids)} |",
+        f"| random_c - random | 1 | {_interval(c, r, ids)} |",
+        f"| random_c - random_b | 1 | {_interval(c, b, ids)} |",
+    ]
+    assert "Largest difference between two draws (round 1): math 0.200." in section  # random_c - random_b: -8/40
+    assert "k2" not in section and "| rs" not in section
+    (exp / "random_c" / "round-1" / "config.yaml").unlink()  # a run without its config: left out, not guessed
+    section = results_markdown(exp, list(draws), 1).split("## Draws of one control", 1)[1].split("\n## ", 1)[0]
+    assert "random_b - random |" in section and "random_c" not in section
+
+
+def test_table_only_writes_the_table_without_running_a_stage(tmp_path, monkeypatch) -> None:
+    """``--table-only`` re-renders the table from the finished rounds (after an edit of the code, which would
+    otherwise re-run every stage) and runs none."""
+    import rounds.experiment
+
+    monkeypatch.setattr(rounds.experiment, "run_round", lambda *a, **k: pytest.fail("a stage ran"))
+    exp = tmp_path / "experiment-default"
+    answers = {f"math-{i}": i < 5 for i in range(10)}
+    _fake_round(exp / "rs", 1, answers, answers)
+    out = rounds.experiment.run_experiment(
+        CONFIG, parse_arms("rs", []), 1, [f"output_dir={tmp_path}"], tmp_path / "t.md", table_only=True
+    )
+    assert out == tmp_path / "t.md" and "| rs | 1 | 0.500, +0.000" in out.read_text()
+
+
 def test_a_missing_item_file_is_an_error_not_an_empty_row(tmp_path) -> None:
     exp = tmp_path / "experiment-x"
     _fake_round(exp / "rs", 1, {"math-0": True}, {"math-0": False})
@@ -359,6 +411,14 @@ def test_a_tiny_experiment_shares_round_one_and_writes_the_table(tmp_path) -> No
         in md
     )
     assert (tmp_path / "results-accuracy.png").is_file()
+    assert "Eval identity (suites, eval settings, code): the same in every round, the base eval's." in md
+    # the table again, from the CLI, without a stage: the manifests stay as they were
+    before = {p: p.stat().st_mtime_ns for p in exp.glob("*/round-1/manifest.json")}
+    again = tmp_path / "again.md"
+    common = ["--config", CONFIG, "--arms", "rs,random", "--rounds", "1", f"output_dir={tmp_path}", "name=tiny"]
+    alignment("experiment", *common, "--table-only", "--out", str(again), cwd=tmp_path)
+    assert again.read_text().split("## Rounds")[0] == md.split("## Rounds")[0]
+    assert {p: p.stat().st_mtime_ns for p in exp.glob("*/round-1/manifest.json")} == before
 
 
 def test_the_base_models_identity_comes_from_the_runs_hash_cache(tmp_path, monkeypatch) -> None:

@@ -84,7 +84,7 @@ def _prepare(args: argparse.Namespace) -> None:
 def _experiment(args: argparse.Namespace) -> None:
     from rounds.experiment import parse_arms, run_experiment
 
-    arms = parse_arms(args.arms, args.arm)
+    arms = parse_arms(args.arms, args.arm, defined_only=not args.table_only)
     out = run_experiment(
         args.config, arms, args.rounds, args.overrides, Path(args.out) if args.out else None, args.table_only
     )

@@ -32,10 +32,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from alignment.compare import difference_interval, read_item_records
-from alignment.config import RoundConfig, config_to_dict, load_config
+from alignment.config import ConfigError, RoundConfig, config_to_dict, load_config
 from alignment.records import read_json, write_json
 from rounds.keys import HashCache
 from rounds.layout import ARTIFACTS, EvalSummary, Manifest, Promotion, Selection, round_path
@@ -60,9 +58,10 @@ class Arm:
     overrides: tuple[str, ...]
 
 
-def parse_arms(names: str, definitions: list[str]) -> list[Arm]:
+def parse_arms(names: str, definitions: list[str], defined_only: bool = True) -> list[Arm]:
     """The arms of ``--arms a,b,c``, each with its built-in overrides plus those ``--arm NAME:key=value`` adds (a name
-    only ``--arm`` defines is an arm too). Unknown names and malformed definitions are a ValueError naming them."""
+    only ``--arm`` defines is an arm too). Unknown names and malformed definitions are a ValueError naming them;
+    ``defined_only=False`` (a table of finished runs, which need no definition) accepts any valid name."""
     extra: dict[str, list[str]] = {}
     for d in definitions:
         name, sep, override = d.partition(":")
@@ -76,7 +75,7 @@ def parse_arms(names: str, definitions: list[str]) -> list[Arm]:
     if len(set(ordered)) != len(ordered):
         raise ValueError(f"--arms {names!r}: an arm is named twice")
     unknown = [n for n in ordered if n not in BUILTIN_ARMS and n not in extra]
-    if unknown:
+    if unknown and defined_only:
         raise ValueError(
             f"--arms: unknown arm {unknown[0]!r} (built-in: {', '.join(BUILTIN_ARMS)}; define one with "
             f"--arm {unknown[0]}:key.path=value)"
@@ -193,9 +192,10 @@ def run_experiment(
     which is in every stage key, a run would re-run them all)."""
     if rounds < 1:
         raise ValueError(f"--rounds must be 1 or more, got {rounds}")
-    exp, cfgs = arm_configs(config, arms, overrides)
-    if table_only:
+    if table_only:  # the folder from the base config only: no arm config is loaded or checked
+        exp = experiment_dir(load_config(config, [*EXPERIMENT_OVERRIDES, *overrides]))
         return write_results(exp, [a.name for a in arms], rounds, out)
+    exp, cfgs = arm_configs(config, arms, overrides)
     first = cfgs[arms[0].name]
     exp.mkdir(parents=True, exist_ok=True)
     plan = {
@@ -360,9 +360,13 @@ def results_markdown(exp: Path, arms: list[str], rounds: int, plot_name: str | N
         f"# Experiment `{exp.name}`: {', '.join(data)} over {rounds} round(s)",
         "",
         f"Written by `alignment experiment` on {time.strftime('%Y-%m-%d')}; the rounds ran on {_machine(exp, ref)}.",
-        f"Config: `{plan.get('config') or 'defaults'}`, overrides {plan.get('overrides', [])}; arms: "
-        + "; ".join(f"`{a}` {plan.get('arms', {}).get(a, [])}" for a in data)
-        + ".",
+        (
+            f"Config: `{plan.get('config') or 'defaults'}`, overrides {plan.get('overrides', [])}; arms: "
+            + "; ".join(f"`{a}` {plan.get('arms', {}).get(a, [])}" for a in data)
+            + "."
+            if plan
+            else "Config: unrecorded (no experiment.json)."
+        ),
         "Items per capability: " + ", ".join(f"{c} {len(base.scores(c))}" for c in caps) + ".",
         "Code id of the rounds (source and library versions, as in the stage keys): "
         + (", ".join(f"`{c}`" for c in codes) or "unrecorded")
@@ -371,7 +375,7 @@ def results_markdown(exp: Path, arms: list[str], rounds: int, plot_name: str | N
         f"Intervals: paired {CONFIDENCE:.0%} (same items, `alignment.compare.difference_interval`); "
         "**↑**/**↓**: the interval excludes zero. Δ vs base: against the arm's own eval of the base model.",
         "",
-        "## Accuracy against the base model (all items)",
+        f"{FIRST_TABLE} (all items)",
         "",
         "| arm | round | " + " | ".join(f"{c}: acc, Δ vs base [95%]" for c in caps) + " | tokens/reply | ended |",
         "|---|---|" + "---|" * len(caps) + "---|---|",
@@ -447,33 +451,43 @@ def results_markdown(exp: Path, arms: list[str], rounds: int, plot_name: str | N
     return "\n".join(lines) + "\n"
 
 
-def control_draws(exp: Path, arms: list[str]) -> list[list[str]]:
-    """Groups of control arms (``selection.strategy: random``) whose round-1 configs differ only in
-    ``selection.random_seed`` (and their names): draws of one control. Arms without a config.yaml are left out."""
-    groups: list[tuple[dict, list[str]]] = []
+def control_draws(exp: Path, arms: list[str]) -> tuple[list[list[str]], dict[str, str]]:
+    """Draws of one control: groups of control arms (``selection.strategy: random``) whose round-1 configs, loaded and
+    completed with the defaults, differ only in the draw seed (``selection.random_seed``, or the run's seed when
+    unset), their names and where their folder was. Also returns the arms left out for drawing with the seed of an
+    earlier arm of their group (arm -> that arm): the same draw, not another. Arms without a config.yaml that loads
+    are left out."""
+    groups: list[tuple[dict, dict[int, str]]] = []
+    same: dict[str, str] = {}
     for arm in arms:
         path = round_path(exp / arm, 1) / "config.yaml"
-        if not path.is_file():
+        try:
+            cfg = config_to_dict(load_config(path))
+        except (OSError, ConfigError):
             continue
-        cfg = yaml.safe_load(path.read_text()) or {}
-        selection = dict(cfg.get("selection") or {})
+        selection = dict(cfg["selection"])
         if selection.get("strategy") != "random":
             continue
-        selection.pop("random_seed", None)
-        key = {**cfg, "name": None, "selection": selection}
+        seed = selection.pop("random_seed")
+        seed = cfg["seed"] if seed is None else seed
+        key = {**cfg, "name": None, "output_dir": None, "selection": selection}
         for known, members in groups:
             if known == key:
-                members.append(arm)
+                if seed in members:
+                    same[arm] = members[seed]
+                else:
+                    members[seed] = arm
                 break
         else:
-            groups.append((key, [arm]))
-    return [members for _, members in groups if len(members) > 1]
+            groups.append((key, {seed: arm}))
+    return [list(members.values()) for _, members in groups if len(members) > 1], same
 
 
 def _draws_section(exp: Path, data: dict) -> list[str]:
-    """Every two draws of one control (:func:`control_draws`) against each other, round by round, and the largest
-    difference per capability: what the draw alone moves, which the paired intervals (over items) do not cover."""
-    groups = control_draws(exp, list(data))
+    """Every two draws of one control (:func:`control_draws`) against each other, round by round, and each control's
+    largest difference per capability: what the draw alone moves, which the paired intervals (over items) do not
+    cover."""
+    groups, same = control_draws(exp, list(data))
     if not groups:
         return []
     caps = next(iter(data.values()))["base"].capabilities()
@@ -487,10 +501,11 @@ def _draws_section(exp: Path, data: dict) -> list[str]:
         "| draws | round | " + " | ".join(f"{c}: Δ [95%]" for c in caps) + " |",
         "|---|---|" + "---|" * len(caps),
     ]
-    largest: dict[str, float] = {}
-    done_rounds: set[int] = set()
+    summary = []
     for members in groups:
         evals = {arm: {k: ev for k, ev, _ in data[arm]["rounds"]} for arm in members}
+        largest: dict[str, float] = {}
+        done_rounds: set[int] = set()
         for k in sorted({k for e in evals.values() for k in e}):
             for i, a in enumerate(members):
                 for b in members[i + 1 :]:
@@ -502,16 +517,16 @@ def _draws_section(exp: Path, data: dict) -> list[str]:
                             largest[c] = max(largest.get(c, 0.0), abs(cell["diff"]))
                     done_rounds.add(k)
                     lines.append(f"| {b} - {a} | {k} | " + " | ".join(_fmt_diff(cell) for cell in cells) + " |")
-    if done_rounds:
-        first, last = min(done_rounds), max(done_rounds)
-        span = f"round {first}" if first == last else f"rounds {first}-{last}"
-        lines += [
-            "",
-            f"Largest difference between two draws ({span}): "
-            + ", ".join(f"{c} {v:.3f}" for c, v in largest.items())
-            + ".",
-        ]
-    return lines
+        if done_rounds:
+            first, last = min(done_rounds), max(done_rounds)
+            span = f"round {first}" if first == last else f"rounds {first}-{last}"
+            summary.append(
+                f"Largest difference between two draws of {', '.join(members)} ({span}): "
+                + ", ".join(f"{c} {v:.3f}" for c, v in largest.items())
+                + "."
+            )
+    summary += [f"`{arm}` draws with the seed of `{other}` (the same draw): left out." for arm, other in same.items()]
+    return [*lines, "", *summary]
 
 
 def _identity_line(data: dict, ref: str) -> str:
@@ -603,11 +618,30 @@ def plot_accuracy(exp: Path, arms: list[str], rounds: int, out: Path) -> Path:
     return out
 
 
+PREFACE_MARK = "<!-- The table below is what `alignment experiment` wrote"
+"""Starts a hand-written preface in a results file: from this line to the first table heading, kept when the command
+writes the file again."""
+FIRST_TABLE = "## Accuracy against the base model"
+
+
+def _hand_written_preface(out: Path) -> str:
+    """The preface (:data:`PREFACE_MARK` up to :data:`FIRST_TABLE`) of the results file at ``out``; "" when none."""
+    text = out.read_text() if out.is_file() else ""
+    start = text.find(PREFACE_MARK)
+    end = text.find(FIRST_TABLE, start)
+    return text[start:end] if start >= 0 and end > start else ""
+
+
 def write_results(exp: Path, arms: list[str], rounds: int, out: Path | None = None) -> Path:
-    """Write the results table (markdown) and its plot (PNG, beside it); returns the table's path."""
+    """Write the results table (markdown) and its plot (PNG, beside it); returns the table's path. A hand-written
+    preface already in the file (:data:`PREFACE_MARK`) stays, before the first table."""
     out = Path(out) if out is not None else exp / "results.md"
     plot = out.with_name(out.stem + "-accuracy.png")
     plot_accuracy(exp, arms, rounds, plot)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(results_markdown(exp, arms, rounds, plot.name))
+    md = results_markdown(exp, arms, rounds, plot.name)
+    preface = _hand_written_preface(out)
+    if preface:
+        md = md.replace(FIRST_TABLE, preface + FIRST_TABLE, 1)
+    out.write_text(md)
     return out

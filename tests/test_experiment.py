@@ -207,23 +207,32 @@ def test_control_draws_that_differ_only_in_their_seed_are_compared_with_each_oth
         "random_b": ({"strategy": "random", "random_seed": 1000}, {i: n < 26 for n, i in enumerate(ids)}),
         "random_c": ({"strategy": "random", "random_seed": 2000}, {i: n < 18 for n, i in enumerate(ids)}),
         "k2": ({"strategy": "random", "random_seed": 3000}, {i: n < 22 for n, i in enumerate(ids)}),
+        "random_0": ({"strategy": "random", "random_seed": 0}, {i: n < 20 for n, i in enumerate(ids)}),
+        "k2_b": ({"strategy": "random", "random_seed": 4000}, {i: n < 23 for n, i in enumerate(ids)}),
     }
     for arm, (selection, answers) in draws.items():
         _fake_round(exp / arm, 1, answers, base)
-        generation = {"num_candidates": 2 if arm == "k2" else 6}
+        generation = {"num_candidates": 2 if arm.startswith("k2") else 6}
         config = {"name": arm, "seed": 0, "selection": {"strategy": "rejection_sampling", **selection}}
+        if arm == "random_b":
+            config["output_dir"] = "moved/elsewhere"  # where the run folder was when it ran: not a setting
         (exp / arm / "round-1" / "config.yaml").write_text(yaml.safe_dump({**config, "generation": generation}))
     md = results_markdown(exp, list(draws), 1)
     section = md.split("## Draws of one control against each other", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| random")]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]
     b, r, c = draws["random_b"][1], draws["random"][1], draws["random_c"][1]
     assert rows == [
         f"| random_b - random | 1 | {_interval(b, r, ids)} |",
         f"| random_c - random | 1 | {_interval(c, r, ids)} |",
         f"| random_c - random_b | 1 | {_interval(c, b, ids)} |",
+        f"| k2_b - k2 | 1 | {_interval(draws['k2_b'][1], draws['k2'][1], ids)} |",
     ]
-    assert "Largest difference between two draws (round 1): math 0.200." in section  # random_c - random_b: -8/40
-    assert "k2" not in section and "| rs" not in section
+    # one line per control: random_c - random_b is -8/40; k2_b - k2 +1/40
+    assert "Largest difference between two draws of random, random_b, random_c (round 1): math 0.200." in section
+    assert "Largest difference between two draws of k2, k2_b (round 1): math 0.025." in section
+    # random_seed 0 is the run's seed: the same draw as `random`, not another one
+    assert "`random_0` draws with the seed of `random` (the same draw): left out." in section
+    assert "| rs" not in section
     (exp / "random_c" / "round-1" / "config.yaml").unlink()  # a run without its config: left out, not guessed
     section = results_markdown(exp, list(draws), 1).split("## Draws of one control", 1)[1].split("\n## ", 1)[0]
     assert "random_b - random |" in section and "random_c" not in section
@@ -231,17 +240,32 @@ def test_control_draws_that_differ_only_in_their_seed_are_compared_with_each_oth
 
 def test_table_only_writes_the_table_without_running_a_stage(tmp_path, monkeypatch) -> None:
     """``--table-only`` re-renders the table from the finished rounds (after an edit of the code, which would
-    otherwise re-run every stage) and runs none."""
+    otherwise re-run every stage) and runs none. It needs no arm definitions (the rounds' own config.yaml files say
+    what each arm was) and loads no arm config, so a check added since cannot keep a finished run from its table."""
     import rounds.experiment
 
     monkeypatch.setattr(rounds.experiment, "run_round", lambda *a, **k: pytest.fail("a stage ran"))
+    monkeypatch.setattr(rounds.experiment, "check_training_config", lambda cfg: pytest.fail("an arm config loaded"))
     exp = tmp_path / "experiment-default"
     answers = {f"math-{i}": i < 5 for i in range(10)}
     _fake_round(exp / "rs", 1, answers, answers)
+    _fake_round(exp / "random_b", 1, answers, answers)
+    with pytest.raises(ValueError, match="unknown arm 'random_b'"):
+        parse_arms("rs,random_b", [])  # a run needs every arm defined
+    arms = parse_arms("rs,random_b", [], defined_only=False)
     out = rounds.experiment.run_experiment(
-        CONFIG, parse_arms("rs", []), 1, [f"output_dir={tmp_path}"], tmp_path / "t.md", table_only=True
+        CONFIG, arms, 1, [f"output_dir={tmp_path}"], tmp_path / "t.md", table_only=True
     )
-    assert out == tmp_path / "t.md" and "| rs | 1 | 0.500, +0.000" in out.read_text()
+    md = out.read_text()
+    assert out == tmp_path / "t.md" and "| rs | 1 | 0.500, +0.000" in md and "| random_b | 1 | 0.500" in md
+    assert "Config: unrecorded (no experiment.json)." in md  # not "defaults": nothing says what ran
+    # a hand-written preface before the first table stays when the table is written again; the tables are renewed
+    preface = (
+        "<!-- The table below is what `alignment experiment` wrote; this preface is by hand. -->\n## Reading\n\nx\n\n"
+    )
+    out.write_text(md.replace("## Accuracy against", preface + "## Accuracy against").replace("| rs | 1 |", "| old |"))
+    rounds.experiment.run_experiment(CONFIG, arms, 1, [f"output_dir={tmp_path}"], out, table_only=True)
+    assert out.read_text() == md.replace("## Accuracy against", preface + "## Accuracy against")
 
 
 def test_a_missing_item_file_is_an_error_not_an_empty_row(tmp_path) -> None:

@@ -25,6 +25,7 @@ every finished stage and writes the table again.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import shutil
@@ -425,7 +426,7 @@ def results_markdown(exp: Path, arms: list[str], rounds: int, plot_name: str | N
             f"match); items whose verdict differs from `{ref}`'s base eval (engine nondeterminism, or an arm that "
             "changes the eval): " + ", ".join(f"{a} {n}" for a, n in flips.items()) + ".",
         ]
-    lines += _draws_section(exp, data)
+    lines += _draws_section(exp, data, caps)
     lines += [
         "",
         "## Rounds",
@@ -483,14 +484,13 @@ def control_draws(exp: Path, arms: list[str]) -> tuple[list[list[str]], dict[str
     return [list(members.values()) for _, members in groups if len(members) > 1], same
 
 
-def _draws_section(exp: Path, data: dict) -> list[str]:
+def _draws_section(exp: Path, data: dict, caps: list[str]) -> list[str]:
     """Every two draws of one control (:func:`control_draws`) against each other, round by round, and each control's
     largest difference per capability: what the draw alone moves, which the paired intervals (over items) do not
     cover."""
     groups, same = control_draws(exp, list(data))
     if not groups:
         return []
-    caps = next(iter(data.values()))["base"].capabilities()
     lines = [
         "",
         "## Draws of one control against each other (arms that differ only in `selection.random_seed`)",
@@ -507,16 +507,13 @@ def _draws_section(exp: Path, data: dict) -> list[str]:
         largest: dict[str, float] = {}
         done_rounds: set[int] = set()
         for k in sorted({k for e in evals.values() for k in e}):
-            for i, a in enumerate(members):
-                for b in members[i + 1 :]:
-                    if k not in evals[a] or k not in evals[b]:
-                        continue
-                    cells = [paired(evals[b][k], evals[a][k], c) for c in caps]
-                    for c, cell in zip(caps, cells, strict=True):
-                        if cell is not None:
-                            largest[c] = max(largest.get(c, 0.0), abs(cell["diff"]))
-                    done_rounds.add(k)
-                    lines.append(f"| {b} - {a} | {k} | " + " | ".join(_fmt_diff(cell) for cell in cells) + " |")
+            for a, b in itertools.combinations([m for m in members if k in evals[m]], 2):
+                cells = [paired(evals[b][k], evals[a][k], c) for c in caps]
+                for c, cell in zip(caps, cells, strict=True):
+                    if cell is not None:
+                        largest[c] = max(largest.get(c, 0.0), abs(cell["diff"]))
+                done_rounds.add(k)
+                lines.append(f"| {b} - {a} | {k} | " + " | ".join(_fmt_diff(cell) for cell in cells) + " |")
         if done_rounds:
             first, last = min(done_rounds), max(done_rounds)
             span = f"round {first}" if first == last else f"rounds {first}-{last}"

@@ -337,11 +337,12 @@ def select(rnd: Round) -> dict:
     sft_rows, sft_dropped = select_sft(scored, prompts_by_id, cfg)
     seed = rnd.cfg.seed + rnd.index
     pairs, pair_dropped = select_pairs(scored, prompts_by_id, cfg, seed=seed)
+    drawn: dict[str, int] = {}  # the control's draw seed, for selection.json
     if cfg.strategy == "random":  # the control arm: the same counts, drawn without the ranking
         from reward.select import control_seed, randomize_selection
 
-        draw_seed = control_seed(cfg, rnd.cfg.seed, rnd.index)
-        sft_rows, pairs = randomize_selection(scored, sft_rows, pairs, seed=draw_seed)
+        drawn["draw_seed"] = control_seed(cfg, rnd.cfg.seed, rnd.index)
+        sft_rows, pairs = randomize_selection(scored, sft_rows, pairs, seed=drawn["draw_seed"])
     carried: list[dict] = []
     if cfg.carry_over:
         # A row carried into an earlier round appears in several sft.parquet files: carry_over_rows keeps it once,
@@ -355,9 +356,7 @@ def select(rnd: Round) -> dict:
     report = selection_report(
         scored, prompts_by_id, sft_rows, pairs, sft_dropped, pair_dropped, carried=carried, margins=margins
     )
-    report["strategy"] = cfg.strategy  # rejection_sampling, or random (the control arm)
-    if cfg.strategy == "random":
-        report["draw_seed"] = draw_seed  # which draw this control arm is (selection.random_seed + round)
+    report |= {"strategy": cfg.strategy, **drawn}  # rejection_sampling, or random (the control arm) and its draw
     write_json(Selection.check(report, "selection.json"), rnd.path("selection.json"))
     return report
 

@@ -26,6 +26,7 @@ from alignment.hardware import engine_dtypes, hardware_record
 from alignment.models import resolve_model
 from alignment.records import atomic_path, json_sha256, read_json, write_json
 from rounds import stages
+from rounds.disk import check_disk
 from rounds.keys import HashCache, code_id, content_id, model_id, stage_key
 from rounds.layout import (
     ARTIFACTS,
@@ -87,6 +88,19 @@ def check_models(cfg: RoundConfig, start: str) -> None:
     load_chat_tokenizer(start)
     rm = cfg.reward_model
     load_chat_tokenizer(resolve_model(rm.pretrained or rm.base, cfg.model.cache_dir))
+
+
+def check_round_disk(cfg: RoundConfig, round_dir: Path, start: str, redo: list[str]) -> None:
+    """Fail before any stage runs if the disk under ``round_dir`` cannot hold what the stages still to run write
+    (``rounds.disk``). Stages with a marker count as done: a finished round is never refused for a full disk."""
+    pending = [
+        st.name for st in STAGES if st.name in redo or not (round_dir / ARTIFACTS.markers / f"{st.name}.json").exists()
+    ]
+    rm = cfg.reward_model
+    rm_base = None if rm.pretrained else resolve_model(rm.base, cfg.model.cache_dir)
+    need = check_disk(cfg, round_dir, start, rm_base, pending)
+    if need is not None:
+        log.info("disk: about %.2f GB needed for %s, enough is free", need / 1e9, ", ".join(pending))
 
 
 def run_dir_for(cfg: RoundConfig) -> Path:
@@ -231,6 +245,7 @@ def _run_one_round(cfg: RoundConfig, index: int, redo: list[str]) -> dict:
     round_dir = round_path(run_dir, index)
     _prepare_round_dir(cfg, round_dir, redo)
     check_models(cfg, start)
+    check_round_disk(cfg, round_dir, start, redo)
     rnd = Round(cfg=cfg, index=index, dir=round_dir, start_model=start, run_dir=run_dir, start_round=parent)
     cache = HashCache.for_run(run_dir)
     # The starting checkpoint's identity: the parent round's model hash (recorded when it finished), else the

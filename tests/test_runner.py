@@ -9,7 +9,7 @@ import pytest
 
 from alignment.config import load_config
 from reward.reward_model import verifier_pairs
-from rounds import runner
+from rounds import disk, runner
 from rounds.layout import Manifest, ManifestError, Stage
 
 # Per-item correctness of each model on a fake 20-item suite per capability: the base policy and each round's model.
@@ -411,3 +411,50 @@ def test_the_report_reads_the_manifest_the_runner_writes(monkeypatch, tmp_path):
     raw["wall_s"] = raw.pop("stages_total_s")  # a rename in the runner ...
     with pytest.raises(ManifestError, match="no 'stages_total_s'"):  # ... fails the reader, naming the field
         Manifest.from_dict(raw)
+
+
+MB = 1_000_000
+
+
+# A round on a disk too full for it stops before any stage runs, naming the folder and the sizes.
+def test_a_full_disk_stops_the_round_before_any_stage(fake_stages, tmp_path, monkeypatch):
+    _disk_model(tmp_path / "policy", 40 * MB, "float32")
+    monkeypatch.setattr(runner, "resolve_model", lambda spec, cache_dir: str(tmp_path / "policy"))
+    monkeypatch.setattr(disk, "free_bytes", lambda path: 50 * MB)
+    cfg = load_config(None, [f"output_dir={tmp_path}", "name=t"])
+    # fake stages: only "sft" writes a model (40 MB + LoRA checkpoint 4 MB, a tenth more: 48.4 MB): it fits
+    runner.run_round(cfg, 1)
+    assert fake_stages == ["prompts", "generate", "sft", "eval"]  # (the gate is the real one)
+    fake_stages.clear()
+    # round 2 starts from round 1's (tiny, fake) model; with 1 MB free, nothing runs and the folder is named
+    monkeypatch.setattr(disk, "free_bytes", lambda path: 1 * MB)
+    monkeypatch.setattr(runner, "start_model_for", lambda cfg, index: (str(tmp_path / "policy"), None))
+    with pytest.raises(disk.DiskSpaceError, match=r"not enough disk for .*round-2: 0\.00 GB free.*sft 0\.04 GB"):
+        runner.run_round(cfg, 2)
+    assert fake_stages == []
+    assert not list((tmp_path / "t" / "round-2" / "stages").glob("*.json"))
+    # round 1 is finished: running it again is not refused, however full the disk
+    runner.run_round(cfg, 1)
+    assert fake_stages == []
+
+
+def test_the_cli_says_it_in_one_line(fake_stages, tmp_path, monkeypatch, capsys):
+    from alignment import cli
+
+    _disk_model(tmp_path / "policy", 40 * MB, "float32")
+    monkeypatch.setattr(runner, "resolve_model", lambda spec, cache_dir: str(tmp_path / "policy"))
+    monkeypatch.setattr(disk, "free_bytes", lambda path: 1 * MB)
+    monkeypatch.setattr("sys.argv", ["alignment", "round", "1", f"output_dir={tmp_path}", "name=t"])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: not enough disk for ") and "nothing was started" in err
+    assert fake_stages == []
+
+
+def _disk_model(path: Path, size: int, dtype: str) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"dtype": dtype}))
+    (path / "model.safetensors").write_bytes(b"\0" * size)
+    return path

@@ -90,17 +90,16 @@ def check_models(cfg: RoundConfig, start: str) -> None:
     load_chat_tokenizer(resolve_model(rm.pretrained or rm.base, cfg.model.cache_dir))
 
 
-def check_round_disk(cfg: RoundConfig, round_dir: Path, start: str, redo: list[str]) -> None:
-    """Fail before any stage runs if the disk under ``round_dir`` cannot hold what the stages still to run write
-    (``rounds.disk``). Stages with a marker count as done: a finished round is never refused for a full disk."""
-    pending = [
-        st.name for st in STAGES if st.name in redo or not (round_dir / ARTIFACTS.markers / f"{st.name}.json").exists()
-    ]
+def check_round_disk(rnd: Round, pending: list[str]) -> None:
+    """Fail before the first stage of the round that has to run if the disk under the round folder cannot hold what
+    ``pending`` (that stage and every one after it) writes (``rounds.disk``). A round with nothing to run is never
+    checked, so a finished round is never refused for a full disk."""
+    cfg = rnd.cfg
     rm = cfg.reward_model
     rm_base = None if rm.pretrained else resolve_model(rm.base, cfg.model.cache_dir)
-    need = check_disk(cfg, round_dir, start, rm_base, pending)
-    if need is not None:
-        log.info("disk: about %.2f GB needed for %s, enough is free", need / 1e9, ", ".join(pending))
+    need = check_disk(cfg, rnd.dir, rnd.start_model, rm_base, pending)
+    if need:
+        log.info("disk: about %.2f GB needed by the stages from %s on, and free", need / 1e9, pending[0])
 
 
 def run_dir_for(cfg: RoundConfig) -> Path:
@@ -195,13 +194,17 @@ def _run_stages(rnd: Round, manifest: dict, redo: list[str], start_id: str, cach
     earlier = earlier_rounds_id(rnd.run_dir, rnd.index)
     shared_code = code_id(frozenset(rel for st in STAGES for rel in st.code))
     upstream = ""
-    for st in STAGES:
+    disk_checked = False
+    for i, st in enumerate(STAGES):
         key = stage_key(st, rnd.cfg, upstream=upstream, start=start_id, earlier=earlier, code=shared_code, cache=cache)
         marker = rnd.dir / ARTIFACTS.markers / f"{st.name}.json"
         if marker.exists() and (done := read_json(marker)).get("key") == key:
             log.info("stage %-12s finished earlier (%.1fs), skipped", st.name, done["duration_s"])
             manifest["stages"][st.name] = {**done, "skipped": True}
         else:
+            if not disk_checked:  # every stage from the first to run on runs (its key feeds theirs)
+                check_round_disk(rnd, [s.name for s in STAGES[i:]])
+                disk_checked = True
             done = _run_stage(rnd, st, key, st.name in redo, cache)
             manifest["stages"][st.name] = {**done, "skipped": False}
         rnd.metrics[st.name] = done.get("metrics", {})
@@ -245,7 +248,6 @@ def _run_one_round(cfg: RoundConfig, index: int, redo: list[str]) -> dict:
     round_dir = round_path(run_dir, index)
     _prepare_round_dir(cfg, round_dir, redo)
     check_models(cfg, start)
-    check_round_disk(cfg, round_dir, start, redo)
     rnd = Round(cfg=cfg, index=index, dir=round_dir, start_model=start, run_dir=run_dir, start_round=parent)
     cache = HashCache.for_run(run_dir)
     # The starting checkpoint's identity: the parent round's model hash (recorded when it finished), else the

@@ -420,22 +420,32 @@ MB = 1_000_000
 def test_a_full_disk_stops_the_round_before_any_stage(fake_stages, tmp_path, monkeypatch):
     _disk_model(tmp_path / "policy", 40 * MB, "float32")
     monkeypatch.setattr(runner, "resolve_model", lambda spec, cache_dir: str(tmp_path / "policy"))
-    monkeypatch.setattr(disk, "free_bytes", lambda path: 50 * MB)
+    monkeypatch.setattr(disk, "free_bytes", lambda path: 60 * MB)
     cfg = load_config(None, [f"output_dir={tmp_path}", "name=t"])
-    # fake stages: only "sft" writes a model (40 MB + LoRA checkpoint 4 MB, a tenth more: 48.4 MB): it fits
+    # fake stages: only "sft" writes a model: 40 MB, its LoRA checkpoint 4 MB counted twice, a tenth more: 52.8 MB
     runner.run_round(cfg, 1)
     assert fake_stages == ["prompts", "generate", "sft", "eval"]  # (the gate is the real one)
     fake_stages.clear()
     # round 2 starts from round 1's (tiny, fake) model; with 1 MB free, nothing runs and the folder is named
     monkeypatch.setattr(disk, "free_bytes", lambda path: 1 * MB)
     monkeypatch.setattr(runner, "start_model_for", lambda cfg, index: (str(tmp_path / "policy"), None))
-    with pytest.raises(disk.DiskSpaceError, match=r"not enough disk for .*round-2: 0\.00 GB free.*sft 0\.04 GB"):
+    match = r"not enough disk for .*round-2: 0\.00 GB free, .* need about 0\.05 GB \(sft 0\.04 GB \(\+0\.00 GB"
+    with pytest.raises(disk.DiskSpaceError, match=match):
         runner.run_round(cfg, 2)
     assert fake_stages == []
     assert not list((tmp_path / "t" / "round-2" / "stages").glob("*.json"))
+    # ... and `alignment status` can tell why: the manifest names the stage that did not start
+    error = json.loads((tmp_path / "t" / "round-2" / "manifest.json").read_text())["error"]
+    assert error["stage"] == "prompts" and error["message"].startswith("DiskSpaceError: not enough disk")
     # round 1 is finished: running it again is not refused, however full the disk
     runner.run_round(cfg, 1)
     assert fake_stages == []
+    # a changed SFT config makes its marker stale: SFT and what follows must run, so the disk is checked again
+    changed = load_config(None, [f"output_dir={tmp_path}", "name=t", "sft.learning_rate=1e-4"])
+    with pytest.raises(disk.DiskSpaceError, match="round-1: 0.00 GB free"):
+        runner.run_round(changed, 1)
+    assert fake_stages == []
+    assert json.loads((tmp_path / "t" / "round-1" / "stages" / "sft.json").read_text())["key"]  # kept
 
 
 def test_the_cli_says_it_in_one_line(fake_stages, tmp_path, monkeypatch, capsys):
@@ -449,7 +459,7 @@ def test_the_cli_says_it_in_one_line(fake_stages, tmp_path, monkeypatch, capsys)
         cli.main()
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: not enough disk for ") and "nothing was started" in err
+    assert err.startswith("error: not enough disk for ") and "no stage was started" in err
     assert fake_stages == []
 
 

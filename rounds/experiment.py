@@ -205,8 +205,10 @@ def run_experiment(
         "arms": {a.name: list(a.overrides) for a in arms},
         "rounds": rounds,
     }
-    if (exp / "experiment.json").is_file():  # keep the wall times of rounds an earlier call ran
-        plan["wall_s"] = read_json(exp / "experiment.json").get("wall_s", {})
+    if (exp / "experiment.json").is_file():  # keep the wall times and arm definitions of an earlier call's rounds
+        earlier = read_json(exp / "experiment.json")
+        plan["wall_s"] = earlier.get("wall_s", {})
+        plan["arms"] = {**earlier.get("arms", {}), **plan["arms"]}  # an arm defined again: this call's definition
     write_json(plan, exp / "experiment.json")
     for index in range(1, rounds + 1):
         for arm in arms:
@@ -337,6 +339,12 @@ def collect(exp: Path, arms: list[str], rounds: int) -> dict:
     return data
 
 
+def _arm_definition(plan: dict, arm: str) -> str:
+    """An arm's overrides as experiment.json recorded them (every call's arms are kept there)."""
+    recorded = plan.get("arms", {})
+    return str(recorded[arm]) if arm in recorded else "(not recorded in experiment.json: see its rounds' config.yaml)"
+
+
 def _machine(exp: Path, arm: str) -> str:
     """The machine that ran the first arm's round 1, as its manifest recorded it."""
     path = round_path(exp / arm, 1) / ARTIFACTS.manifest
@@ -363,7 +371,7 @@ def results_markdown(exp: Path, arms: list[str], rounds: int, plot_name: str | N
         f"Written by `alignment experiment` on {time.strftime('%Y-%m-%d')}; the rounds ran on {_machine(exp, ref)}.",
         (
             f"Config: `{plan.get('config') or 'defaults'}`, overrides {plan.get('overrides', [])}; arms: "
-            + "; ".join(f"`{a}` {plan.get('arms', {}).get(a, [])}" for a in data)
+            + "; ".join(f"`{a}` {_arm_definition(plan, a)}" for a in data)
             + "."
             if plan
             else "Config: unrecorded (no experiment.json)."

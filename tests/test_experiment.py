@@ -483,3 +483,33 @@ def test_the_base_models_identity_comes_from_the_runs_hash_cache(tmp_path, monke
     assert seed_start_eval(cfgs["rs"], cfgs["random"])
     view = Round(cfg=cfgs["random"], index=1, dir=dst, start_model=str(model), run_dir=dst.parent)
     assert _copied_start_eval(view) == dst / "eval_start.json"
+
+
+def test_a_later_call_keeps_the_arm_definitions_of_an_earlier_one(tmp_path, monkeypatch) -> None:
+    """Arms added by a second `alignment experiment` call in the same folder: the table of all arms still says what
+    each earlier arm changed (the header used to show `[]`, "no override", for an arm of an earlier call)."""
+    import rounds.experiment
+    from alignment.records import read_json
+
+    exp = tmp_path / "experiment-default"
+    answers = {f"math-{i}": i < 5 for i in range(10)}
+    for arm in ("rs", "hot", "cool", "old"):
+        _fake_round(exp / arm, 1, answers, answers)
+    earlier = {"rs": [], "hot": ["generation.temperature=1.0"], "cool": ["generation.temperature=0.5"]}
+    write_json({"config": CONFIG, "overrides": ["eval.max_items=null"], "arms": earlier, "rounds": 1}, exp / "e.json")
+    (exp / "e.json").rename(exp / "experiment.json")
+    monkeypatch.setattr(rounds.experiment, "seed_round_one", lambda first, cfg: [])
+    monkeypatch.setattr(rounds.experiment, "seed_start_eval", lambda first, cfg: False)
+    monkeypatch.setattr(rounds.experiment, "run_round", lambda cfg, index: {"stages": {"x": {"skipped": True}}})
+    arms = parse_arms("rs,cool", ["cool:generation.temperature=0.6"])
+    rounds.experiment.run_experiment(CONFIG, arms, 1, [f"output_dir={tmp_path}"], tmp_path / "t.md")
+    plan = read_json(exp / "experiment.json")
+    # the later call's definition of `cool` wins; `hot` stays as the earlier call defined it
+    assert plan["arms"] == {"rs": [], "hot": ["generation.temperature=1.0"], "cool": ["generation.temperature=0.6"]}
+    every = parse_arms("rs,hot,cool,old", [], defined_only=False)
+    out = tmp_path / "all.md"
+    md = rounds.experiment.run_experiment(
+        CONFIG, every, 1, [f"output_dir={tmp_path}"], out, table_only=True
+    ).read_text()
+    assert "`hot` ['generation.temperature=1.0']; `cool` ['generation.temperature=0.6']" in md
+    assert "`old` (not recorded in experiment.json: see its rounds' config.yaml)" in md

@@ -29,6 +29,7 @@ import itertools
 import logging
 import math
 import shutil
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -435,6 +436,7 @@ def results_markdown(exp: Path, arms: list[str], rounds: int, plot_name: str | N
             "changes the eval): " + ", ".join(f"{a} {n}" for a, n in flips.items()) + ".",
         ]
     lines += _draws_section(exp, data, caps)
+    lines += _against_draws_section(exp, data, caps)
     lines += [
         "",
         "## Rounds",
@@ -532,6 +534,60 @@ def _draws_section(exp: Path, data: dict, caps: list[str]) -> list[str]:
             )
     summary += [f"`{arm}` draws with the seed of `{other}` (the same draw): left out." for arm, other in same.items()]
     return [*lines, "", *summary]
+
+
+def against_draws(new: EvalItems, draws: list[EvalItems], capability: str) -> dict | None:
+    """``new`` against the mean of a control's ``draws`` on the items all of them answered: the accuracy difference
+    and a normal 95% interval whose variance is the paired per-item differences' (new minus the draws' mean on the
+    item: the choice of items) plus the draws' accuracies' variance over their number (the choice of the draw). The
+    first arm's own variance over its seeds is not in it: one run of it says nothing of that. None: no common item
+    or fewer than two draws."""
+    if len(draws) < 2:
+        return None
+    a = new.scores(capability)
+    others = [d.scores(capability) for d in draws]
+    ids = [i for i in a if all(i in o for o in others)]
+    if len(ids) < 2:
+        return None
+    diffs = [a[i] - statistics.mean(o[i] for o in others) for i in ids]
+    accs = [statistics.mean(o[i] for i in ids) for o in others]
+    se = math.hypot(statistics.stdev(diffs) / math.sqrt(len(ids)), statistics.stdev(accs) / math.sqrt(len(accs)))
+    diff, z = statistics.mean(diffs), statistics.NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)
+    return {"diff": diff, "low": max(-1.0, diff - z * se), "high": min(1.0, diff + z * se), "accs": accs}
+
+
+def _against_draws_section(exp: Path, data: dict, caps: list[str]) -> list[str]:
+    """The first arm against the mean of each control's draws (:func:`control_draws`), round by round, with the
+    draw spread folded into the interval (:func:`against_draws`)."""
+    ref = next(iter(data))
+    groups = [g for g in control_draws(exp, list(data))[0] if ref not in g]
+    if not groups:
+        return []
+    lines = [
+        "",
+        f"## `{ref}` against the mean of a control's draws, the draw spread folded in",
+        "",
+        f"Δ: `{ref}`'s accuracy minus the draws' mean accuracy on the same items. The interval (normal, 95%) adds the",
+        "draws' variance over their number to the items' paired variance, so it covers the choice of the draw as",
+        f"well as of the items; it leaves out `{ref}`'s own variance over seeds (one run). Draws: their accuracy range.",
+        "",
+        "| comparison | round | " + " | ".join(f"{c}: Δ [95%], draws" for c in caps) + " |",
+        "|---|---|" + "---|" * len(caps),
+    ]
+    mine = {k: ev for k, ev, _ in data[ref]["rounds"]}
+    for members in groups:
+        evals = {arm: {k: ev for k, ev, _ in data[arm]["rounds"]} for arm in members}
+        for k in sorted(mine):
+            present = [m for m in members if k in evals[m]]
+            cells = [against_draws(mine[k], [evals[m][k] for m in present], c) for c in caps]
+            if all(cell is None for cell in cells):
+                continue
+            text = [
+                "–" if cell is None else f"{_fmt_diff(cell)}, draws {min(cell['accs']):.3f}-{max(cell['accs']):.3f}"
+                for cell in cells
+            ]
+            lines.append(f"| {ref} - mean({', '.join(present)}) | {k} | " + " | ".join(text) + " |")
+    return lines
 
 
 def _identity_line(data: dict, ref: str) -> str:

@@ -513,3 +513,45 @@ def test_a_later_call_keeps_the_arm_definitions_of_an_earlier_one(tmp_path, monk
     ).read_text()
     assert "`hot` ['generation.temperature=1.0']; `cool` ['generation.temperature=0.6']" in md
     assert "`old` (not recorded in experiment.json: see its rounds' config.yaml)" in md
+
+
+def test_the_first_arm_against_a_controls_draws_folds_the_draw_spread_into_the_interval(tmp_path) -> None:
+    """With several draws of the control, the first arm is compared with the draws' mean: the interval adds the
+    draws' spread (their variance over the number of draws) to the items' paired standard error, so a lead no
+    larger than what a re-draw moves is not called significant."""
+    import math
+    import statistics
+
+    import yaml
+
+    exp = tmp_path / "experiment-x"
+    ids = [f"math-{i}" for i in range(40)]
+    base = {i: n < 10 for n, i in enumerate(ids)}
+    arms = {
+        "rs": ({}, 30),
+        "random": ({"strategy": "random"}, 20),
+        "random_b": ({"strategy": "random", "random_seed": 1000}, 26),
+        "random_c": ({"strategy": "random", "random_seed": 2000}, 18),
+    }
+    answers = {arm: {i: n < right for n, i in enumerate(ids)} for arm, (_, right) in arms.items()}
+    for arm, (selection, _) in arms.items():
+        _fake_round(exp / arm, 1, answers[arm], base)
+        config = {"name": arm, "seed": 0, "selection": {"strategy": "rejection_sampling", **selection}}
+        (exp / arm / "round-1" / "config.yaml").write_text(yaml.safe_dump(config))
+    md = results_markdown(exp, list(arms), 1)
+    section = md.split("## `rs` against the mean of a control's draws", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    # by hand: rs 0.750 against draws 0.500, 0.650, 0.450 (mean 0.533): +0.217
+    draws = ["random", "random_b", "random_c"]
+    d = [float(answers["rs"][i]) - statistics.mean(float(answers[a][i]) for a in draws) for i in ids]
+    se_items = statistics.stdev(d) / math.sqrt(len(ids))
+    se_draws = statistics.stdev([0.5, 0.65, 0.45]) / math.sqrt(3)
+    se = math.hypot(se_items, se_draws)
+    diff = statistics.mean(d)
+    assert round(diff, 3) == 0.217
+    assert rows == [
+        f"| rs - mean(random, random_b, random_c) | 1 | {diff:+.3f} [{diff - 1.959964 * se:+.3f}, "
+        f"{diff + 1.959964 * se:+.3f}] **↑**, draws 0.450-0.650 |"
+    ]
+    # the spread widens the interval: 0.217 +- 0.137 here, against +- 0.092 on the items alone
+    assert 1.959964 * se > 1.959964 * se_items + 0.04

@@ -208,8 +208,11 @@ def run_experiment(
     }
     if (exp / "experiment.json").is_file():  # keep the wall times and arm definitions of an earlier call's rounds
         earlier = read_json(exp / "experiment.json")
-        plan["wall_s"] = earlier.get("wall_s", {})
-        plan["arms"] = {**earlier.get("arms", {}), **plan["arms"]}  # an arm defined again: this call's definition
+        plan["wall_s"] = earlier.get("wall_s") or {}
+        if (earlier.get("config"), earlier.get("overrides")) == (plan["config"], plan["overrides"]):
+            # an arm defined again takes this call's definition; with another config or other overrides for every
+            # arm, the earlier arms' definitions would read as this call's: they are not kept (the table says so)
+            plan["arms"] = {**(earlier.get("arms") or {}), **plan["arms"]}
     write_json(plan, exp / "experiment.json")
     for index in range(1, rounds + 1):
         for arm in arms:
@@ -538,22 +541,48 @@ def _draws_section(exp: Path, data: dict, caps: list[str]) -> list[str]:
 
 def against_draws(new: EvalItems, draws: list[EvalItems], capability: str) -> dict | None:
     """``new`` against the mean of a control's ``draws`` on the items all of them answered: the accuracy difference
-    and a normal 95% interval whose variance is the paired per-item differences' (new minus the draws' mean on the
-    item: the choice of items) plus the draws' accuracies' variance over their number (the choice of the draw). The
-    first arm's own variance over its seeds is not in it: one run of it says nothing of that. None: no common item
-    or fewer than two draws."""
+    and its 95% interval, with two sources of variance:
+
+    - the items: the paired per-item differences (new minus the draws' mean on the item), variance over n items;
+    - the draw: the spread of the draws' accuracies with their own item noise taken out (the draws' variance minus
+      the item-by-draw residual mean square over n, floored at 0; the residual is already in the first term), times
+      1 + 1/k: the draws' mean rests on k draws, and ``new`` is one run of its own method, taken to vary as much.
+
+    The quantile is Student's t with Satterthwaite's degrees of freedom (k - 1 for the draw term: few draws, a wide
+    interval). None: no common item or fewer than two draws."""
+    from scipy.stats import t as student_t
+
     if len(draws) < 2:
         return None
     a = new.scores(capability)
     others = [d.scores(capability) for d in draws]
     ids = [i for i in a if all(i in o for o in others)]
-    if len(ids) < 2:
+    n, k = len(ids), len(others)
+    if n < 2:
         return None
-    diffs = [a[i] - statistics.mean(o[i] for o in others) for i in ids]
+    table = [[o[i] for o in others] for i in ids]
+    item_means = [statistics.mean(row) for row in table]
     accs = [statistics.mean(o[i] for i in ids) for o in others]
-    se = math.hypot(statistics.stdev(diffs) / math.sqrt(len(ids)), statistics.stdev(accs) / math.sqrt(len(accs)))
-    diff, z = statistics.mean(diffs), statistics.NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)
-    return {"diff": diff, "low": max(-1.0, diff - z * se), "high": min(1.0, diff + z * se), "accs": accs}
+    grand = statistics.mean(accs)
+    diffs = [a[i] - m for i, m in zip(ids, item_means, strict=True)]
+    residual = sum((table[r][j] - item_means[r] - accs[j] + grand) ** 2 for r in range(n) for j in range(k)) / (
+        (n - 1) * (k - 1)
+    )
+    v_items = statistics.variance(diffs) / n
+    v_draws = max(0.0, statistics.variance(accs) - residual / n) * (1 + 1 / k)
+    total = v_items + v_draws
+    denominator = v_items**2 / (n - 1) + v_draws**2 / (k - 1)
+    df = total**2 / denominator if denominator > 0 else float("inf")
+    half = float(student_t.ppf(0.5 + CONFIDENCE / 2, df)) * math.sqrt(total)
+    diff = statistics.mean(diffs)
+    return {
+        "diff": diff,
+        "low": max(-1.0, diff - half),
+        "high": min(1.0, diff + half),
+        "accs": accs,
+        "draw_sd": math.sqrt(v_draws / (1 + 1 / k)),
+        "df": df,
+    }
 
 
 def _against_draws_section(exp: Path, data: dict, caps: list[str]) -> list[str]:
@@ -567,9 +596,11 @@ def _against_draws_section(exp: Path, data: dict, caps: list[str]) -> list[str]:
         "",
         f"## `{ref}` against the mean of a control's draws, the draw spread folded in",
         "",
-        f"Δ: `{ref}`'s accuracy minus the draws' mean accuracy on the same items. The interval (normal, 95%) adds the",
-        "draws' variance over their number to the items' paired variance, so it covers the choice of the draw as",
-        f"well as of the items; it leaves out `{ref}`'s own variance over seeds (one run). Draws: their accuracy range.",
+        f"Δ: `{ref}`'s accuracy minus the draws' mean accuracy on the same items. The 95% interval covers the choice",
+        "of the items (paired) and of the draw: the draws' spread with their item noise taken out, for the draws'",
+        f"mean and again for `{ref}`, one run of its own method taken to vary as much; Student's t with Satterthwaite's",
+        "degrees of freedom, so two or three draws give a wide interval when they disagree. Draws: their accuracy",
+        "range, and the draw-to-draw standard deviation left once item noise is taken out.",
         "",
         "| comparison | round | " + " | ".join(f"{c}: Δ [95%], draws" for c in caps) + " |",
         "|---|---|" + "---|" * len(caps),
@@ -583,7 +614,10 @@ def _against_draws_section(exp: Path, data: dict, caps: list[str]) -> list[str]:
             if all(cell is None for cell in cells):
                 continue
             text = [
-                "–" if cell is None else f"{_fmt_diff(cell)}, draws {min(cell['accs']):.3f}-{max(cell['accs']):.3f}"
+                "–"
+                if cell is None
+                else f"{_fmt_diff(cell)}, draws {min(cell['accs']):.3f}-{max(cell['accs']):.3f} "
+                f"(sd {cell['draw_sd']:.3f})"
                 for cell in cells
             ]
             lines.append(f"| {ref} - mean({', '.join(present)}) | {k} | " + " | ".join(text) + " |")

@@ -496,7 +496,8 @@ def test_a_later_call_keeps_the_arm_definitions_of_an_earlier_one(tmp_path, monk
     for arm in ("rs", "hot", "cool", "old"):
         _fake_round(exp / arm, 1, answers, answers)
     earlier = {"rs": [], "hot": ["generation.temperature=1.0"], "cool": ["generation.temperature=0.5"]}
-    write_json({"config": CONFIG, "overrides": ["eval.max_items=null"], "arms": earlier, "rounds": 1}, exp / "e.json")
+    overrides = ["eval.max_items=null", f"output_dir={tmp_path}"]  # as this call records them
+    write_json({"config": CONFIG, "overrides": overrides, "arms": earlier, "rounds": 1}, exp / "e.json")
     (exp / "e.json").rename(exp / "experiment.json")
     monkeypatch.setattr(rounds.experiment, "seed_round_one", lambda first, cfg: [])
     monkeypatch.setattr(rounds.experiment, "seed_start_eval", lambda first, cfg: False)
@@ -513,15 +514,16 @@ def test_a_later_call_keeps_the_arm_definitions_of_an_earlier_one(tmp_path, monk
     ).read_text()
     assert "`hot` ['generation.temperature=1.0']; `cool` ['generation.temperature=0.6']" in md
     assert "`old` (not recorded in experiment.json: see its rounds' config.yaml)" in md
+    # a call with other overrides for every arm: the earlier arms' definitions would read as made under them
+    arms = parse_arms("rs", [])
+    rounds.experiment.run_experiment(CONFIG, arms, 1, [f"output_dir={tmp_path}", "seed=3"], tmp_path / "t.md")
+    assert read_json(exp / "experiment.json")["arms"] == {"rs": []}
 
 
 def test_the_first_arm_against_a_controls_draws_folds_the_draw_spread_into_the_interval(tmp_path) -> None:
-    """With several draws of the control, the first arm is compared with the draws' mean: the interval adds the
-    draws' spread (their variance over the number of draws) to the items' paired standard error, so a lead no
-    larger than what a re-draw moves is not called significant."""
-    import math
-    import statistics
-
+    """With several draws of the control, the first arm is compared with the draws' mean, and the interval covers the
+    choice of the draw as well as of the items: draws that disagree beyond their item noise widen it (Student's t on
+    few degrees of freedom); draws that agree leave the items' paired interval."""
     import yaml
 
     exp = tmp_path / "experiment-x"
@@ -532,26 +534,21 @@ def test_the_first_arm_against_a_controls_draws_folds_the_draw_spread_into_the_i
         "random": ({"strategy": "random"}, 20),
         "random_b": ({"strategy": "random", "random_seed": 1000}, 26),
         "random_c": ({"strategy": "random", "random_seed": 2000}, 18),
+        "same": ({"strategy": "random", "random_seed": 7}, 20),
+        "same_b": ({"strategy": "random", "random_seed": 8}, 20),
     }
-    answers = {arm: {i: n < right for n, i in enumerate(ids)} for arm, (_, right) in arms.items()}
-    for arm, (selection, _) in arms.items():
-        _fake_round(exp / arm, 1, answers[arm], base)
+    for arm, (selection, right) in arms.items():
+        _fake_round(exp / arm, 1, {i: n < right for n, i in enumerate(ids)}, base)
+        generation = {"num_candidates": 2 if arm.startswith("same") else 6}  # a second control: other K
         config = {"name": arm, "seed": 0, "selection": {"strategy": "rejection_sampling", **selection}}
-        (exp / arm / "round-1" / "config.yaml").write_text(yaml.safe_dump(config))
+        (exp / arm / "round-1" / "config.yaml").write_text(yaml.safe_dump({**config, "generation": generation}))
     md = results_markdown(exp, list(arms), 1)
     section = md.split("## `rs` against the mean of a control's draws", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ")][1:]
-    # by hand: rs 0.750 against draws 0.500, 0.650, 0.450 (mean 0.533): +0.217
-    draws = ["random", "random_b", "random_c"]
-    d = [float(answers["rs"][i]) - statistics.mean(float(answers[a][i]) for a in draws) for i in ids]
-    se_items = statistics.stdev(d) / math.sqrt(len(ids))
-    se_draws = statistics.stdev([0.5, 0.65, 0.45]) / math.sqrt(3)
-    se = math.hypot(se_items, se_draws)
-    diff = statistics.mean(d)
-    assert round(diff, 3) == 0.217
     assert rows == [
-        f"| rs - mean(random, random_b, random_c) | 1 | {diff:+.3f} [{diff - 1.959964 * se:+.3f}, "
-        f"{diff + 1.959964 * se:+.3f}] **↑**, draws 0.450-0.650 |"
+        # rs 0.750 against 0.500, 0.650, 0.450: +0.217, but three draws this far apart leave it open (t, 3.1 df)
+        "| rs - mean(random, random_b, random_c) | 1 | +0.217 [-0.172, +0.606], draws 0.450-0.650 (sd 0.097) |",
+        # two draws alike: no draw spread, the items' paired interval (t with 39 df): by hand, 10 items of 40 right
+        # only for rs: mean 0.25, sd sqrt(7.5 / 39), half-width 2.023 * sd / sqrt(40) = 0.140
+        "| rs - mean(same, same_b) | 1 | +0.250 [+0.110, +0.390] **↑**, draws 0.500-0.500 (sd 0.000) |",
     ]
-    # the spread widens the interval: 0.217 +- 0.137 here, against +- 0.092 on the items alone
-    assert 1.959964 * se > 1.959964 * se_items + 0.04

@@ -438,8 +438,9 @@ def results_markdown(exp: Path, arms: list[str], rounds: int, plot_name: str | N
             f"match); items whose verdict differs from `{ref}`'s base eval (engine nondeterminism, or an arm that "
             "changes the eval): " + ", ".join(f"{a} {n}" for a, n in flips.items()) + ".",
         ]
-    lines += _draws_section(exp, data, caps)
-    lines += _against_draws_section(exp, data, caps)
+    groups, same = control_draws(exp, list(data))  # loads every arm's round-1 config once, for both sections
+    lines += _draws_section(data, caps, groups, same)
+    lines += _against_draws_section(data, caps, groups)
     lines += [
         "",
         "## Rounds",
@@ -497,11 +498,14 @@ def control_draws(exp: Path, arms: list[str]) -> tuple[list[list[str]], dict[str
     return [list(members.values()) for _, members in groups if len(members) > 1], same
 
 
-def _draws_section(exp: Path, data: dict, caps: list[str]) -> list[str]:
-    """Every two draws of one control (:func:`control_draws`) against each other, round by round, and each control's
-    largest difference per capability: what the draw alone moves, which the paired intervals (over items) do not
-    cover."""
-    groups, same = control_draws(exp, list(data))
+def _evals_by_round(data: dict, arm: str) -> dict[int, EvalItems]:
+    return {k: ev for k, ev, _ in data[arm]["rounds"]}
+
+
+def _draws_section(data: dict, caps: list[str], groups: list[list[str]], same: dict[str, str]) -> list[str]:
+    """Every two draws of one control (``groups``, ``same``: :func:`control_draws`) against each other, round by
+    round, and each control's largest difference per capability: what the draw alone moves, which the paired
+    intervals (over items) do not cover."""
     if not groups:
         return []
     lines = [
@@ -516,7 +520,7 @@ def _draws_section(exp: Path, data: dict, caps: list[str]) -> list[str]:
     ]
     summary = []
     for members in groups:
-        evals = {arm: {k: ev for k, ev, _ in data[arm]["rounds"]} for arm in members}
+        evals = {arm: _evals_by_round(data, arm) for arm in members}
         largest: dict[str, float] = {}
         done_rounds: set[int] = set()
         for k in sorted({k for e in evals.values() for k in e}):
@@ -581,15 +585,14 @@ def against_draws(new: EvalItems, draws: list[EvalItems], capability: str) -> di
         "high": min(1.0, diff + half),
         "accs": accs,
         "draw_sd": math.sqrt(v_draws / (1 + 1 / k)),
-        "df": df,
     }
 
 
-def _against_draws_section(exp: Path, data: dict, caps: list[str]) -> list[str]:
-    """The first arm against the mean of each control's draws (:func:`control_draws`), round by round, with the
-    draw spread folded into the interval (:func:`against_draws`)."""
+def _against_draws_section(data: dict, caps: list[str], groups: list[list[str]]) -> list[str]:
+    """The first arm against the mean of each control's draws (``groups``: :func:`control_draws`), round by round,
+    with the draw spread folded into the interval (:func:`against_draws`)."""
     ref = next(iter(data))
-    groups = [g for g in control_draws(exp, list(data))[0] if ref not in g]
+    groups = [g for g in groups if ref not in g]
     if not groups:
         return []
     lines = [
@@ -605,9 +608,9 @@ def _against_draws_section(exp: Path, data: dict, caps: list[str]) -> list[str]:
         "| comparison | round | " + " | ".join(f"{c}: Δ [95%], draws" for c in caps) + " |",
         "|---|---|" + "---|" * len(caps),
     ]
-    mine = {k: ev for k, ev, _ in data[ref]["rounds"]}
+    mine = _evals_by_round(data, ref)
     for members in groups:
-        evals = {arm: {k: ev for k, ev, _ in data[arm]["rounds"]} for arm in members}
+        evals = {arm: _evals_by_round(data, arm) for arm in members}
         for k in sorted(mine):
             present = [m for m in members if k in evals[m]]
             cells = [against_draws(mine[k], [evals[m][k] for m in present], c) for c in caps]

@@ -183,7 +183,7 @@ def resolve_model(spec: str, cache_dir: str | Path = ".cache/models") -> str:
     first = spec.split("/", 1)[0]
     if spec.startswith((".", "/", "~")) or spec.count("/") != 1 or Path(first).is_dir():
         raise ModelError(f"model folder not found: {spec} (from {Path.cwd()})")
-    if os.environ.get(ALLOW_DOWNLOAD_ENV) == "1" or _in_hf_cache(spec):
+    if os.environ.get(ALLOW_DOWNLOAD_ENV) == "1" or hf_cache_folder(spec) is not None:
         return spec  # a hub id: transformers and vLLM load it from the HF cache (or download, when allowed)
     raise ModelError(
         f"model {spec}: not a local folder, and not in the Hugging Face cache; set {ALLOW_DOWNLOAD_ENV}=1 to download "
@@ -194,13 +194,15 @@ def resolve_model(spec: str, cache_dir: str | Path = ".cache/models") -> str:
 ALLOW_DOWNLOAD_ENV = "ALIGNMENT_ALLOW_DOWNLOAD"
 
 
-def _in_hf_cache(repo_id: str) -> bool:
+def hf_cache_folder(repo_id: str) -> Path | None:
+    """The snapshot folder of a hub id in the Hugging Face cache (the folder of its config.json); None: not cached."""
     try:
         from huggingface_hub import try_to_load_from_cache
 
-        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+        found = try_to_load_from_cache(repo_id, "config.json")
     except Exception:  # noqa: BLE001  (an invalid id or an unreadable cache: not cached)
-        return False
+        return None
+    return Path(found).parent if isinstance(found, str) else None
 
 
 def load_chat_tokenizer(model: str):

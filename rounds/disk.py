@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alignment.config import RoundConfig
+from alignment.models import hf_cache_folder
 
 MARGIN = 1.1
 LORA_CHECKPOINT = 0.1  # adapter + optimizer state, as a fraction of the model's fp32 size (r=16 on 135M: under 2%)
@@ -49,14 +50,7 @@ def model_folder(spec: str | None) -> Path | None:
     found)."""
     if not spec:
         return None
-    if Path(spec).is_dir():
-        return Path(spec)
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(spec, local_files_only=True))
-    except Exception:  # not in the cache, or not a hub id
-        return None
+    return Path(spec) if Path(spec).is_dir() else hf_cache_folder(spec)
 
 
 def folder_bytes(path: str | Path) -> int:
@@ -147,7 +141,9 @@ def check_disk(cfg: RoundConfig, round_dir: Path, policy: str, rm_base: str | No
     need (estimated as the module says); returns the estimate in bytes (0: no pending stage writes a model). A model
     whose folder cannot be found (a hub id not in the cache) counts as size 0, so the check is only as good as what
     it can measure."""
-    pending = list(pending)
+    pending = [name for name in pending if name in MODEL_OUTPUTS]  # the others write megabytes
+    if not pending:
+        return 0  # nothing to measure: no model folder is walked
     policy_dir = model_folder(policy)
     rm_dir = model_folder(rm_base)
     policy_fp32 = fp32_bytes(policy_dir) if policy_dir else 0

@@ -108,7 +108,11 @@ def word_count(text: str) -> int:
 
 
 def rank_candidates(
-    cands: list[dict], length_tiebreak: bool = False, margin: float = 0.0, by: str = "reward_model"
+    cands: list[dict],
+    length_tiebreak: bool = False,
+    margin: float = 0.0,
+    by: str = "reward_model",
+    partial: bool = False,
 ) -> list[dict]:
     """One prompt's candidates, best first: highest score (verifier tier, then RM score), then the candidate number.
 
@@ -118,17 +122,36 @@ def rank_candidates(
 
     With ``length_tiebreak`` (RM ranking only), the candidates of the best one's tier whose score is within ``margin``
     of the best (RM near-ties) move to the front, the fewest words first (then score, then candidate number); the
-    rest keep their order behind them."""
+    rest keep their order behind them.
+
+    With ``partial`` (``selection.partial_credit``), a verified prompt's candidates rank by tier, then by
+    :func:`credit` (the share of checks met: it orders failures), then as above."""
+    share = credit if partial and _verified_prompt(cands) else (lambda r: 1.0)
     if by == "likelihood" and _verified_prompt(cands):
-        return sorted(cands, key=lambda r: (-r["tier"], -_logprob(r), candidate_order(r["candidate_id"])))
-    ranked = sorted(cands, key=lambda r: (-r["score"], candidate_order(r["candidate_id"])))
+        return sorted(cands, key=lambda r: (-r["tier"], -share(r), -_logprob(r), candidate_order(r["candidate_id"])))
+    ranked = sorted(cands, key=lambda r: (-r["tier"], -share(r), -r["score"], candidate_order(r["candidate_id"])))
     if not length_tiebreak or not ranked:
         return ranked
     top = ranked[0]
-    near = [c for c in ranked if c["tier"] == top["tier"] and c["score"] >= top["score"] - margin - MARGIN_TOLERANCE]
+    near = [
+        c
+        for c in ranked
+        if c["tier"] == top["tier"]
+        and share(c) == share(top)
+        and c["score"] >= top["score"] - margin - MARGIN_TOLERANCE
+    ]
     rest = ranked[len(near) :]  # the near-ties are a prefix of the score order
     near.sort(key=lambda r: (word_count(r["text"]), -r["score"], candidate_order(r["candidate_id"])))
     return near + rest
+
+
+def credit(r: dict) -> float:
+    """A candidate's share of its checks met (``verifier_credit``, :func:`reward.verifiers.partial_credit`); records
+    without it (written before it existed) count 1.0 for a pass or no verifier, 0.0 for a failure."""
+    value = r.get("verifier_credit")
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return 0.0 if _failed(r) else 1.0
+    return float(value)
 
 
 def _verified_prompt(cands: list[dict]) -> bool:
@@ -150,7 +173,9 @@ def _by_prompt(rows: list[dict], cfg: SelectionConfig) -> dict[str, list[dict]]:
     """prompt_id -> its candidates ranked by :func:`rank_candidates` (``cfg``: what ranks verified prompts, the length
     tie-break and its margin)."""
     return {
-        pid: rank_candidates(g, cfg.length_tiebreak, cfg.min_margin, by=cfg.rank_verified_by)
+        pid: rank_candidates(
+            g, cfg.length_tiebreak, cfg.min_margin, by=cfg.rank_verified_by, partial=cfg.partial_credit
+        )
         for pid, g in sorted(_group(rows).items())
     }
 
@@ -221,7 +246,10 @@ def select_pairs(
     the best and whose score is lower. With ``cfg.rank_verified_by="likelihood"``, a prompt with a verifier compares
     tiers only: best_vs_worst rejects the most likely candidate of the lowest tier present, best_vs_random draws among
     the lower tiers, and a prompt whose other texts all share the best one's tier is dropped as "no verifier
-    contrast" (instead of "tie"). Dropped, in this order of checks: "fewer than 2 candidates", "no candidate
+    contrast" (instead of "tie"). With ``cfg.partial_credit``, a verified prompt ranks its failures by the share of
+    checks met (:func:`credit`): best_vs_worst rejects the failure that met the least, and a prompt where nothing
+    passed pairs its best failure over one that met less (``decided_by`` "partial credit"; dropped as below when every
+    failure met as much). Dropped, in this order of checks: "fewer than 2 candidates", "no candidate
     passed the verifier" (the best failed), "best pass is off-topic", "chosen and rejected identical" (every other
     text equals the best), "tie" (no other text scores lower), "RM margin below min_margin" (a pair the reward model
     alone decides (anything but a pass over a failure), whose RM score difference is below ``cfg.min_margin``,
@@ -230,7 +258,7 @@ def select_pairs(
     Returns (pairs, dropped) where dropped maps prompt_id -> reason. A pair is {prompt_id, capability, prompt
     (messages), chosen, rejected, chosen_id, rejected_id, margin, p_chosen, decided_by}: ``margin`` is the RM score
     difference, ``p_chosen`` = sigmoid(margin) the RM's probability that chosen is better, ``decided_by``
-    "verifier" (a pass over a failure) or "reward model" (anything else). Both sides answer exactly the same prompt.
+    "verifier" (a pass over a failure), "partial credit" (two failures) or "reward model" (anything else). Both sides answer exactly the same prompt.
     """
     if cfg.pair_strategy not in PAIR_STRATEGIES:
         raise ValueError(f"unknown pair_strategy {cfg.pair_strategy!r} (supported: {', '.join(PAIR_STRATEGIES)})")
@@ -241,13 +269,25 @@ def select_pairs(
         if len(cands) < 2:
             dropped[pid] = "fewer than 2 candidates"
             continue
+        different = [c for c in cands[1:] if normalise_text(c["text"]) != normalise_text(best["text"])]
+        partial = cfg.partial_credit and _verified_prompt(cands)
+        share = credit if partial else (lambda r: 1.0)
         if _failed(best):
-            dropped[pid] = "no candidate passed the verifier"
+            # nothing passed: with partial credit, the failure that met the most checks over one that met fewer
+            below = [c for c in different if credit(c) < credit(best)] if partial else []
+            if not below:
+                dropped[pid] = "no candidate passed the verifier"
+                continue
+            least = min(credit(c) for c in below)
+            # `below` keeps the ranking: the likeliest first (likelihood), the lowest RM score last (reward_model)
+            worst = [c for c in below if credit(c) == least]
+            worst_one = worst[0] if cfg.rank_verified_by == "likelihood" else worst[-1]
+            rejected = worst_one if cfg.pair_strategy == "best_vs_worst" else _rng(seed, pid).choice(below)
+            pairs.append(_pair(pid, prompts[pid], best, rejected, "partial credit"))
             continue
         if best["tier"] < TIER_PASS:
             dropped[pid] = "best pass is off-topic"
             continue
-        different = [c for c in cands[1:] if normalise_text(c["text"]) != normalise_text(best["text"])]
         if not different:
             dropped[pid] = "chosen and rejected identical"
             continue
@@ -259,8 +299,8 @@ def select_pairs(
             if not lower:
                 dropped[pid] = "no verifier contrast"
                 continue
-            worst_tier = min(c["tier"] for c in lower)
-            worst = next(c for c in lower if c["tier"] == worst_tier)  # `lower` keeps the likelihood order
+            worst_key = min((c["tier"], share(c)) for c in lower)
+            worst = next(c for c in lower if (c["tier"], share(c)) == worst_key)  # `lower` keeps the likelihood order
             rejected = worst if cfg.pair_strategy == "best_vs_worst" else _rng(seed, pid).choice(lower)
         else:
             lower = [c for c in different if c["score"] < best["score"]]
@@ -269,7 +309,7 @@ def select_pairs(
                 continue
             # By score, whatever the tie-break did to the order: the worst is the lowest score (the later candidate on
             # ties), and best_vs_random draws from the same list with or without the tie-break.
-            lower.sort(key=lambda r: (-r["score"], candidate_order(r["candidate_id"])))
+            lower.sort(key=lambda r: (-r["tier"], -share(r), -r["score"], candidate_order(r["candidate_id"])))
             rejected = lower[-1] if cfg.pair_strategy == "best_vs_worst" else _rng(seed, pid).choice(lower)
         margin = best["rm_score"] - rejected["rm_score"]
         # Only a pass over a failure is the verifier's call; an on-topic pass over an off-topic one rests on a
@@ -278,22 +318,24 @@ def select_pairs(
         if decided_by == "reward model" and margin < cfg.min_margin - MARGIN_TOLERANCE:
             dropped[pid] = "RM margin below min_margin"
             continue
-        prompt = prompts[pid]
-        pairs.append(
-            {
-                "prompt_id": pid,
-                "capability": prompt["capability"],
-                "prompt": prompt["messages"],
-                "chosen": best["text"],
-                "rejected": rejected["text"],
-                "chosen_id": best["candidate_id"],
-                "rejected_id": rejected["candidate_id"],
-                "margin": margin,
-                "p_chosen": 1.0 / (1.0 + math.exp(-margin)),
-                "decided_by": decided_by,
-            }
-        )
+        pairs.append(_pair(pid, prompts[pid], best, rejected, decided_by))
     return pairs, dropped
+
+
+def _pair(pid: str, prompt: dict, chosen: dict, rejected: dict, decided_by: str) -> dict:
+    margin = chosen["rm_score"] - rejected["rm_score"]
+    return {
+        "prompt_id": pid,
+        "capability": prompt["capability"],
+        "prompt": prompt["messages"],
+        "chosen": chosen["text"],
+        "rejected": rejected["text"],
+        "chosen_id": chosen["candidate_id"],
+        "rejected_id": rejected["candidate_id"],
+        "margin": margin,
+        "p_chosen": 1.0 / (1.0 + math.exp(-margin)),
+        "decided_by": decided_by,
+    }
 
 
 def control_seed(cfg: SelectionConfig, run_seed: int, round_index: int) -> int:
@@ -310,7 +352,8 @@ def randomize_selection(
     The same prompts keep the same number of SFT rows and DPO pairs as :func:`select_sft` and :func:`select_pairs`
     gave them, but which candidates is drawn at random (seeded by ``seed`` and prompt_id) among the eligible ones,
     with no reward-model score: SFT rows among the prompt's passing candidates (any candidate where no verifier
-    applies; off-topic passes excluded), distinct texts; a pair's chosen side among those too, its rejected side among
+    applies; off-topic passes excluded), distinct texts; a pair's chosen side among those too (among the failures for
+    a partial-credit pair, whose share of checks met is ranking the control does not have), its rejected side among
     the candidates of rejection sampling's rejected side's verifier tier (a failure for a pass-over-fail pair) whose
     text differs from the chosen one. What this arm lacks against rejection sampling is exactly the ranking.
     ``margin`` stays the RM score difference of the drawn pair, for the record.
@@ -347,7 +390,10 @@ def randomize_selection(
         pid = pair["prompt_id"]
         rng = _rng(seed, f"dpo:{pid}")
         cands = by_prompt[pid]
-        chosen = rng.choice([c for c in cands if c["tier"] == TIER_PASS])
+        # the chosen side from rejection sampling's chosen tier: a pass, or a failure for a partial-credit pair (whose
+        # share of checks met the control does not see)
+        chosen_tier = next(c["tier"] for c in cands if c["candidate_id"] == pair["chosen_id"])
+        chosen = rng.choice([c for c in cands if c["tier"] == chosen_tier])
         # the rejected side from rejection sampling's rejected tier: a failure for a verifier's pair, an off-topic pass
         # against an on-topic one, any other text where no verifier applies (every candidate is in one tier)
         rejected_tier = next(c["tier"] for c in cands if c["candidate_id"] == pair["rejected_id"])

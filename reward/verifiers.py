@@ -515,3 +515,20 @@ def verify(response: str, item: Mapping[str, Any], finish_reason: str | None = N
         return Verdict(False, f"instruction: {problem}")  # format items ask for short replies: not checked
     flags = () if on_topic(response, item.get("topic")) else (OFF_TOPIC,)
     return Verdict(True, f"all {len(constraints)} constraints passed", flags)
+
+
+def partial_credit(response: str, item: Mapping[str, Any], verdict: Verdict) -> float | None:
+    """The share of ``item``'s checks that ``response`` meets, given its :func:`verify` ``verdict``: 1.0 for a pass
+    (flagged or not), None where no verifier applies, 0.0 for a truncated reply, a wrong or unstated math answer, or an
+    instruction reply that does not do the task; otherwise the share of the item's constraints it meets (1 of 2:
+    0.5). ``selection.partial_credit`` ranks failures by it: one that meets some constraints is closer to a pass."""
+    if verdict.passed is None:
+        return None
+    if verdict.passed:
+        return 1.0
+    if verdict.reason == TRUNCATED or item.get("answer") is not None:
+        return 0.0
+    if item.get("capability", "instruction") == "instruction" and task_problem(response, item):
+        return 0.0
+    constraints = _constraints_of(item)
+    return sum(check_constraint(response, c) for c in constraints) / len(constraints)

@@ -87,6 +87,7 @@ VERDICT_SCHEMA = pa.schema(
         ("verifier_reason", pa.string()),
         ("verifier_flags", pa.list_(pa.string())),
         ("mean_logprob", pa.float64()),
+        ("verifier_credit", pa.float64()),
     ]
 )
 

@@ -19,6 +19,7 @@ import yaml
 
 from alignment.config import ConfigError, config_to_dict
 from alignment.records import read_json, read_parquet, write_json, write_parquet
+from reward.verifiers import partial_credit
 from reward.verifiers import verify as verify_response
 from rounds.keys import (
     HashCache,
@@ -183,7 +184,8 @@ def verify(rnd: Round) -> dict:
     rows = []
     for c in kept:
         # Constraints may stay a JSON string; a truncated candidate fails whatever its capability.
-        verdict = verify_response(c["text"], prompts_by_id[c["prompt_id"]], finish_reason=c["finish_reason"])
+        item = prompts_by_id[c["prompt_id"]]
+        verdict = verify_response(c["text"], item, finish_reason=c["finish_reason"])
         rows.append(
             {
                 "prompt_id": c["prompt_id"],
@@ -193,6 +195,7 @@ def verify(rnd: Round) -> dict:
                 "verifier_reason": verdict.reason,
                 "verifier_flags": list(verdict.flags),
                 "mean_logprob": c.get("mean_logprob"),  # selection.rank_verified_by=likelihood ranks by it
+                "verifier_credit": partial_credit(c["text"], item, verdict),  # selection.partial_credit ranks by it
             }
         )
     write_parquet(rows, rnd.path("verdicts.parquet"), schema=VERDICT_SCHEMA)

@@ -685,3 +685,66 @@ def test_random_control_draws_the_rejected_side_from_rejection_samplings_rejecte
         (p["chosen_id"], p["rejected_id"]) for s in range(30) for p in randomize_selection(scored, sft, pairs, s)[1]
     }
     assert drawn == {("p1#0", "p1#2"), ("p1#1", "p1#2")}
+
+
+# --------------------------------------------------------------------------------------------- partial credit
+
+
+def ccand(pid, j, text, verified, logprob, credit, rm=0.0):
+    return {**lcand(pid, j, text, verified, rm, logprob), "verifier_credit": credit}
+
+
+def test_partial_credit_pairs_a_prompt_nothing_passed_by_the_share_of_constraints_met():
+    # p2 (instruction, two constraints): no pass. #1 meets one constraint, #0 (the likeliest) and #2 none.
+    # Without partial credit: no pair. With it: #1 over the likelier of the two that met nothing (#0); the SFT set
+    # stays passes only.
+    rows = combine_scores(
+        [ccand("p2", 0, "none met", False, -0.3, 0.0), ccand("p2", 1, "one met", False, -0.9, 0.5),
+         ccand("p2", 2, "none met either", False, -0.5, 0.0)]
+    )  # fmt: skip
+    off = SelectionConfig()
+    assert off.partial_credit is False  # the default
+    assert select_pairs(rows, PROMPTS, off) == ([], {"p2": "no candidate passed the verifier"})
+    on = SelectionConfig(partial_credit=True)
+    pairs, dropped = select_pairs(rows, PROMPTS, on)
+    assert [(p["chosen_id"], p["rejected_id"], p["decided_by"]) for p in pairs] == [("p2#1", "p2#0", "partial credit")]
+    assert dropped == {}
+    assert select_sft(rows, PROMPTS, on) == ([], {"p2": "no candidate passed the verifier"})
+    # every failure met as much: no pair; under the RM ranking too, whatever the RM scores
+    flat = combine_scores([ccand("p2", 0, "a", False, -0.3, 0.5), ccand("p2", 1, "b", False, -0.9, 0.5)])
+    assert select_pairs(flat, PROMPTS, on)[1] == {"p2": "no candidate passed the verifier"}
+    rm_rows = combine_scores(
+        [ccand("p2", 0, "none met", False, -0.3, 0.0, rm=3.0), ccand("p2", 1, "one met", False, -0.9, 0.5, rm=-1.0)]
+    )
+    rm_pairs, _ = select_pairs(rm_rows, PROMPTS, SelectionConfig(partial_credit=True, rank_verified_by="reward_model"))
+    assert [(p["chosen_id"], p["rejected_id"], p["decided_by"]) for p in rm_pairs] == [
+        ("p2#1", "p2#0", "partial credit")
+    ]
+
+
+def test_partial_credit_rejects_the_failure_that_met_the_least():
+    # a pass, a likely failure that met half, a less likely one that met nothing: best_vs_worst rejects the likeliest
+    # failure without partial credit, the one that met the least with it
+    rows = combine_scores(
+        [ccand("p2", 0, "pass", True, -0.5, 1.0), ccand("p2", 1, "half", False, -0.2, 0.5),
+         ccand("p2", 2, "nothing", False, -0.8, 0.0)]
+    )  # fmt: skip
+    assert select_pairs(rows, PROMPTS, SelectionConfig())[0][0]["rejected_id"] == "p2#1"
+    pairs, _ = select_pairs(rows, PROMPTS, SelectionConfig(partial_credit=True))
+    assert [(p["chosen_id"], p["rejected_id"], p["decided_by"]) for p in pairs] == [("p2#0", "p2#2", "verifier")]
+
+
+def test_the_control_draws_a_partial_credit_pair_among_failures_at_random():
+    # rejection sampling pairs #1 (met half) over #0 (met nothing); the control, which has no ranking, draws both
+    # sides among the failures: sometimes the one that met less is chosen
+    rows = combine_scores(
+        [ccand("p2", 0, "none met", False, -0.3, 0.0), ccand("p2", 1, "one met", False, -0.9, 0.5),
+         ccand("p2", 2, "none met either", False, -0.5, 0.0)]
+    )  # fmt: skip
+    cfg = SelectionConfig(partial_credit=True)
+    pairs = select_pairs(rows, PROMPTS, cfg)[0]
+    drawn = {(p["chosen_id"], p["rejected_id"]) for s in range(40) for p in randomize_selection(rows, [], pairs, s)[1]}
+    assert {c for c, _ in drawn} == {"p2#0", "p2#1", "p2#2"} and all(c != r for c, r in drawn)
+    assert all(
+        p["decided_by"] == "partial credit" for s in range(5) for p in randomize_selection(rows, [], pairs, s)[1]
+    )

@@ -11,6 +11,7 @@ from reward.verifiers import (
     check_termination,
     extract_answer,
     extract_last_number,
+    partial_credit,
     validate_constraint,
     verify,
     verify_math,
@@ -325,3 +326,22 @@ def test_topic_words_match_plurals_and_whole_short_words(reply, topic, expected)
     from reward.verifiers import on_topic
 
     assert on_topic(reply, topic) is expected
+
+
+def test_partial_credit_is_the_share_of_constraints_a_failing_reply_meets() -> None:
+    """``selection.partial_credit`` ranks failures by this share: a reply that meets one of two constraints is closer
+    to a pass than one that meets none; a reply that does not do the task or was cut off meets nothing."""
+    half = "The small town sleeps, and a church bell rings at noon."  # "small" yes, no commas: no
+    none = "Birds sing over a quiet village, and the bell rings."  # neither
+    whole = "The small town sleeps under old oak trees and a church bell rings at noon."
+    assert [partial_credit(r, SMALL_TOWN, verify(r, SMALL_TOWN)) for r in (whole, half, none)] == [1.0, 0.5, 0.0]
+    cut = verify(half, SMALL_TOWN, finish_reason="length")
+    assert partial_credit(half, SMALL_TOWN, cut) == 0.0  # truncated: nothing counted
+    restated = "Include the word small."  # meets both constraints but only restates the prompt
+    assert verify(restated, SMALL_TOWN).passed is False
+    assert partial_credit(restated, SMALL_TOWN, verify(restated, SMALL_TOWN)) == 0.0
+    math_item = {"capability": "math", "answer": "12"}
+    assert [partial_credit(r, math_item, verify(r, math_item)) for r in ("It is 12.", "It is 7.")] == [1.0, 0.0]
+    assert partial_credit("hello", {"capability": "chat"}, verify("hello", {"capability": "chat"})) is None
+    three = {**SMALL_TOWN, "constraints": [*SMALL_TOWN["constraints"], {"type": "max_words", "value": 5}]}
+    assert partial_credit(half, three, verify(half, three)) == pytest.approx(1 / 3)

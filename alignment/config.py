@@ -303,9 +303,9 @@ class SelectionConfig:
     """Rank a verified prompt's failures by the share of its checks they meet (``reward.verifiers.partial_credit``: an
     instruction reply meeting 1 of 2 constraints over one meeting none), before likelihood or RM score. A prompt
     where nothing passed then gives a DPO pair (``decided_by: partial credit``) when its failures met different
-    shares: the one that met the most over the one that met the least; a pass-over-fail pair (best_vs_worst) rejects
-    the failure that met the least. SFT rows stay passes only. The control arm draws such a pair's sides among the
-    failures, without the share."""
+    shares: the one that met the most over the one that met the least (best_vs_random: over one drawn among those that
+    met less), kept at any RM margin; a pass-over-fail pair (best_vs_worst) rejects the failure that met the least.
+    SFT rows stay passes only. The control arm draws such a pair's sides among the failures, without the share."""
     pair_strategy: Literal["best_vs_worst", "best_vs_random"] = "best_vs_worst"
     """best_vs_worst or best_vs_random (the rejected side drawn, seeded, among the prompt's lower-scored candidates;
     with ``rank_verified_by: likelihood``, a verified prompt's lower tiers)."""

@@ -13,7 +13,8 @@ mean per-token log-prob) instead of the RM score.
 
 Margins are raw reward-model score differences: under Bradley-Terry, a difference d means the RM puts the chosen
 answer above the rejected one with probability sigmoid(d), whatever the prompt. A pair the verifier decides (a pass
-over a failure) needs no RM margin; every other pair (chat, an on-topic pass over an off-topic one, whose flag is a
+over a failure, or with ``selection.partial_credit`` a failure that met more checks over one that met fewer) needs no
+RM margin; every other pair (chat, an on-topic pass over an off-topic one, whose flag is a
 heuristic, or two passes when the RM ranks verified prompts) is kept when its RM margin reaches
 ``selection.min_margin``.
 
@@ -252,7 +253,7 @@ def select_pairs(
     failure met as much). Dropped, in this order of checks: "fewer than 2 candidates", "no candidate
     passed the verifier" (the best failed), "best pass is off-topic", "chosen and rejected identical" (every other
     text equals the best), "tie" (no other text scores lower), "RM margin below min_margin" (a pair the reward model
-    alone decides (anything but a pass over a failure), whose RM score difference is below ``cfg.min_margin``,
+    alone decides (anything but a pass over a failure or a partial-credit pair), whose RM score difference is below ``cfg.min_margin``,
     with :data:`MARGIN_TOLERANCE`; a margin exactly at the minimum is kept).
 
     Returns (pairs, dropped) where dropped maps prompt_id -> reason. A pair is {prompt_id, capability, prompt

@@ -520,15 +520,18 @@ def verify(response: str, item: Mapping[str, Any], finish_reason: str | None = N
 def partial_credit(response: str, item: Mapping[str, Any], verdict: Verdict) -> float | None:
     """The share of ``item``'s checks that ``response`` meets, given its :func:`verify` ``verdict``: 1.0 for a pass
     (flagged or not), None where no verifier applies, 0.0 for a truncated reply, a wrong or unstated math answer, or an
-    instruction reply that does not do the task; otherwise the share of the item's constraints it meets (1 of 2:
-    0.5). ``selection.partial_credit`` ranks failures by it: one that meets some constraints is closer to a pass."""
+    instruction reply that does not do the task or says nothing about the prompt's topic (:func:`on_topic`: a pass
+    that does is flagged and never chosen); otherwise the share of the item's constraints it meets (1 of 2: 0.5).
+    ``selection.partial_credit`` ranks failures by it: one that meets some constraints is closer to a pass."""
     if verdict.passed is None:
         return None
     if verdict.passed:
         return 1.0
     if verdict.reason == TRUNCATED or item.get("answer") is not None:
         return 0.0
-    if item.get("capability", "instruction") == "instruction" and task_problem(response, item):
+    if item.get("capability", "instruction") == "instruction" and (
+        task_problem(response, item) or not on_topic(response, item.get("topic"))
+    ):
         return 0.0
     constraints = _constraints_of(item)
     return sum(check_constraint(response, c) for c in constraints) / len(constraints)

@@ -340,6 +340,8 @@ def test_partial_credit_is_the_share_of_constraints_a_failing_reply_meets() -> N
     restated = "Include the word small."  # meets both constraints but only restates the prompt
     assert verify(restated, SMALL_TOWN).passed is False
     assert partial_credit(restated, SMALL_TOWN, verify(restated, SMALL_TOWN)) == 0.0
+    elsewhere = "The small dog chased a red ball, and the bell rang."  # "small" yes, commas no, but not the town
+    assert partial_credit(elsewhere, SMALL_TOWN, verify(elsewhere, SMALL_TOWN)) == 0.0
     math_item = {"capability": "math", "answer": "12"}
     assert [partial_credit(r, math_item, verify(r, math_item)) for r in ("It is 12.", "It is 7.")] == [1.0, 0.0]
     assert partial_credit("hello", {"capability": "chat"}, verify("hello", {"capability": "chat"})) is None

@@ -7,7 +7,9 @@ vLLM spawns workers, so the process that builds ``LLM(...)`` must have its entry
 ``if __name__ == "__main__":``, and a process of its own returns the engine's memory before training starts. The
 job file holds the stage's settings as JSON (written atomically, kept beside the outputs as a record of what ran);
 the child reads it with :func:`read_job`. The child runs with the same interpreter and imports this installation of
-the project first, whatever the working directory holds.
+the project first, whatever the working directory holds. On Linux the child dies with the round (:func:`guarded`):
+a round killed by a scheduler, ``kill`` or the OOM killer leaves no engine or trainer running on, writing into the
+run folder.
 """
 
 from __future__ import annotations
@@ -34,12 +36,48 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
 
 
+_GUARD = """
+import ctypes, os, signal, sys
+if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM) != 0:  # PR_SET_PDEATHSIG
+    raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+if os.getppid() != int(sys.argv[1]):  # the parent died before the line above: nobody would get the result
+    sys.exit(143)
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
+"""Run as ``python -c _GUARD <parent pid> <command...>``: ask the kernel for SIGTERM when the parent dies, then exec the
+command, which keeps the request (it survives execve). Python has no call of its own for it; ``preexec_fn`` could
+do it but is not safe in a process with threads, as a round's is."""
+
+
+def guarded(cmd: list[str]) -> list[str]:
+    """``cmd`` wrapped so that its process gets SIGTERM when this process dies, however it dies (SIGKILL included):
+    Linux's PR_SET_PDEATHSIG, set by a small launcher that then execs ``cmd`` (same pid, same exit code). Elsewhere
+    ``cmd`` unchanged (a SIGTERM'd round there may leave its stage process running)."""
+    if not sys.platform.startswith("linux"):
+        return cmd
+    return [sys.executable, "-c", _GUARD, str(os.getpid()), *cmd]
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGTERM this process when its parent dies (Linux; elsewhere nothing). For a process whose
+    command line is not ours to wrap in :func:`guarded`: a training worker under ``accelerate launch``, whose simple
+    launcher does not stop its worker when it is itself stopped."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM) != 0:  # PR_SET_PDEATHSIG
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
 def run_job(module: str, job: dict[str, Any], path: Path) -> None:
-    """Write ``job`` to ``path`` and run ``python -m module --job path``; a failure raises with the command."""
+    """Write ``job`` to ``path`` and run ``python -m module --job path``, which dies with this process (:func:`guarded`);
+    a failure raises with the command."""
     write_json(job, path)
     cmd = [sys.executable, "-m", module, "--job", str(path)]
     log.info("running %s", " ".join(cmd))
-    proc = subprocess.run(cmd, env=child_env())
+    proc = subprocess.run(guarded(cmd), env=child_env())
     if proc.returncode != 0:
         raise RuntimeError(f"{module} failed with exit code {proc.returncode} (command: {' '.join(cmd)})")
 
@@ -68,7 +106,7 @@ def run_jobs_parallel(module: str, jobs: list[Path], *, gpus_per_engine: int) ->
         env = child_env()  # this task's environment: Ray's CUDA_VISIBLE_DEVICES for a GPU engine
         if not gpus_per_engine:
             env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_binding(shard, n, cores)
-        return subprocess.run([sys.executable, "-m", module, "--job", job], env=env).returncode
+        return subprocess.run(guarded([sys.executable, "-m", module, "--job", job]), env=env).returncode
 
     options: dict[str, Any] = {"num_gpus": gpus_per_engine} if gpus_per_engine else {"num_cpus": max(1, cores // n)}
     try:

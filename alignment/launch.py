@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from alignment.config import AccelerateConfig, ConfigError, load_config
-from alignment.jobs import PROJECT_ROOT, child_env, read_job
+from alignment.jobs import PROJECT_ROOT, child_env, die_with_parent, guarded, read_job
 from alignment.records import read_json, read_parquet, write_json
 from alignment.train_common import is_main_process
 
@@ -90,7 +90,7 @@ def launch_training(
     write_json({"kind": kind, **job}, job_file)
     cmd = launch_command(cfg, job_file, cpu=cpu)
     log.info("running %s", " ".join(cmd))
-    proc = subprocess.run(cmd, env=child_env())
+    proc = subprocess.run(guarded(cmd), env=child_env())  # each worker dies with accelerate launch (main())
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} training failed with exit code {proc.returncode} (command: {' '.join(cmd)})")
     if not metrics_file.is_file():
@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--job", required=True, help="the job file a stage wrote (see launch_training)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    die_with_parent()  # accelerate's launcher (guarded: it dies with the round) leaves its worker running otherwise
     run_job(read_job(args.job))
 
 

@@ -7,9 +7,11 @@ vLLM spawns workers, so the process that builds ``LLM(...)`` must have its entry
 ``if __name__ == "__main__":``, and a process of its own returns the engine's memory before training starts. The
 job file holds the stage's settings as JSON (written atomically, kept beside the outputs as a record of what ran);
 the child reads it with :func:`read_job`. The child runs with the same interpreter and imports this installation of
-the project first, whatever the working directory holds. On Linux the child dies with the round (:func:`guarded`):
-a round killed by a scheduler, ``kill`` or the OOM killer leaves no engine or trainer running on, writing into the
-run folder.
+the project ahead of any other installed copy (after the working directory, as any ``python -m`` does). On Linux the
+child dies with the round (:func:`guarded`): a round killed by a scheduler, ``kill`` or the OOM killer leaves no
+engine or trainer running on, writing into the run folder. A job process turns SIGTERM into an exit
+(:func:`read_job`), so that vLLM's shutdown stops the engine processes it spawned itself (on GPU, or with tensor
+parallelism) rather than leaving them holding memory.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -39,14 +42,16 @@ def child_env() -> dict[str, str]:
 _GUARD = """
 import ctypes, os, signal, sys
 if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM) != 0:  # PR_SET_PDEATHSIG
-    raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-if os.getppid() != int(sys.argv[1]):  # the parent died before the line above: nobody would get the result
+    print(f"warning: prctl(PR_SET_PDEATHSIG) failed (errno {ctypes.get_errno()}): this stage's process will not "
+          "die with its round", file=sys.stderr)
+elif os.getppid() != int(sys.argv[1]):  # the parent died before the request: nobody would get the result
     sys.exit(143)
 os.execvp(sys.argv[2], sys.argv[2:])
 """
-"""Run as ``python -c _GUARD <parent pid> <command...>``: ask the kernel for SIGTERM when the parent dies, then exec the
-command, which keeps the request (it survives execve). Python has no call of its own for it; ``preexec_fn`` could
-do it but is not safe in a process with threads, as a round's is."""
+"""Run as ``python -I -c _GUARD <parent pid> <command...>``: ask the kernel for SIGTERM when the parent dies, then exec
+the command, which keeps the request (it survives execve). ``-I``: the guard imports nothing from the working
+directory or PYTHONPATH (the command gets the environment unchanged). Python has no call of its own for it;
+``preexec_fn`` could do it but is not safe in a process with threads, as a round's is."""
 
 
 def guarded(cmd: list[str]) -> list[str]:
@@ -55,7 +60,7 @@ def guarded(cmd: list[str]) -> list[str]:
     ``cmd`` unchanged (a SIGTERM'd round there may leave its stage process running)."""
     if not sys.platform.startswith("linux"):
         return cmd
-    return [sys.executable, "-c", _GUARD, str(os.getpid()), *cmd]
+    return [sys.executable, "-I", "-c", _GUARD, str(os.getpid()), *cmd]
 
 
 def die_with_parent() -> None:
@@ -65,10 +70,13 @@ def die_with_parent() -> None:
     if not sys.platform.startswith("linux"):
         return
     import ctypes
-    import signal
 
     if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM) != 0:  # PR_SET_PDEATHSIG
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        log.warning(
+            "prctl(PR_SET_PDEATHSIG) failed (errno %d): this process will not die with its launcher", ctypes.get_errno()
+        )
+    elif os.getppid() == 1:  # the launcher died before the request (this process was handed to init)
+        sys.exit(143)
 
 
 def run_job(module: str, job: dict[str, Any], path: Path) -> None:
@@ -119,8 +127,15 @@ def run_jobs_parallel(module: str, jobs: list[Path], *, gpus_per_engine: int) ->
         raise RuntimeError(f"{module}: {len(failed)} of {n} data-parallel engines failed ({', '.join(failed)})")
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    sys.exit(128 + signum)
+
+
 def read_job(path: str | Path) -> dict[str, Any]:
-    """The job a stage process was given (see :func:`run_job`)."""
+    """The job a stage process was given (see :func:`run_job`). Being a job process, it also turns SIGTERM (its round
+    died, or a launcher stops it) into ``SystemExit``, so that exit handlers run: vLLM's shutdown stops the engine
+    processes it spawned, which would otherwise outlive it."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         job = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:

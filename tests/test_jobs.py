@@ -94,3 +94,24 @@ def test_a_training_worker_dies_with_the_launcher_that_started_it(tmp_path):
     if alive:
         os.kill(child, signal.SIGKILL)
     assert not alive
+
+
+def test_a_job_process_runs_its_exit_handlers_on_sigterm(tmp_path):
+    """vLLM stops the engine processes it spawned (GPU, tensor parallel) from an exit handler, which a plain SIGTERM
+    skips: a job process turns SIGTERM into an exit."""
+    (tmp_path / "job.json").write_text("{}")
+    marker, ready = tmp_path / "cleaned-up", tmp_path / "ready"
+    script = (
+        "import atexit, sys, time; from alignment.jobs import read_job; "
+        f"read_job({str(tmp_path / 'job.json')!r}); "
+        f"atexit.register(lambda: open({str(marker)!r}, 'w').write('yes')); "
+        f"open({str(ready)!r}, 'w').write('1'); time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 60
+    while not ready.exists():
+        assert time.time() < deadline, "the job never started"
+        time.sleep(0.1)
+    proc.terminate()
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert marker.read_text() == "yes"

@@ -323,18 +323,25 @@ def select_pairs(
     return pairs, dropped
 
 
-def _pair(pid: str, prompt: dict, chosen: dict, rejected: dict, decided_by: str) -> dict:
+def _sides(chosen: dict, rejected: dict) -> dict:
+    """A pair's two candidates: texts, ids, the RM margin and the RM's probability that chosen is better."""
     margin = chosen["rm_score"] - rejected["rm_score"]
     return {
-        "prompt_id": pid,
-        "capability": prompt["capability"],
-        "prompt": prompt["messages"],
         "chosen": chosen["text"],
         "rejected": rejected["text"],
         "chosen_id": chosen["candidate_id"],
         "rejected_id": rejected["candidate_id"],
         "margin": margin,
         "p_chosen": 1.0 / (1.0 + math.exp(-margin)),
+    }
+
+
+def _pair(pid: str, prompt: dict, chosen: dict, rejected: dict, decided_by: str) -> dict:
+    return {
+        "prompt_id": pid,
+        "capability": prompt["capability"],
+        "prompt": prompt["messages"],
+        **_sides(chosen, rejected),
         "decided_by": decided_by,
     }
 
@@ -406,19 +413,7 @@ def randomize_selection(
         if not pool:  # every other text equals the drawn chosen one: keep rejection sampling's pair
             new_pairs.append(pair)
             continue
-        rejected = rng.choice(pool)
-        margin = chosen["rm_score"] - rejected["rm_score"]
-        new_pairs.append(
-            {
-                **pair,
-                "chosen": chosen["text"],
-                "rejected": rejected["text"],
-                "chosen_id": chosen["candidate_id"],
-                "rejected_id": rejected["candidate_id"],
-                "margin": margin,
-                "p_chosen": 1.0 / (1.0 + math.exp(-margin)),
-            }
-        )
+        new_pairs.append({**pair, **_sides(chosen, rng.choice(pool))})
     return new_sft, new_pairs
 
 

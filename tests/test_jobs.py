@@ -21,6 +21,26 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie has exited and waits for its reaper
 
 
+def _started(pid_file: Path) -> int:
+    """The pid a test process wrote to ``pid_file`` once it was running."""
+    deadline = time.time() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.time() < deadline, f"the process never started (no {pid_file.name})"
+        time.sleep(0.1)
+    return int(pid_file.read_text())
+
+
+def _outlives(pid: int, seconds: float = 10) -> bool:
+    """Whether process ``pid`` is still running after ``seconds``; killed if so, so that no test leaves it behind."""
+    deadline = time.time() + seconds
+    while _alive(pid) and time.time() < deadline:
+        time.sleep(0.1)
+    alive = _alive(pid)
+    if alive:
+        os.kill(pid, signal.SIGKILL)
+    return alive
+
+
 def test_a_job_dies_when_the_round_that_started_it_is_killed(tmp_path):
     """Before: a round killed with SIGTERM or SIGKILL (a scheduler, `kill`, an OOM kill) left its eval or generation
     process running; it went on for minutes and wrote its results into the run folder, over a resumed run's."""
@@ -46,20 +66,10 @@ def test_a_job_dies_when_the_round_that_started_it_is_killed(tmp_path):
     for sig in (signal.SIGTERM, signal.SIGKILL):
         pid_file.unlink(missing_ok=True)
         parent = subprocess.Popen([sys.executable, "-c", round_script], env=env)
-        deadline = time.time() + 60
-        while not pid_file.exists() or not pid_file.read_text():
-            assert time.time() < deadline, "the job never started"
-            time.sleep(0.1)
-        child = int(pid_file.read_text())
+        child = _started(pid_file)
         parent.send_signal(sig)
         parent.wait()
-        deadline = time.time() + 10
-        while _alive(child) and time.time() < deadline:
-            time.sleep(0.1)
-        alive = _alive(child)
-        if alive:
-            os.kill(child, signal.SIGKILL)
-        assert not alive, f"the job outlived its round ({sig.name})"
+        assert not _outlives(child), f"the job outlived its round ({sig.name})"
     assert not done_file.exists()
 
 
@@ -80,20 +90,10 @@ def test_a_training_worker_dies_with_the_launcher_that_started_it(tmp_path):
     )
     launcher = f"import subprocess, sys; subprocess.Popen([sys.executable, '-c', {worker!r}]).wait()"
     parent = subprocess.Popen([sys.executable, "-c", launcher])
-    deadline = time.time() + 60
-    while not pid_file.exists() or not pid_file.read_text():
-        assert time.time() < deadline, "the worker never started"
-        time.sleep(0.1)
-    child = int(pid_file.read_text())
+    child = _started(pid_file)
     parent.kill()
     parent.wait()
-    deadline = time.time() + 10
-    while _alive(child) and time.time() < deadline:
-        time.sleep(0.1)
-    alive = _alive(child)
-    if alive:
-        os.kill(child, signal.SIGKILL)
-    assert not alive
+    assert not _outlives(child)
 
 
 def test_a_job_process_runs_its_exit_handlers_on_sigterm(tmp_path):

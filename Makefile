@@ -49,11 +49,15 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not e2e"
 
-# The arms of docs/results.md, 3 rounds each (about an hour on a 2-core CPU): rejection sampling (the config as it
-# is: verified prompts ranked by the model's likelihood), its random control arm, and the reward-model ranking
-# (the default before; docs/results-rm-ranking.md has its earlier arms: from_base, rm_full)
-ARMS    ?= rs,random,rm_rank
-ARM_DEFS ?= --arm rm_rank:selection.rank_verified_by=reward_model
+# The arms of docs/results.md, 3 rounds each (about 2 hours on a 2-core CPU): rejection sampling (the config as it
+# is) and its random control arm at three training seeds (`seed`: generation, training and eval), and two more
+# draws of the control at seed 0 (`selection.random_seed`), so that the table's "against the control" sections can
+# weigh the ranking's lead against both the draws' and the seeds' spread
+ARMS    ?= rs,random,random_b,random_c,rs_s1,random_s1,rs_s2,random_s2
+ARM_DEFS ?= --arm random_b:selection.strategy=random --arm random_b:selection.random_seed=1000 \
+	--arm random_c:selection.strategy=random --arm random_c:selection.random_seed=2000 \
+	--arm rs_s1:seed=1 --arm random_s1:selection.strategy=random --arm random_s1:seed=1 \
+	--arm rs_s2:seed=2 --arm random_s2:selection.strategy=random --arm random_s2:seed=2
 ROUNDS  ?= 3
 experiment: setup
 	$(BIN)/alignment experiment --config $(CONFIG) --arms $(ARMS) $(ARM_DEFS) --rounds $(ROUNDS) --out docs/results.md $(ARGS)

@@ -19,7 +19,9 @@ The table (``--out``, default ``<output_dir>/experiment-<name>/results.md``; ``m
 capability with its paired 95% interval against the base model and against the first arm on the same items, split
 by the items' wording (``seen``: templates training prompts use; ``held_out``: templates none uses), and the mean
 reply length and the share of replies that ended on their own, and a line naming any round or arm whose eval was made
-with other suites, eval settings or code than the base eval it is compared with. Running the same command again skips
+with other suites, eval settings or code than the base eval it is compared with. Where arms are draws of one control
+(:func:`control_draws`) or pairs of a ranking and its control at several seeds (:func:`seed_pairs`), sections compare
+them with the draw or the seed spread folded into the interval. Running the same command again skips
 every finished stage and writes the table again.
 """
 
@@ -438,9 +440,11 @@ def results_markdown(exp: Path, arms: list[str], rounds: int, plot_name: str | N
             f"match); items whose verdict differs from `{ref}`'s base eval (engine nondeterminism, or an arm that "
             "changes the eval): " + ", ".join(f"{a} {n}" for a, n in flips.items()) + ".",
         ]
-    groups, same = control_draws(exp, list(data))  # loads every arm's round-1 config once, for both sections
+    configs = round_one_configs(exp, list(data))
+    groups, same = control_draws(configs)
     lines += _draws_section(data, caps, groups, same)
     lines += _against_draws_section(data, caps, groups)
+    lines += _seed_pairs_section(data, caps, seed_pairs(configs))
     lines += [
         "",
         "## Rounds",
@@ -466,20 +470,26 @@ def results_markdown(exp: Path, arms: list[str], rounds: int, plot_name: str | N
     return "\n".join(lines) + "\n"
 
 
-def control_draws(exp: Path, arms: list[str]) -> tuple[list[list[str]], dict[str, str]]:
-    """Draws of one control: groups of control arms (``selection.strategy: random``) whose round-1 configs, loaded and
-    completed with the defaults, differ only in the draw seed (``selection.random_seed``, or the run's seed when
-    unset), their names and where their folder was. Also returns the arms left out for drawing with the seed of an
-    earlier arm of their group (arm -> that arm): the same draw, not another. Arms without a config.yaml that loads
-    are left out."""
-    groups: list[tuple[dict, dict[int, str]]] = []
-    same: dict[str, str] = {}
+def round_one_configs(exp: Path, arms: list[str]) -> dict[str, dict]:
+    """Every arm's round-1 config, loaded and completed with the defaults (arm -> config dict); arms without a
+    config.yaml that loads are left out, not guessed."""
+    configs = {}
     for arm in arms:
-        path = round_path(exp / arm, 1) / "config.yaml"
         try:
-            cfg = config_to_dict(load_config(path))
+            configs[arm] = config_to_dict(load_config(round_path(exp / arm, 1) / "config.yaml"))
         except (OSError, ConfigError):
             continue
+    return configs
+
+
+def control_draws(configs: dict[str, dict]) -> tuple[list[list[str]], dict[str, str]]:
+    """Draws of one control: groups of control arms (``selection.strategy: random``) whose round-1 configs, loaded and
+    completed with the defaults (:func:`round_one_configs`), differ only in the draw seed (``selection.random_seed``,
+    or the run's seed when unset), their names and where their folder was. Also returns the arms left out for drawing
+    with the seed of an earlier arm of their group (arm -> that arm): the same draw, not another."""
+    groups: list[tuple[dict, dict[int, str]]] = []
+    same: dict[str, str] = {}
+    for arm, cfg in configs.items():
         selection = dict(cfg["selection"])
         if selection.get("strategy") != "random":
             continue
@@ -554,37 +564,46 @@ def against_draws(new: EvalItems, draws: list[EvalItems], capability: str) -> di
 
     The quantile is Student's t with Satterthwaite's degrees of freedom (k - 1 for the draw term: few draws, a wide
     interval). None: no common item or fewer than two draws."""
-    from scipy.stats import t as student_t
-
     if len(draws) < 2:
         return None
     a = new.scores(capability)
     others = [d.scores(capability) for d in draws]
     ids = [i for i in a if all(i in o for o in others)]
-    n, k = len(ids), len(others)
-    if n < 2:
+    if len(ids) < 2:
         return None
-    table = [[o[i] for o in others] for i in ids]
-    item_means = [statistics.mean(row) for row in table]
+    crossed = _crossed([[a[i] - o[i] for o in others] for i in ids], 1 + 1 / len(others))
     accs = [statistics.mean(o[i] for i in ids) for o in others]
-    grand = statistics.mean(accs)
-    diffs = [a[i] - m for i, m in zip(ids, item_means, strict=True)]
-    residual = sum((table[r][j] - item_means[r] - accs[j] + grand) ** 2 for r in range(n) for j in range(k)) / (
+    return {**crossed, "accs": accs, "draw_sd": crossed["column_sd"]}
+
+
+def _crossed(x: list[list[float]], column_factor: float) -> dict:
+    """The mean of ``x`` (items by columns: draws or seeds, crossed) and its 95% interval, with two variance terms:
+    the items' (the variance of the item means over n) and the columns' (the variance of the column means less the
+    item-by-column residual mean square over n, floored at 0, times ``column_factor``); Student's t with
+    Satterthwaite's degrees of freedom (k - 1 for the column term). ``column_sd``: the columns' spread with item noise
+    taken out."""
+    from scipy.stats import t as student_t
+
+    n, k = len(x), len(x[0])
+    item_means = [statistics.mean(row) for row in x]
+    columns = [statistics.mean(row[j] for row in x) for j in range(k)]
+    grand = statistics.mean(columns)
+    residual = sum((x[r][j] - item_means[r] - columns[j] + grand) ** 2 for r in range(n) for j in range(k)) / (
         (n - 1) * (k - 1)
     )
-    v_items = statistics.variance(diffs) / n
-    v_draws = max(0.0, statistics.variance(accs) - residual / n) * (1 + 1 / k)
-    total = v_items + v_draws
-    denominator = v_items**2 / (n - 1) + v_draws**2 / (k - 1)
+    spread = max(0.0, statistics.variance(columns) - residual / n)
+    v_items = statistics.variance(item_means) / n
+    v_columns = spread * column_factor
+    total = v_items + v_columns
+    denominator = v_items**2 / (n - 1) + v_columns**2 / (k - 1)
     df = total**2 / denominator if denominator > 0 else float("inf")
     half = float(student_t.ppf(0.5 + CONFIDENCE / 2, df)) * math.sqrt(total)
-    diff = statistics.mean(diffs)
     return {
-        "diff": diff,
-        "low": max(-1.0, diff - half),
-        "high": min(1.0, diff + half),
-        "accs": accs,
-        "draw_sd": math.sqrt(v_draws / (1 + 1 / k)),
+        "diff": grand,
+        "low": max(-1.0, grand - half),
+        "high": min(1.0, grand + half),
+        "columns": columns,
+        "column_sd": math.sqrt(spread),
     }
 
 
@@ -624,6 +643,89 @@ def _against_draws_section(data: dict, caps: list[str], groups: list[list[str]])
                 for cell in cells
             ]
             lines.append(f"| {ref} - mean({', '.join(present)}) | {k} | " + " | ".join(text) + " |")
+    return lines
+
+
+def seed_pairs(configs: dict[str, dict]) -> list[list[tuple[int, str, str]]]:
+    """Ranked arms paired with their control seed by seed: groups of (seed, ranked arm, control arm) whose round-1
+    configs (:func:`round_one_configs`) differ only in ``selection.strategy`` within a pair and only in ``seed``
+    between pairs. The control is the seed's own draw (``selection.random_seed`` unset, or the run's seed); a control
+    with another draw seed is another draw, compared in the draws' sections. Groups with one seed are left out: the
+    table against the first arm has them."""
+
+    def setting(cfg: dict) -> str:  # everything but the seed, the names and the strategy, comparable
+        selection = {k: v for k, v in cfg["selection"].items() if k not in ("strategy", "random_seed")}
+        return repr(sorted({**cfg, "name": None, "output_dir": None, "seed": None, "selection": selection}.items()))
+
+    ranked: dict[tuple[str, str], dict[int, str]] = {}
+    controls: dict[str, dict[int, str]] = {}
+    for arm, cfg in configs.items():
+        selection, seed = cfg["selection"], cfg["seed"]
+        if selection.get("strategy") == "random":
+            if selection.get("random_seed") in (None, seed):
+                controls.setdefault(setting(cfg), {}).setdefault(seed, arm)
+        else:
+            ranked.setdefault((setting(cfg), str(selection.get("strategy"))), {}).setdefault(seed, arm)
+    groups = []
+    for (key, _), by_seed in ranked.items():
+        pairs = [(s, arm, controls[key][s]) for s, arm in sorted(by_seed.items()) if s in controls.get(key, {})]
+        if len(pairs) > 1:
+            groups.append(pairs)
+    return groups
+
+
+def seed_paired(ranked: list[EvalItems], controls: list[EvalItems], capability: str) -> dict | None:
+    """The mean over seeds of the ranked arm's paired difference from its control at the same seed (``ranked[s]``
+    minus ``controls[s]``), on the items all of them answered, and its 95% interval: the items' variance and the
+    seeds' (the per-seed differences' spread with their item noise taken out, over the number of seeds), Student's t
+    with Satterthwaite's degrees of freedom. None: no common item or fewer than two seeds."""
+    if len(ranked) < 2 or len(ranked) != len(controls):
+        return None
+    scores = [(r.scores(capability), c.scores(capability)) for r, c in zip(ranked, controls, strict=True)]
+    ids = [i for i in scores[0][0] if all(i in r and i in c for r, c in scores)]
+    if len(ids) < 2:
+        return None
+    crossed = _crossed([[r[i] - c[i] for r, c in scores] for i in ids], 1 / len(scores))
+    return {**crossed, "per_seed": crossed["columns"], "seed_sd": crossed["column_sd"]}
+
+
+def _seed_pairs_section(data: dict, caps: list[str], groups: list[list[tuple[int, str, str]]]) -> list[str]:
+    """Each ranked arm against its control seed by seed (``groups``: :func:`seed_pairs`), round by round: the mean of
+    the per-seed differences with the seed spread folded into the interval (:func:`seed_paired`)."""
+    groups = [[p for p in g if p[1] in data and p[2] in data] for g in groups]
+    groups = [g for g in groups if len(g) > 1]
+    if not groups:
+        return []
+    lines = [
+        "",
+        "## The ranking against its control, seed by seed (arms that differ only in `selection.strategy`, at each `seed`)",
+        "",
+        "Δ: the mean over seeds of the ranked arm's accuracy minus its control's at the same seed (`seed` sets",
+        "generation, training and eval), on the same items; above zero, the ranking wins. The 95% interval covers the",
+        "choice of the items (paired) and of the seed: the per-seed differences' spread with their item noise taken",
+        "out; Student's t with Satterthwaite's degrees of freedom, so two or three seeds that disagree give a wide",
+        "interval. Per seed: each seed's difference, and their standard deviation once item noise is taken out.",
+        "",
+        "| comparison | round | " + " | ".join(f"{c}: Δ [95%], per seed" for c in caps) + " |",
+        "|---|---|" + "---|" * len(caps),
+    ]
+    for pairs in groups:
+        ranked = {arm: _evals_by_round(data, arm) for _, arm, _ in pairs}
+        control = {arm: _evals_by_round(data, arm) for _, _, arm in pairs}
+        label = ", ".join(f"{r} - {c}" for _, r, c in pairs)
+        for k in sorted(set.intersection(*(set(e) for e in (*ranked.values(), *control.values())))):
+            cells = [
+                seed_paired([ranked[r][k] for _, r, _ in pairs], [control[c][k] for _, _, c in pairs], cap)
+                for cap in caps
+            ]
+            text = [
+                "–"
+                if cell is None
+                else f"{_fmt_diff(cell)}, per seed {', '.join(f'{d:+.3f}' for d in cell['per_seed'])} "
+                f"(sd {cell['seed_sd']:.3f})"
+                for cell in cells
+            ]
+            lines.append(f"| {label} | {k} | " + " | ".join(text) + " |")
     return lines
 
 

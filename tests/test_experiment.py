@@ -58,6 +58,29 @@ def test_arm_configs_share_stages_up_to_the_first_differing_section(tmp_path) ->
         arm_configs(CONFIG, parse_arms("rs", ["bad:selection.strategy=best"]), [f"output_dir={tmp_path}"])
 
 
+def test_make_experiments_arms_are_defined_and_load(tmp_path) -> None:
+    """The arms ``make experiment`` runs (the Makefile's ARMS and ARM_DEFS) are all defined, and every arm's config
+    loads and passes the training checks: a typo there would cost the hour-long run its first arm, or worse, its last.
+    The seed arms pair with their control at each seed, the draws are draws of the seed-0 control."""
+    import re
+    import shlex
+
+    from alignment.config import config_to_dict
+    from rounds.experiment import control_draws, seed_pairs
+
+    makefile = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    names = re.search(r"^ARMS\s*\?=\s*(\S+)", makefile, re.M).group(1)
+    words = shlex.split(re.search(r"^ARM_DEFS\s*\?=(.*)$", makefile, re.M).group(1))
+    definitions = [w for flag, w in zip(words, words[1:], strict=False) if flag == "--arm"]
+    arms = parse_arms(names, definitions)
+    exp, cfgs = arm_configs(CONFIG, arms, [f"output_dir={tmp_path}"])
+    configs = {name: config_to_dict(cfg) for name, cfg in cfgs.items()}
+    groups, _ = control_draws(configs)
+    assert sorted(map(sorted, groups)) == [["random", "random_b", "random_c"]]
+    pairs = seed_pairs(configs)
+    assert pairs == [[(0, "rs", "random"), (1, "rs_s1", "random_s1"), (2, "rs_s2", "random_s2")]]
+
+
 def _fake_round(
     run: Path, k: int, model: dict[str, bool], start: dict[str, bool] | None = None, identity: dict | None = None
 ) -> None:
@@ -236,6 +259,53 @@ def test_control_draws_that_differ_only_in_their_seed_are_compared_with_each_oth
     (exp / "random_c" / "round-1" / "config.yaml").unlink()  # a run without its config: left out, not guessed
     section = results_markdown(exp, list(draws), 1).split("## Draws of one control", 1)[1].split("\n## ", 1)[0]
     assert "random_b - random |" in section and "random_c" not in section
+
+
+def test_the_ranking_against_its_control_seed_by_seed_folds_the_seed_spread_into_the_interval(tmp_path) -> None:
+    """Ranked arms and control arms that differ only in ``selection.strategy`` are paired seed by seed (``seed``: the
+    run's generation, training and eval seed): the table gives the mean of the per-seed paired differences (ranked
+    minus control), with an interval that covers the choice of the items and of the seed: seeds that disagree beyond
+    their item noise widen it. A control drawn with its own ``selection.random_seed`` is another draw, not the seed's
+    control; an arm without a partner at its seed, or at a single seed, gets no row."""
+    import yaml
+
+    exp = tmp_path / "experiment-x"
+    ids = [f"math-{i}" for i in range(40)]
+    base = {i: n < 10 for n, i in enumerate(ids)}
+    arms = {  # name: (seed, selection, items right, K)
+        "rs": (0, {}, 30, 6),
+        "random": (0, {"strategy": "random"}, 20, 6),
+        "random_b": (0, {"strategy": "random", "random_seed": 1000}, 40, 6),
+        "rs_s1": (1, {}, 28, 6),
+        "random_s1": (1, {"strategy": "random"}, 22, 6),
+        "rs_s2": (2, {}, 25, 6),
+        "random_s2": (2, {"strategy": "random"}, 24, 6),
+        "rm_rank": (0, {"rank_verified_by": "reward_model"}, 35, 6),  # no control of its own
+        "k2": (0, {}, 30, 2),
+        "k2_random": (0, {"strategy": "random"}, 20, 2),
+        "k2_s1": (1, {}, 30, 2),
+        "k2_random_s1": (1, {"strategy": "random"}, 20, 2),
+        "k4": (0, {}, 30, 4),  # a pair at one seed only
+        "k4_random": (0, {"strategy": "random"}, 20, 4),
+    }
+    for arm, (seed, selection, right, k) in arms.items():
+        _fake_round(exp / arm, 1, {i: n < right for n, i in enumerate(ids)}, base)
+        config = {"name": arm, "seed": seed, "selection": {"strategy": "rejection_sampling", **selection}}
+        config["generation"] = {"num_candidates": k}
+        (exp / arm / "round-1" / "config.yaml").write_text(yaml.safe_dump(config))
+    md = results_markdown(exp, list(arms), 1)
+    section = md.split("## The ranking against its control, seed by seed", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    assert rows == [
+        # per seed +10/40, +6/40, +1/40: mean +0.142; the seeds disagree beyond item noise (sd 0.105 once it is
+        # taken out), so the interval is wide (t on 4.4 degrees of freedom); computed by hand with numpy's ANOVA
+        "| rs - random, rs_s1 - random_s1, rs_s2 - random_s2 | 1 | "
+        "+0.142 [-0.057, +0.341], per seed +0.250, +0.150, +0.025 (sd 0.105) |",
+        # two seeds alike: no seed spread, the items' paired interval (as for one seed: t with 39 df)
+        "| k2 - k2_random, k2_s1 - k2_random_s1 | 1 | +0.250 [+0.110, +0.390] **↑**, per seed +0.250, +0.250 "
+        "(sd 0.000) |",
+    ]
+    assert "rm_rank" not in section and "random_b" not in section and "k4" not in section
 
 
 def test_table_only_writes_the_table_without_running_a_stage(tmp_path, monkeypatch) -> None:

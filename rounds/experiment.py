@@ -34,6 +34,7 @@ import math
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -483,30 +484,32 @@ def round_one_configs(exp: Path, arms: list[str]) -> dict[str, dict]:
     return configs
 
 
+def _setting(cfg: dict, top: tuple[str, ...] = (), selection: tuple[str, ...] = ()) -> str:
+    """A round-1 config as a comparable key, without the run's name and folder and without the ``top`` level and
+    ``selection`` keys named; nested key order does not count."""
+    kept = {k: v for k, v in cfg["selection"].items() if k not in selection}
+    rest = {k: v for k, v in cfg.items() if k not in ("name", "output_dir", *top)}
+    return json.dumps({**rest, "selection": kept}, sort_keys=True, default=str)
+
+
 def control_draws(configs: dict[str, dict]) -> tuple[list[list[str]], dict[str, str]]:
     """Draws of one control: groups of control arms (``selection.strategy: random``) whose round-1 configs, loaded and
     completed with the defaults (:func:`round_one_configs`), differ only in the draw seed (``selection.random_seed``,
     or the run's seed when unset), their names and where their folder was. Also returns the arms left out for drawing
     with the seed of an earlier arm of their group (arm -> that arm): the same draw, not another."""
-    groups: list[tuple[dict, dict[int, str]]] = []
+    groups: dict[str, dict[int, str]] = {}
     same: dict[str, str] = {}
     for arm, cfg in configs.items():
-        selection = dict(cfg["selection"])
-        if selection.get("strategy") != "random":
+        if cfg["selection"].get("strategy") != "random":
             continue
-        seed = selection.pop("random_seed")
+        seed = cfg["selection"].get("random_seed")
         seed = cfg["seed"] if seed is None else seed
-        key = {**cfg, "name": None, "output_dir": None, "selection": selection}
-        for known, members in groups:
-            if known == key:
-                if seed in members:
-                    same[arm] = members[seed]
-                else:
-                    members[seed] = arm
-                break
+        members = groups.setdefault(_setting(cfg, selection=("random_seed",)), {})
+        if seed in members:
+            same[arm] = members[seed]
         else:
-            groups.append((key, {seed: arm}))
-    return [list(members.values()) for _, members in groups if len(members) > 1], same
+            members[seed] = arm
+    return [list(members.values()) for members in groups.values() if len(members) > 1], same
 
 
 def _evals_by_round(data: dict, arm: str) -> dict[int, EvalItems]:
@@ -573,7 +576,7 @@ def against_draws(new: EvalItems, draws: list[EvalItems], capability: str) -> di
         return None
     crossed = _crossed([[a[i] - o[i] for o in others] for i in ids], 1 + 1 / len(others))
     accs = [statistics.mean(o[i] for i in ids) for o in others]
-    return {**crossed, "accs": accs, "draw_sd": crossed["column_sd"]}
+    return {**crossed, "accs": accs}
 
 
 def _crossed(x: list[list[float]], column_factor: float) -> dict:
@@ -612,6 +615,11 @@ def _crossed(x: list[list[float]], column_factor: float) -> dict:
     }
 
 
+def _crossed_cells(cells: list[dict | None], detail: Callable[[dict], str]) -> list[str]:
+    """Table cells of :func:`_crossed` results: the difference and interval, ``detail`` and the columns' spread."""
+    return ["–" if c is None else f"{_fmt_diff(c)}, {detail(c)} (sd {c['column_sd']:.3f})" for c in cells]
+
+
 def _against_draws_section(data: dict, caps: list[str], groups: list[list[str]]) -> list[str]:
     """The first arm against the mean of each control's draws (``groups``: :func:`control_draws`), round by round,
     with the draw spread folded into the interval (:func:`against_draws`)."""
@@ -641,13 +649,7 @@ def _against_draws_section(data: dict, caps: list[str], groups: list[list[str]])
             cells = [against_draws(mine[k], [evals[m][k] for m in present], c) for c in caps]
             if all(cell is None for cell in cells):
                 continue
-            text = [
-                "–"
-                if cell is None
-                else f"{_fmt_diff(cell)}, draws {min(cell['accs']):.3f}-{max(cell['accs']):.3f} "
-                f"(sd {cell['draw_sd']:.3f})"
-                for cell in cells
-            ]
+            text = _crossed_cells(cells, lambda c: f"draws {min(c['accs']):.3f}-{max(c['accs']):.3f}")
             lines.append(f"| {ref} - mean({', '.join(present)}) | {k} | " + " | ".join(text) + " |")
     return lines
 
@@ -660,10 +662,8 @@ def seed_pairs(configs: dict[str, dict]) -> tuple[list[list[tuple[int, str, str]
     table against the first arm has them. Also returns the arms left out for having the setting, strategy and seed
     of an earlier arm (arm -> that arm)."""
 
-    def setting(cfg: dict) -> str:  # everything but the seed, the names and the strategy; key order does not count
-        selection = {k: v for k, v in cfg["selection"].items() if k not in ("strategy", "random_seed")}
-        rest = {**cfg, "name": None, "output_dir": None, "seed": None, "selection": selection}
-        return json.dumps(rest, sort_keys=True, default=str)
+    def setting(cfg: dict) -> str:  # everything but the seed and the strategy
+        return _setting(cfg, top=("seed",), selection=("strategy", "random_seed"))
 
     left_out: dict[str, str] = {}
 
@@ -703,7 +703,7 @@ def seed_paired(ranked: list[EvalItems], controls: list[EvalItems], capability: 
     if len(ids) < 2:
         return None
     crossed = _crossed([[r[i] - c[i] for r, c in scores] for i in ids], 1 / len(scores))
-    return {**crossed, "per_seed": crossed["columns"], "seed_sd": crossed["column_sd"]}
+    return crossed
 
 
 def _seed_pairs_section(
@@ -737,13 +737,7 @@ def _seed_pairs_section(
                 seed_paired([ranked[r][k] for _, r, _ in pairs], [control[c][k] for _, _, c in pairs], cap)
                 for cap in caps
             ]
-            text = [
-                "–"
-                if cell is None
-                else f"{_fmt_diff(cell)}, per seed {', '.join(f'{d:+.3f}' for d in cell['per_seed'])} "
-                f"(sd {cell['seed_sd']:.3f})"
-                for cell in cells
-            ]
+            text = _crossed_cells(cells, lambda c: "per seed " + ", ".join(f"{d:+.3f}" for d in c["columns"]))
             lines.append(f"| {label} | {k} | " + " | ".join(text) + " |")
     notes = [f"`{arm}` has the setting and seed of `{other}`: left out." for arm, other in left_out.items()]
     return [*lines, *([""] + notes if notes else [])]

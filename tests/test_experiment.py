@@ -73,7 +73,7 @@ def test_make_experiments_arms_are_defined_and_load(tmp_path) -> None:
     words = shlex.split(re.search(r"^ARM_DEFS\s*\?=(.*)$", makefile, re.M).group(1))
     definitions = [w for flag, w in zip(words, words[1:], strict=False) if flag == "--arm"]
     arms = parse_arms(names, definitions)
-    exp, cfgs = arm_configs(CONFIG, arms, [f"output_dir={tmp_path}"])
+    _, cfgs = arm_configs(CONFIG, arms, [f"output_dir={tmp_path}"])
     configs = {name: config_to_dict(cfg) for name, cfg in cfgs.items()}
     groups, _ = control_draws(configs)
     assert sorted(map(sorted, groups)) == [["random", "random_b", "random_c"]]

@@ -291,14 +291,17 @@ class SelectionConfig:
     (instruction SFT rows 59 vs 51 words). Over 3 rounds (docs/results-tiebreak-workload.md) it shortened replies and
     fitted the training wording without a held-out gain, so it is off by default. It applies where the RM ranks
     (chat, or every prompt with ``rank_verified_by: reward_model``)."""
-    rank_verified_by: Literal["reward_model", "likelihood"] = "likelihood"
+    rank_verified_by: Literal["reward_model", "likelihood", "least_likely"] = "likelihood"
     """How a prompt with a verifier (math, instruction) ranks its candidates within a verifier tier. reward_model: by
     RM score. likelihood: by the generating model's mean per-token log-prob, most likely first, so the SFT row is the
     pass greedy decoding is nearest to giving, and a pair's rejected side (best_vs_worst) is the most likely candidate
     of the lowest tier present (the failure greedy decoding is nearest to giving) rather than the RM's lowest; a
     prompt whose other texts all pass gives no pair ("no verifier contrast"). Why: the RM tells a pass from a failure
     of the same prompt at chance (docs/results-wordings.md), and the eval is greedy. Chat (no verifier) ranks by the
-    RM either way. With ``generation.teacher`` the log-prob is the teacher's."""
+    RM either way. With ``generation.teacher`` the log-prob is the teacher's. least_likely: the same with the passes'
+    order reversed, the least likely pass first (the SFT row and the chosen side: what the model is furthest from
+    saying of what is right), while the rejected side stays the most likely failure; the control arm's draws are the
+    same under either direction (docs/results-least-likely.md)."""
     partial_credit: bool = False
     """Rank a verified prompt's failures by the share of its checks they meet (``reward.verifiers.partial_credit``: an
     instruction reply meeting 1 of 2 constraints over one meeting none), before likelihood or RM score. A prompt

@@ -41,6 +41,8 @@ from alignment.config import SelectionConfig
 from alignment.records import candidate_order
 
 PAIR_STRATEGIES = ("best_vs_worst", "best_vs_random")
+LIKELIHOOD_RANKINGS = ("likelihood", "least_likely")
+"""``selection.rank_verified_by`` values that rank a verified prompt's tiers by the generating model's log-prob."""
 NO_CANDIDATES = "no candidate left after filtering"
 MARGIN_TOLERANCE = 1e-9
 """A margin within this of ``min_margin`` counts as reaching it (float rounding)."""
@@ -119,7 +121,8 @@ def rank_candidates(
 
     ``by="likelihood"`` (``selection.rank_verified_by``), for a prompt with a verifier (some ``verified`` is not None):
     verifier tier first, then the highest ``mean_logprob`` (the generating model's mean per-token log-prob), then the
-    candidate number; a candidate without ``mean_logprob`` is an error. A prompt without a verifier ranks by score.
+    candidate number; a candidate without ``mean_logprob`` is an error. ``by="least_likely"``: the same with the
+    lowest ``mean_logprob`` first. A prompt without a verifier ranks by score.
 
     With ``length_tiebreak`` (RM ranking only), the candidates of the best one's tier whose score is within ``margin``
     of the best (RM near-ties) move to the front, the fewest words first (then score, then candidate number); the
@@ -128,8 +131,11 @@ def rank_candidates(
     With ``partial`` (``selection.partial_credit``), a verified prompt's candidates rank by tier, then by
     :func:`credit` (the share of checks met: it orders failures), then as above."""
     share = credit if partial and _verified_prompt(cands) else (lambda r: 1.0)
-    if by == "likelihood" and _verified_prompt(cands):
-        return sorted(cands, key=lambda r: (-r["tier"], -share(r), -_logprob(r), candidate_order(r["candidate_id"])))
+    if by in LIKELIHOOD_RANKINGS and _verified_prompt(cands):
+        sign = -1.0 if by == "likelihood" else 1.0  # least_likely: the lowest mean log-prob first
+        return sorted(
+            cands, key=lambda r: (-r["tier"], -share(r), sign * _logprob(r), candidate_order(r["candidate_id"]))
+        )
     ranked = sorted(cands, key=lambda r: (-r["tier"], -share(r), -r["score"], candidate_order(r["candidate_id"])))
     if not length_tiebreak or not ranked:
         return ranked
@@ -160,11 +166,16 @@ def _verified_prompt(cands: list[dict]) -> bool:
     return any(c["verified"] is not None for c in cands)
 
 
+def _likeliest(r: dict) -> tuple:
+    """Sort key: the highest ``mean_logprob`` first, then the candidate number."""
+    return (-_logprob(r), candidate_order(r["candidate_id"]))
+
+
 def _logprob(r: dict) -> float:
     value = r.get("mean_logprob")
     if value is None or (isinstance(value, float) and math.isnan(value)):
         raise ValueError(
-            f"candidate {r['candidate_id']} has no mean_logprob: selection.rank_verified_by=likelihood needs the "
+            f"candidate {r['candidate_id']} has no mean_logprob: a likelihood ranking (selection.rank_verified_by) needs the "
             "generation stage's log-probs (regenerate this round, or set selection.rank_verified_by=reward_model)"
         )
     return float(value)
@@ -280,9 +291,10 @@ def select_pairs(
                 dropped[pid] = "no candidate passed the verifier"
                 continue
             least = min(credit(c) for c in below)
-            # `below` keeps the ranking: the likeliest first (likelihood), the lowest RM score last (reward_model)
+            # the likeliest of those that met the least (likelihood rankings), the lowest RM score (reward_model:
+            # `below` keeps the score order)
             worst = [c for c in below if credit(c) == least]
-            worst_one = worst[0] if cfg.rank_verified_by == "likelihood" else worst[-1]
+            worst_one = min(worst, key=_likeliest) if cfg.rank_verified_by in LIKELIHOOD_RANKINGS else worst[-1]
             rejected = worst_one if cfg.pair_strategy == "best_vs_worst" else _rng(seed, pid).choice(below)
             pairs.append(_pair(pid, prompts[pid], best, rejected, "partial credit"))
             continue
@@ -292,16 +304,16 @@ def select_pairs(
         if not different:
             dropped[pid] = "chosen and rejected identical"
             continue
-        if cfg.rank_verified_by == "likelihood" and _verified_prompt(cands):
+        if cfg.rank_verified_by in LIKELIHOOD_RANKINGS and _verified_prompt(cands):
             # Ranked by tier, then likelihood: the rejected side comes from the lowest tier present, the most likely
-            # of it first (best_vs_worst), or drawn among the lower tiers (best_vs_random). Two passes are not compared:
-            # the RM ranks them at chance.
+            # of it (best_vs_worst, with either direction of the ranking: the failure the model is nearest to giving),
+            # or drawn among the lower tiers (best_vs_random). Two passes are not compared: the RM ranks them at chance.
             lower = [c for c in different if c["tier"] < best["tier"]]
             if not lower:
                 dropped[pid] = "no verifier contrast"
                 continue
             worst_key = min((c["tier"], share(c)) for c in lower)
-            worst = next(c for c in lower if (c["tier"], share(c)) == worst_key)  # `lower` keeps the likelihood order
+            worst = min((c for c in lower if (c["tier"], share(c)) == worst_key), key=_likeliest)
             rejected = worst if cfg.pair_strategy == "best_vs_worst" else _rng(seed, pid).choice(lower)
         else:
             lower = [c for c in different if c["score"] < best["score"]]

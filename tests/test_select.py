@@ -650,6 +650,76 @@ def test_likelihood_ranking_without_log_probs_names_the_candidate():
         select_sft(scored, PROMPTS, SelectionConfig())
 
 
+def test_least_likely_ranking_takes_the_least_likely_pass_and_still_rejects_the_most_likely_failure():
+    # The same records as the likelihood test above: passes #0 (-1.5) and #1 (-0.5), failures #2 (-0.2) and #3 (-0.9).
+    # least_likely keeps the pass the model finds least likely (#0) for SFT and as the chosen side, and rejects the
+    # failure it finds most likely (#2): the pair the model has most wrong.
+    rows = [
+        lcand("p1", 0, "4, since 2 and 2 make 4", True, 2.0, -1.5),
+        lcand("p1", 1, "4", True, 0.0, -0.5),
+        lcand("p1", 2, "5", False, 3.0, -0.2),
+        lcand("p1", 3, "22", False, -1.0, -0.9),
+    ]
+    scored = combine_scores(rows)
+    least = SelectionConfig(min_margin=0.5, rank_verified_by="least_likely")
+    assert [r["candidate_id"] for r in select_sft(scored, PROMPTS, least)[0]] == ["p1#0"]
+    pairs, dropped = select_pairs(scored, PROMPTS, least)
+    assert [(p["chosen_id"], p["rejected_id"], p["decided_by"]) for p in pairs] == [("p1#0", "p1#2", "verifier")]
+    assert dropped == {}
+    # two SFT rows per prompt: the least likely pass first
+    two = replace(least, sft_per_prompt=2)
+    assert [(r["candidate_id"], r["rank"]) for r in select_sft(scored, PROMPTS, two)[0]] == [("p1#0", 0), ("p1#1", 1)]
+    # like likelihood, two passes are never paired and chat stays with the reward model
+    rows3 = [
+        lcand("p3", 0, "6", True, 5.0, -0.3),
+        lcand("p3", 1, "six", True, 0.0, -0.2),
+        cand("p4", 0, "hello there", None, 2.0),
+        {**cand("p4", 1, "hey", None, 0.5), "mean_logprob": -3.0},
+    ]
+    scored3 = combine_scores(rows3)
+    pairs3, dropped3 = select_pairs(scored3, PROMPTS, least)
+    assert [(p["chosen_id"], p["rejected_id"]) for p in pairs3] == [("p4#0", "p4#1")]
+    assert dropped3 == {"p3": "no verifier contrast"}
+    assert [r["candidate_id"] for r in select_sft(scored3, PROMPTS, least)[0]] == ["p3#0", "p4#0"]
+
+
+def test_least_likely_partial_credit_keeps_the_share_first_and_rejects_the_likeliest_of_the_least():
+    # Nothing passed: the failure that met the most checks is chosen (the less likely of two that met as much), the
+    # rejected side is the likeliest failure among those that met the least.
+    rows = [
+        {**lcand("p2", 0, "a", False, 0.0, -0.4), "verifier_credit": 0.5},
+        {**lcand("p2", 1, "b", False, 0.0, -1.2), "verifier_credit": 0.5},
+        {**lcand("p2", 2, "c", False, 0.0, -0.3), "verifier_credit": 0.0},
+        {**lcand("p2", 3, "d", False, 0.0, -0.9), "verifier_credit": 0.0},
+    ]
+    scored = combine_scores(rows)
+    cfg = SelectionConfig(rank_verified_by="least_likely", partial_credit=True)
+    pairs, _ = select_pairs(scored, PROMPTS, cfg)
+    assert [(p["chosen_id"], p["rejected_id"], p["decided_by"]) for p in pairs] == [("p2#1", "p2#2", "partial credit")]
+    lik, _ = select_pairs(scored, PROMPTS, replace(cfg, rank_verified_by="likelihood"))
+    assert [(p["chosen_id"], p["rejected_id"]) for p in lik] == [("p2#0", "p2#2")]
+
+
+def test_random_control_is_the_same_draw_under_either_likelihood_ranking():
+    # The control keeps only rejection sampling's counts, which the direction of the likelihood ranking does not
+    # change: its picks are the same, so one control arm serves both rankings.
+    rows = [
+        lcand("p1", 0, "4", True, 0.0, -0.6),
+        lcand("p1", 1, "2+2=4", True, 1.0, -0.9),
+        lcand("p1", 2, "3", False, 0.0, -0.8),
+        lcand("p1", 3, "5", False, 0.0, -0.2),
+        lcand("p3", 0, "6", True, 5.0, -0.3),
+        lcand("p3", 1, "six", True, 0.0, -0.2),
+    ]
+    scored = combine_scores(rows)
+    drawn = []
+    for how in ("likelihood", "least_likely"):
+        cfg = SelectionConfig(rank_verified_by=how)
+        sft, pairs = select_sft(scored, PROMPTS, cfg)[0], select_pairs(scored, PROMPTS, cfg)[0]
+        drawn.append(randomize_selection(scored, sft, pairs, seed=3))
+    assert [r["candidate_id"] for r in drawn[0][0]] != [] and drawn[0] == drawn[1]
+
+
 def test_random_control_keeps_the_likelihood_rankings_counts():
     rows = [
         lcand("p1", 0, "4", True, 0.0, -0.6),

@@ -447,6 +447,7 @@ def results_markdown(exp: Path, arms: list[str], rounds: int, plot_name: str | N
     lines += _draws_section(data, caps, groups, same)
     lines += _against_draws_section(data, caps, groups)
     lines += _seed_pairs_section(data, caps, *seed_pairs(configs))
+    lines += _one_key_section(data, caps, one_key_pairs(configs))
     lines += [
         "",
         "## Rounds",
@@ -741,6 +742,84 @@ def _seed_pairs_section(
             lines.append(f"| {label} | {k} | " + " | ".join(text) + " |")
     notes = [f"`{arm}` has the setting and seed of `{other}`: left out." for arm, other in left_out.items()]
     return [*lines, *([""] + notes if notes else [])]
+
+
+ONE_KEY_LEFT_TO_OTHER_SECTIONS = ("selection.strategy", "selection.random_seed")
+"""Keys whose one-key comparisons other sections make: the ranking against its control, a control's draws."""
+
+
+def _leaves(cfg: dict, prefix: str = "") -> dict[str, str]:
+    """A config as dotted keys to JSON values: nested mappings by their leaves (an empty one is a leaf)."""
+    out: dict[str, str] = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value, sort_keys=True, default=str)
+    return out
+
+
+def _shown(value: str | None) -> str:
+    """A :func:`_leaves` value for the table: strings bare, whole floats as integers (a prompt mix's counts)."""
+    if value is None:
+        return "unset"
+    x = json.loads(value)
+    if isinstance(x, float) and x.is_integer():
+        x = int(x)
+    return x if isinstance(x, str) else json.dumps(x)
+
+
+def one_key_pairs(configs: dict[str, dict]) -> list[tuple[str, str, str, list[tuple[int, str, str]]]]:
+    """Settings one key apart, seed by seed: (key, value of the first, value of the second, [(seed, arm of the first,
+    arm of the second)]) for every two settings (round-1 configs without name, folder and ``seed``) in the order the
+    arms come, whose configs differ in exactly one key (:func:`_leaves`) other than those other sections compare
+    (:data:`ONE_KEY_LEFT_TO_OTHER_SECTIONS`) and that share two seeds or more. At a seed run twice with one setting,
+    the first arm counts (the ranking's section names the others)."""
+    settings: dict[str, tuple[dict[str, str], dict[int, str]]] = {}
+    for arm, cfg in configs.items():
+        leaves = _leaves({k: v for k, v in cfg.items() if k not in ("name", "output_dir", "seed")})
+        settings.setdefault(json.dumps(leaves, sort_keys=True), (leaves, {}))[1].setdefault(cfg["seed"], arm)
+    found = []
+    ordered = list(settings.values())
+    for i, (first, first_seeds) in enumerate(ordered):
+        for second, second_seeds in ordered[i + 1 :]:
+            apart = [k for k in sorted(first.keys() | second.keys()) if first.get(k) != second.get(k)]
+            seeds = sorted(first_seeds.keys() & second_seeds.keys())
+            if len(apart) != 1 or apart[0] in ONE_KEY_LEFT_TO_OTHER_SECTIONS or len(seeds) < 2:
+                continue
+            key = apart[0]
+            pairs = [(s, first_seeds[s], second_seeds[s]) for s in seeds]
+            found.append((key, _shown(first.get(key)), _shown(second.get(key)), pairs))
+    return found
+
+
+def _one_key_section(
+    data: dict, caps: list[str], found: list[tuple[str, str, str, list[tuple[int, str, str]]]]
+) -> list[str]:
+    """Settings one key apart (``found``: :func:`one_key_pairs`), seed by seed, round by round (:func:`seed_paired`)."""
+    if not found:
+        return []
+    lines = [
+        "",
+        "## Arms one setting apart, seed by seed (round-1 configs that differ in one key, at each `seed`)",
+        "",
+        "Δ: the mean over seeds of the first setting's accuracy minus the second's at the same seed, on the same items,",
+        "with the interval of the ranking's section (items and seeds; Student's t, Satterthwaite). The ranking against",
+        "its control and a control's draws have their own sections. Rows are the rounds every seed's pair finished.",
+        "",
+        "| comparison | setting | round | " + " | ".join(f"{c}: Δ [95%], per seed" for c in caps) + " |",
+        "|---|---|---|" + "---|" * len(caps),
+    ]
+    for key, first, second, pairs in found:
+        evals = {arm: _evals_by_round(data, arm) for _, a, b in pairs for arm in (a, b)}
+        label = ", ".join(f"{a} - {b}" for _, a, b in pairs)
+        for k in sorted(set.intersection(*(set(e) for e in evals.values()))):
+            cells = [
+                seed_paired([evals[a][k] for _, a, _ in pairs], [evals[b][k] for _, _, b in pairs], cap) for cap in caps
+            ]
+            text = _crossed_cells(cells, lambda c: "per seed " + ", ".join(f"{d:+.3f}" for d in c["columns"]))
+            lines.append(f"| {label} | `{key}`: {first} vs {second} | {k} | " + " | ".join(text) + " |")
+    return lines
 
 
 def _identity_line(data: dict, ref: str) -> str:

@@ -322,6 +322,55 @@ def test_the_ranking_against_its_control_seed_by_seed_folds_the_seed_spread_into
     assert "Rows are the rounds every seed's pair finished." in section
 
 
+def test_arms_one_setting_apart_are_compared_seed_by_seed(tmp_path) -> None:
+    """Two settings whose round-1 configs differ in exactly one key (not the seed, not ``selection.strategy``, which
+    the ranking's own section pairs, nor ``selection.random_seed``, the draws'), run at two seeds or more, are
+    compared seed by seed: the mean of the per-seed paired differences (the earlier-listed setting minus the later),
+    the key and its two values named. A key that is a nested mapping counts by its leaves; two keys apart, or one
+    seed in common, gives no row."""
+    import yaml
+
+    exp = tmp_path / "experiment-x"
+    ids = [f"math-{i}" for i in range(40)]
+    base = {i: n < 10 for n, i in enumerate(ids)}
+    arms = {  # name: (seed, selection, instruction prompts, K, items right)
+        "rs60": (0, {}, 60, 6, 30),
+        "rs60_s1": (1, {}, 60, 6, 30),
+        "rs30": (0, {}, 30, 6, 20),
+        "rs30_s1": (1, {}, 30, 6, 20),
+        "random60": (0, {"strategy": "random"}, 60, 6, 25),  # one strategy apart: the ranking's section
+        "random60_s1": (1, {"strategy": "random"}, 60, 6, 25),
+        "k2_30": (0, {}, 30, 2, 40),  # one key from rs30, at one seed only
+        "k2_60": (0, {}, 60, 2, 40),  # one key from rs60 and from k2_30, at one seed only
+        "k2_60_s1": (1, {}, 60, 2, 40),
+        "least": (
+            0,
+            {"rank_verified_by": "least_likely"},
+            30,
+            2,
+            10,
+        ),  # one key from k2_30 (one seed), two from the rest
+        "least_s1": (1, {"rank_verified_by": "least_likely"}, 30, 2, 10),
+    }
+    for arm, (seed, selection, instruction, k, right) in arms.items():
+        _fake_round(exp / arm, 1, {i: n < right for n, i in enumerate(ids)}, base)
+        config = {"name": arm, "seed": seed, "selection": {"strategy": "rejection_sampling", **selection}}
+        config["generation"] = {"num_candidates": k}
+        config["prompts"] = {"mix": {"math": 30, "instruction": instruction, "chat": 8}}
+        (exp / arm / "round-1" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    md = results_markdown(exp, list(arms), 1)
+    section = md.split("## Arms one setting apart, seed by seed", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    assert rows == [
+        # 30 against 20 right at both seeds: the items' paired interval, as in the ranking's section (t, 39 df)
+        "| rs60 - rs30, rs60_s1 - rs30_s1 | `prompts.mix.instruction`: 60 vs 30 | 1 | "
+        "+0.250 [+0.110, +0.390] **↑**, per seed +0.250, +0.250 (sd 0.000) |",
+        "| rs60 - k2_60, rs60_s1 - k2_60_s1 | `generation.num_candidates`: 6 vs 2 | 1 | "
+        "-0.250 [-0.390, -0.110] **↓**, per seed -0.250, -0.250 (sd 0.000) |",
+    ]
+    assert "random60" not in section and "least" not in section and "k2_30" not in section
+
+
 def test_table_only_writes_the_table_without_running_a_stage(tmp_path, monkeypatch) -> None:
     """``--table-only`` re-renders the table from the finished rounds (after an edit of the code, which would
     otherwise re-run every stage) and runs none. It needs no arm definitions (the rounds' own config.yaml files say

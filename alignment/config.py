@@ -298,10 +298,12 @@ class SelectionConfig:
     of the lowest tier present (the failure greedy decoding is nearest to giving) rather than the RM's lowest; a
     prompt whose other texts all pass gives no pair ("no verifier contrast"). Why: the RM tells a pass from a failure
     of the same prompt at chance (docs/results-wordings.md), and the eval is greedy. Chat (no verifier) ranks by the
-    RM either way. With ``generation.teacher`` the log-prob is the teacher's. least_likely: the same with the passes'
-    order reversed, the least likely pass first (the SFT row and the chosen side: what the model is furthest from
-    saying of what is right), while the rejected side stays the most likely failure; the control arm's draws are the
-    same under either direction (docs/results-least-likely.md)."""
+    RM either way. With ``generation.teacher`` the log-prob is the teacher's. least_likely: within each tier the least
+    likely first, so the SFT row and a pair's chosen side are the pass the model is furthest from giving (with
+    ``partial_credit`` where nothing passed, the least likely of the failures that met the most), while best_vs_worst
+    still rejects the most likely candidate of the lowest tier present. Its control arm copies its counts; they are
+    likelihood's except where the RM margin decides a pair (a pass over an off-topic pass: another chosen side, another
+    margin) or best_vs_random draws (docs/results-least-likely.md)."""
     partial_credit: bool = False
     """Rank a verified prompt's failures by the share of its checks they meet (``reward.verifiers.partial_credit``: an
     instruction reply meeting 1 of 2 constraints over one meeting none), before likelihood or RM score. A prompt
@@ -313,7 +315,7 @@ class SelectionConfig:
     number against the default and beat its control only at round 2 (math)."""
     pair_strategy: Literal["best_vs_worst", "best_vs_random"] = "best_vs_worst"
     """best_vs_worst or best_vs_random (the rejected side drawn, seeded, among the prompt's lower-scored candidates;
-    with ``rank_verified_by: likelihood``, a verified prompt's lower tiers)."""
+    with ``rank_verified_by`` likelihood or least_likely, a verified prompt's lower tiers)."""
     sft_min_score: float | None = None
     """Absolute floor on the RM score of an SFT row (null: none)."""
     sft_per_prompt: int = 1

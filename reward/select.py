@@ -9,7 +9,7 @@ prompt, candidates rank by ``score`` (highest first), then by candidate number (
 result depends on input order; with ``selection.length_tiebreak``, the RM's near-ties (within ``min_margin`` of the
 prompt's best, same verifier tier) go shortest first (:func:`rank_candidates`). With ``selection.rank_verified_by:
 likelihood`` (the default), a prompt with a verifier ranks within each tier by ``mean_logprob`` (the generating model's
-mean per-token log-prob) instead of the RM score.
+mean per-token log-prob) instead of the RM score, the likeliest first; ``least_likely``, the least likely first.
 
 Margins are raw reward-model score differences: under Bradley-Terry, a difference d means the RM puts the chosen
 answer above the rejected one with probability sigmoid(d), whatever the prompt. A pair the verifier decides (a pass
@@ -175,8 +175,9 @@ def _logprob(r: dict) -> float:
     value = r.get("mean_logprob")
     if value is None or (isinstance(value, float) and math.isnan(value)):
         raise ValueError(
-            f"candidate {r['candidate_id']} has no mean_logprob: a likelihood ranking (selection.rank_verified_by) needs the "
-            "generation stage's log-probs (regenerate this round, or set selection.rank_verified_by=reward_model)"
+            f"candidate {r['candidate_id']} has no mean_logprob: a likelihood ranking (selection.rank_verified_by) "
+            "needs the generation stage's log-probs (regenerate this round, or set selection.rank_verified_by="
+            "reward_model)"
         )
     return float(value)
 
@@ -255,8 +256,9 @@ def select_pairs(
 
     best_vs_worst: the lowest-ranked candidate whose text differs from the best (after whitespace normalisation).
     best_vs_random: drawn uniformly, seeded by (``seed``, prompt_id), among the candidates whose text differs from
-    the best and whose score is lower. With ``cfg.rank_verified_by="likelihood"``, a prompt with a verifier compares
-    tiers only: best_vs_worst rejects the most likely candidate of the lowest tier present, best_vs_random draws among
+    the best and whose score is lower. With ``cfg.rank_verified_by`` "likelihood" or "least_likely", a prompt with a
+    verifier compares tiers only: best_vs_worst rejects the most likely candidate of the lowest tier present (with
+    either direction: only the chosen side turns round), best_vs_random draws among
     the lower tiers, and a prompt whose other texts all share the best one's tier is dropped as "no verifier
     contrast" (instead of "tie"). With ``cfg.partial_credit``, a verified prompt ranks its failures by the share of
     checks met (:func:`credit`): best_vs_worst rejects the failure that met the least, and a prompt where nothing

@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from alignment.compare import difference_interval, read_item_records
 from alignment.config import ConfigError, RoundConfig, config_to_dict, load_config
@@ -446,8 +447,10 @@ def results_markdown(exp: Path, arms: list[str], rounds: int, plot_name: str | N
     groups, same = control_draws(configs)
     lines += _draws_section(data, caps, groups, same)
     lines += _against_draws_section(data, caps, groups)
-    lines += _seed_pairs_section(data, caps, *seed_pairs(configs))
-    lines += _one_key_section(data, caps, one_key_pairs(configs))
+    ranked_groups, ranked_left_out = seed_pairs(configs)
+    lines += _seed_pairs_section(data, caps, ranked_groups, ranked_left_out)
+    named = set(ranked_left_out) if ranked_groups else set()  # the ranking's section names its left-out arms
+    lines += _one_key_section(data, caps, *one_key_pairs(configs), named)
     lines += [
         "",
         "## Rounds",
@@ -769,16 +772,31 @@ def _shown(value: str | None) -> str:
     return x if isinstance(x, str) else json.dumps(x)
 
 
-def one_key_pairs(configs: dict[str, dict]) -> list[tuple[str, str, str, list[tuple[int, str, str]]]]:
-    """Settings one key apart, seed by seed: (key, value of the first, value of the second, [(seed, arm of the first,
-    arm of the second)]) for every two settings (round-1 configs without name, folder and ``seed``) in the order the
-    arms come, whose configs differ in exactly one key (:func:`_leaves`) other than those other sections compare
-    (:data:`ONE_KEY_LEFT_TO_OTHER_SECTIONS`) and that share two seeds or more. At a seed run twice with one setting,
-    the first arm counts (the ranking's section names the others)."""
+class OneKeyPair(NamedTuple):
+    """Two settings one key apart (:func:`one_key_pairs`): the key, its value in each, whether both are control arms
+    (``selection.strategy: random``), and (seed, arm of the first, arm of the second) for each seed both ran."""
+
+    key: str
+    first: str
+    second: str
+    controls: bool
+    pairs: list[tuple[int, str, str]]
+
+
+def one_key_pairs(configs: dict[str, dict]) -> tuple[list[OneKeyPair], dict[str, str]]:
+    """Settings one key apart, seed by seed: every two settings (round-1 configs without name, folder and ``seed``),
+    in the order the arms come, whose configs differ in exactly one key (:func:`_leaves`) other than those other
+    sections compare (:data:`ONE_KEY_LEFT_TO_OTHER_SECTIONS`) and that share two seeds or more. At a seed run twice
+    with one setting, the first arm counts; also returns the others (arm -> that arm)."""
     settings: dict[str, tuple[dict[str, str], dict[int, str]]] = {}
+    left_out: dict[str, str] = {}
     for arm, cfg in configs.items():
         leaves = _leaves({k: v for k, v in cfg.items() if k not in ("name", "output_dir", "seed")})
-        settings.setdefault(json.dumps(leaves, sort_keys=True), (leaves, {}))[1].setdefault(cfg["seed"], arm)
+        by_seed = settings.setdefault(json.dumps(leaves, sort_keys=True), (leaves, {}))[1]
+        if cfg["seed"] in by_seed:
+            left_out[arm] = by_seed[cfg["seed"]]
+        else:
+            by_seed[cfg["seed"]] = arm
     found = []
     ordered = list(settings.values())
     for i, (first, first_seeds) in enumerate(ordered):
@@ -789,14 +807,16 @@ def one_key_pairs(configs: dict[str, dict]) -> list[tuple[str, str, str, list[tu
                 continue
             key = apart[0]
             pairs = [(s, first_seeds[s], second_seeds[s]) for s in seeds]
-            found.append((key, _shown(first.get(key)), _shown(second.get(key)), pairs))
-    return found
+            controls = all(json.loads(c.get("selection.strategy", "null")) == "random" for c in (first, second))
+            found.append(OneKeyPair(key, _shown(first.get(key)), _shown(second.get(key)), controls, pairs))
+    return found, left_out
 
 
 def _one_key_section(
-    data: dict, caps: list[str], found: list[tuple[str, str, str, list[tuple[int, str, str]]]]
+    data: dict, caps: list[str], found: list[OneKeyPair], left_out: dict[str, str], named: set[str]
 ) -> list[str]:
-    """Settings one key apart (``found``: :func:`one_key_pairs`), seed by seed, round by round (:func:`seed_paired`)."""
+    """Settings one key apart (``found``, ``left_out``: :func:`one_key_pairs`), seed by seed, round by round
+    (:func:`seed_paired`); the arms left out that another section has not ``named`` yet are named."""
     if not found:
         return []
     lines = [
@@ -805,21 +825,34 @@ def _one_key_section(
         "",
         "Δ: the mean over seeds of the first setting's accuracy minus the second's at the same seed, on the same items,",
         "with the interval of the ranking's section (items and seeds; Student's t, Satterthwaite). The ranking against",
-        "its control and a control's draws have their own sections. Rows are the rounds every seed's pair finished.",
+        "its control and a control's draws have their own sections. Two control arms a `selection` key apart differ",
+        "only through the counts of SFT rows and pairs they copy from rejection sampling (marked). Rows are the rounds",
+        "every seed's pair finished.",
         "",
         "| comparison | setting | round | " + " | ".join(f"{c}: Δ [95%], per seed" for c in caps) + " |",
         "|---|---|---|" + "---|" * len(caps),
     ]
-    for key, first, second, pairs in found:
+    for found_pair in found:
+        pairs = found_pair.pairs
         evals = {arm: _evals_by_round(data, arm) for _, a, b in pairs for arm in (a, b)}
         label = ", ".join(f"{a} - {b}" for _, a, b in pairs)
+        setting = f"`{found_pair.key}`: {found_pair.first} vs {found_pair.second}"
+        if found_pair.controls and found_pair.key.startswith("selection."):
+            setting += " (controls: only the counts they copy)"
         for k in sorted(set.intersection(*(set(e) for e in evals.values()))):
             cells = [
                 seed_paired([evals[a][k] for _, a, _ in pairs], [evals[b][k] for _, _, b in pairs], cap) for cap in caps
             ]
+            if all(cell is None for cell in cells):
+                continue
             text = _crossed_cells(cells, lambda c: "per seed " + ", ".join(f"{d:+.3f}" for d in c["columns"]))
-            lines.append(f"| {label} | `{key}`: {first} vs {second} | {k} | " + " | ".join(text) + " |")
-    return lines
+            lines.append(f"| {label} | {setting} | {k} | " + " | ".join(text) + " |")
+    notes = [
+        f"`{arm}` has the setting and seed of `{other}`: left out."
+        for arm, other in left_out.items()
+        if arm not in named
+    ]
+    return [*lines, *([""] + notes if notes else [])]
 
 
 def _identity_line(data: dict, ref: str) -> str:

@@ -194,7 +194,7 @@ def verify(rnd: Round) -> dict:
                 "verified": verdict.passed,
                 "verifier_reason": verdict.reason,
                 "verifier_flags": list(verdict.flags),
-                "mean_logprob": c.get("mean_logprob"),  # selection.rank_verified_by=likelihood ranks by it
+                "mean_logprob": c.get("mean_logprob"),  # selection.rank_verified_by likelihood / least_likely
                 "verifier_credit": partial_credit(c["text"], item, verdict),  # selection.partial_credit ranks by it
             }
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -326,31 +327,34 @@ def test_arms_one_setting_apart_are_compared_seed_by_seed(tmp_path) -> None:
     """Two settings whose round-1 configs differ in exactly one key (not the seed, not ``selection.strategy``, which
     the ranking's own section pairs, nor ``selection.random_seed``, the draws'), run at two seeds or more, are
     compared seed by seed: the mean of the per-seed paired differences (the earlier-listed setting minus the later),
-    the key and its two values named. A key that is a nested mapping counts by its leaves; two keys apart, or one
-    seed in common, gives no row."""
+    the key and its two values named, for the rounds every arm of the row finished. A key that is a nested mapping
+    counts by its leaves; two keys apart, or one seed in common, gives no row. Two control settings a selection key
+    apart are marked: the key moves them only through the counts they copy. An arm with the setting and seed of an
+    earlier one is left out and named."""
     import yaml
 
     exp = tmp_path / "experiment-x"
     ids = [f"math-{i}" for i in range(40)]
     base = {i: n < 10 for n, i in enumerate(ids)}
+    least = {"rank_verified_by": "least_likely"}
+    random, random_b = {"strategy": "random"}, {"strategy": "random", "random_seed": 1000}
     arms = {  # name: (seed, selection, instruction prompts, K, items right)
         "rs60": (0, {}, 60, 6, 30),
         "rs60_s1": (1, {}, 60, 6, 30),
         "rs30": (0, {}, 30, 6, 20),
         "rs30_s1": (1, {}, 30, 6, 20),
-        "random60": (0, {"strategy": "random"}, 60, 6, 25),  # one strategy apart: the ranking's section
-        "random60_s1": (1, {"strategy": "random"}, 60, 6, 25),
+        "rs60_again": (0, {}, 60, 6, 0),  # the setting and seed of rs60
+        "random60": (0, random, 60, 6, 25),  # one strategy apart from rs60: the ranking's section
+        "random60_s1": (1, random, 60, 6, 25),
+        "random60_b": (0, random_b, 60, 6, 5),  # one draw seed apart from random60: the draws' sections
+        "random60_b_s1": (1, random_b, 60, 6, 5),
+        "random60_least": (0, {**random, **least}, 60, 6, 24),  # one selection key apart from random60: controls
+        "random60_least_s1": (1, {**random, **least}, 60, 6, 24),
         "k2_30": (0, {}, 30, 2, 40),  # one key from rs30, at one seed only
-        "k2_60": (0, {}, 60, 2, 40),  # one key from rs60 and from k2_30, at one seed only
+        "k2_60": (0, {}, 60, 2, 40),  # one key from rs60 and from k2_30
         "k2_60_s1": (1, {}, 60, 2, 40),
-        "least": (
-            0,
-            {"rank_verified_by": "least_likely"},
-            30,
-            2,
-            10,
-        ),  # one key from k2_30 (one seed), two from the rest
-        "least_s1": (1, {"rank_verified_by": "least_likely"}, 30, 2, 10),
+        "least": (0, least, 30, 2, 10),  # one key from k2_30 (one seed), two or more from the rest
+        "least_s1": (1, least, 30, 2, 10),
     }
     for arm, (seed, selection, instruction, k, right) in arms.items():
         _fake_round(exp / arm, 1, {i: n < right for n, i in enumerate(ids)}, base)
@@ -358,7 +362,10 @@ def test_arms_one_setting_apart_are_compared_seed_by_seed(tmp_path) -> None:
         config["generation"] = {"num_candidates": k}
         config["prompts"] = {"mix": {"math": 30, "instruction": instruction, "chat": 8}}
         (exp / arm / "round-1" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    md = results_markdown(exp, list(arms), 1)
+    # round 2: rs30_s1 has not finished it, so the 60-against-30 row stops at round 1; the K row goes on
+    for arm in ("rs60", "rs60_s1", "rs30", "k2_60", "k2_60_s1"):
+        _fake_round(exp / arm, 2, {i: n < arms[arm][4] for n, i in enumerate(ids)})
+    md = results_markdown(exp, list(arms), 2)
     section = md.split("## Arms one setting apart, seed by seed", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ")][1:]
     assert rows == [
@@ -367,8 +374,17 @@ def test_arms_one_setting_apart_are_compared_seed_by_seed(tmp_path) -> None:
         "+0.250 [+0.110, +0.390] **↑**, per seed +0.250, +0.250 (sd 0.000) |",
         "| rs60 - k2_60, rs60_s1 - k2_60_s1 | `generation.num_candidates`: 6 vs 2 | 1 | "
         "-0.250 [-0.390, -0.110] **↓**, per seed -0.250, -0.250 (sd 0.000) |",
+        "| rs60 - k2_60, rs60_s1 - k2_60_s1 | `generation.num_candidates`: 6 vs 2 | 2 | "
+        "-0.250 [-0.390, -0.110] **↓**, per seed -0.250, -0.250 (sd 0.000) |",
+        # 25 against 24 right: +1/40 on one item, the same at both seeds (computed apart: t on 39 df)
+        "| random60 - random60_least, random60_s1 - random60_least_s1 | `selection.rank_verified_by`: likelihood vs "
+        "least_likely (controls: only the counts they copy) | 1 | +0.025 [-0.026, +0.076], per seed +0.025, +0.025 "
+        "(sd 0.000) |",
     ]
-    assert "random60" not in section and "least" not in section and "k2_30" not in section
+    for arm in ("random60_b", "k2_30", "least", "least_s1", "rs60_again"):  # as a whole arm name
+        assert not re.search(rf"(?<![\w]){arm}(?![\w])", section), arm
+    # rs60_again is named once, in the ranking's section (which pairs rs60 with random60)
+    assert md.count("`rs60_again` has the setting and seed of `rs60`: left out.") == 1
 
 
 def test_table_only_writes_the_table_without_running_a_stage(tmp_path, monkeypatch) -> None:

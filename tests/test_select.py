@@ -700,9 +700,9 @@ def test_least_likely_partial_credit_keeps_the_share_first_and_rejects_the_likel
     assert [(p["chosen_id"], p["rejected_id"]) for p in lik] == [("p2#0", "p2#2")]
 
 
-def test_random_control_is_the_same_draw_under_either_likelihood_ranking():
-    # The control keeps only rejection sampling's counts, which the direction of the likelihood ranking does not
-    # change: its picks are the same, so one control arm serves both rankings.
+def test_random_control_is_the_same_draw_under_either_likelihood_ranking_where_the_counts_agree():
+    # The control keeps only rejection sampling's counts; where the direction of the likelihood ranking does not
+    # change them (every pair a pass over a failure), its picks are the same.
     rows = [
         lcand("p1", 0, "4", True, 0.0, -0.6),
         lcand("p1", 1, "2+2=4", True, 1.0, -0.9),
@@ -718,6 +718,28 @@ def test_random_control_is_the_same_draw_under_either_likelihood_ranking():
         sft, pairs = select_sft(scored, PROMPTS, cfg)[0], select_pairs(scored, PROMPTS, cfg)[0]
         drawn.append(randomize_selection(scored, sft, pairs, seed=3))
     assert [r["candidate_id"] for r in drawn[0][0]] != [] and drawn[0] == drawn[1]
+
+
+def test_least_likely_control_copies_its_own_counts_where_the_rm_margin_decides():
+    # No failure: the rejected side is the off-topic pass, and the RM margin decides. The likeliest pass (#0) clears
+    # min_margin over it (3.0), the least likely one (#1) does not (0.5): the pair is kept by one ranking and dropped by
+    # the other, and each control copies its own arm's count.
+    rows = [
+        lcand("p1", 0, "4", True, 3.0, -0.2),
+        lcand("p1", 1, "2+2 is 4", True, 0.5, -1.0),
+        lcand("p1", 2, "4 apples", True, 0.0, -0.5, flags=["off-topic"]),
+    ]
+    scored = combine_scores(rows)
+    counts = {}
+    for how in ("likelihood", "least_likely"):
+        cfg = SelectionConfig(rank_verified_by=how)
+        (sft, _), (pairs, dropped) = select_sft(scored, PROMPTS, cfg), select_pairs(scored, PROMPTS, cfg)
+        _, drawn = randomize_selection(scored, sft, pairs, seed=3)
+        counts[how] = (len(pairs), len(drawn), dropped)
+    assert counts == {
+        "likelihood": (1, 1, {}),
+        "least_likely": (0, 0, {"p1": "RM margin below min_margin"}),
+    }
 
 
 def test_random_control_keeps_the_likelihood_rankings_counts():

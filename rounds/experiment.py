@@ -733,18 +733,29 @@ def _seed_pairs_section(
         "|---|---|" + "---|" * len(caps),
     ]
     for pairs in groups:
-        ranked = {arm: _evals_by_round(data, arm) for _, arm, _ in pairs}
-        control = {arm: _evals_by_round(data, arm) for _, _, arm in pairs}
-        label = ", ".join(f"{r} - {c}" for _, r, c in pairs)
-        for k in sorted(set.intersection(*(set(e) for e in (*ranked.values(), *control.values())))):
-            cells = [
-                seed_paired([ranked[r][k] for _, r, _ in pairs], [control[c][k] for _, _, c in pairs], cap)
-                for cap in caps
-            ]
-            text = _crossed_cells(cells, lambda c: "per seed " + ", ".join(f"{d:+.3f}" for d in c["columns"]))
-            lines.append(f"| {label} | {k} | " + " | ".join(text) + " |")
+        lines += _seed_paired_rows(data, caps, pairs)
+    return [*lines, *_left_out_notes(left_out)]
+
+
+def _seed_paired_rows(data: dict, caps: list[str], pairs: list[tuple[int, str, str]], setting: str = "") -> list[str]:
+    """Table rows of :func:`seed_paired` for (seed, arm, other arm) ``pairs``, one per round every arm finished (a row
+    whose every cell is empty left out); ``setting``: a column after the label."""
+    evals = {arm: _evals_by_round(data, arm) for _, a, b in pairs for arm in (a, b)}
+    label = ", ".join(f"{a} - {b}" for _, a, b in pairs) + (f" | {setting}" if setting else "")
+    rows = []
+    for k in sorted(set.intersection(*(set(e) for e in evals.values()))):
+        cells = [seed_paired([evals[a][k] for _, a, _ in pairs], [evals[b][k] for _, _, b in pairs], c) for c in caps]
+        if all(cell is None for cell in cells):
+            continue
+        text = _crossed_cells(cells, lambda c: "per seed " + ", ".join(f"{d:+.3f}" for d in c["columns"]))
+        rows.append(f"| {label} | {k} | " + " | ".join(text) + " |")
+    return rows
+
+
+def _left_out_notes(left_out: dict[str, str]) -> list[str]:
+    """The notes naming arms left out for having the setting and seed of an earlier one (after a blank line)."""
     notes = [f"`{arm}` has the setting and seed of `{other}`: left out." for arm, other in left_out.items()]
-    return [*lines, *([""] + notes if notes else [])]
+    return [""] + notes if notes else []
 
 
 ONE_KEY_LEFT_TO_OTHER_SECTIONS = ("selection.strategy", "selection.random_seed")
@@ -833,26 +844,11 @@ def _one_key_section(
         "|---|---|---|" + "---|" * len(caps),
     ]
     for found_pair in found:
-        pairs = found_pair.pairs
-        evals = {arm: _evals_by_round(data, arm) for _, a, b in pairs for arm in (a, b)}
-        label = ", ".join(f"{a} - {b}" for _, a, b in pairs)
         setting = f"`{found_pair.key}`: {found_pair.first} vs {found_pair.second}"
         if found_pair.controls and found_pair.key.startswith("selection."):
             setting += " (controls: only the counts they copy)"
-        for k in sorted(set.intersection(*(set(e) for e in evals.values()))):
-            cells = [
-                seed_paired([evals[a][k] for _, a, _ in pairs], [evals[b][k] for _, _, b in pairs], cap) for cap in caps
-            ]
-            if all(cell is None for cell in cells):
-                continue
-            text = _crossed_cells(cells, lambda c: "per seed " + ", ".join(f"{d:+.3f}" for d in c["columns"]))
-            lines.append(f"| {label} | {setting} | {k} | " + " | ".join(text) + " |")
-    notes = [
-        f"`{arm}` has the setting and seed of `{other}`: left out."
-        for arm, other in left_out.items()
-        if arm not in named
-    ]
-    return [*lines, *([""] + notes if notes else [])]
+        lines += _seed_paired_rows(data, caps, found_pair.pairs, setting)
+    return [*lines, *_left_out_notes({arm: other for arm, other in left_out.items() if arm not in named})]
 
 
 def _identity_line(data: dict, ref: str) -> str:

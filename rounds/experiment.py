@@ -488,6 +488,11 @@ def round_one_configs(exp: Path, arms: list[str]) -> dict[str, dict]:
     return configs
 
 
+STRATEGY_KEY, DRAW_SEED_KEY = "strategy", "random_seed"
+"""The ``selection`` keys the sections pair on: the ranking against its control (``strategy``; seed by seed, with the
+draw seed unset) and a control's draws (``random_seed``); the one-setting-apart section leaves both to them."""
+
+
 def _setting(cfg: dict, top: tuple[str, ...] = (), selection: tuple[str, ...] = ()) -> str:
     """A round-1 config as a comparable key, without the run's name and folder and without the ``top`` level and
     ``selection`` keys named; nested key order does not count."""
@@ -508,7 +513,7 @@ def control_draws(configs: dict[str, dict]) -> tuple[list[list[str]], dict[str, 
             continue
         seed = cfg["selection"].get("random_seed")
         seed = cfg["seed"] if seed is None else seed
-        members = groups.setdefault(_setting(cfg, selection=("random_seed",)), {})
+        members = groups.setdefault(_setting(cfg, selection=(DRAW_SEED_KEY,)), {})
         if seed in members:
             same[arm] = members[seed]
         else:
@@ -667,7 +672,7 @@ def seed_pairs(configs: dict[str, dict]) -> tuple[list[list[tuple[int, str, str]
     of an earlier arm (arm -> that arm)."""
 
     def setting(cfg: dict) -> str:  # everything but the seed and the strategy
-        return _setting(cfg, top=("seed",), selection=("strategy", "random_seed"))
+        return _setting(cfg, top=("seed",), selection=(STRATEGY_KEY, DRAW_SEED_KEY))
 
     left_out: dict[str, str] = {}
 
@@ -694,15 +699,19 @@ def seed_pairs(configs: dict[str, dict]) -> tuple[list[list[tuple[int, str, str]
     return groups, left_out
 
 
-def seed_paired(ranked: list[EvalItems], controls: list[EvalItems], capability: str) -> dict | None:
+def seed_paired(
+    ranked: list[EvalItems], controls: list[EvalItems], capability: str, wording: str | None = None
+) -> dict | None:
     """The mean over seeds of the ranked arm's paired difference from its control at the same seed (``ranked[s]``
-    minus ``controls[s]``), on the items all of them answered, and its 95% interval: the items' variance and the
-    seeds' (the per-seed differences' variance over the number of seeds, their item noise kept in: :func:`_crossed`
-    says why), Student's t with Satterthwaite's degrees of freedom. None: fewer than two common items or fewer than
-    two seeds."""
+    minus ``controls[s]``), on the items all of them answered (of one ``wording``, or all), and its 95% interval: the
+    items' variance and the seeds' (the per-seed differences' variance over the number of seeds, their item noise
+    kept in: :func:`_crossed` says why), Student's t with Satterthwaite's degrees of freedom. None: fewer than two
+    common items or fewer than two seeds."""
     if len(ranked) < 2 or len(ranked) != len(controls):
         return None
-    scores = [(r.scores(capability), c.scores(capability)) for r, c in zip(ranked, controls, strict=True)]
+    scores = [
+        (r.scores(capability, wording), c.scores(capability, wording)) for r, c in zip(ranked, controls, strict=True)
+    ]
     ids = [i for i in scores[0][0] if all(i in r and i in c for r, c in scores)]
     if len(ids) < 2:
         return None
@@ -728,23 +737,68 @@ def _seed_pairs_section(
         "seeds, their item noise kept in (conservative, as for the draws); Student's t with Satterthwaite's degrees of",
         "freedom, so two or three seeds that disagree give a wide interval. Per seed: each seed's difference, and",
         "their standard deviation once item noise is taken out. Rows are the rounds every seed's pair finished.",
-        "",
-        "| comparison | round | " + " | ".join(f"{c}: Δ [95%], per seed" for c in caps) + " |",
-        "|---|---|" + "---|" * len(caps),
     ]
-    for pairs in groups:
-        lines += _seed_paired_rows(data, caps, pairs)
-    return [*lines, *_left_out_notes(left_out)]
+    rows = {
+        wording: [row for p in groups for row in _seed_paired_rows(data, caps, p, wording=wording)]
+        for wording in WORDINGS
+    }
+    return [*lines, *_seed_paired_tables(data, caps, rows), *_left_out_notes(left_out)]
 
 
-def _seed_paired_rows(data: dict, caps: list[str], pairs: list[tuple[int, str, str]], setting: str = "") -> list[str]:
+WORDINGS: dict[str | None, str] = {
+    None: "All items",
+    "held_out": "Held-out wordings only (templates no training prompt uses)",
+}
+"""The seed-paired sections' two tables (wording -> title): all items, and the held-out wordings only (the
+out-of-template items the issue's conditions are stated on)."""
+
+
+def _seed_paired_tables(
+    data: dict, caps: list[str], rows: dict[str | None, list[str]], setting: bool = False
+) -> list[str]:
+    """A seed-paired section's tables (``rows`` by wording, :data:`WORDINGS`): all items, then the held-out wordings of
+    the capabilities that have any (:func:`_wording_capabilities`); a table without a row is left out."""
+    lines = []
+    for wording, title in WORDINGS.items():
+        shown = _wording_capabilities(data, caps, wording)
+        if not rows[wording] or not shown:
+            continue
+        lines += [
+            "",
+            f"{title}:",
+            "",
+            "| comparison | "
+            + ("setting | " if setting else "")
+            + "round | "
+            + " | ".join(f"{c}: Δ [95%], per seed" for c in shown)
+            + " |",
+            "|---|---|" + ("---|" if setting else "") + "---|" * len(shown),
+            *rows[wording],
+        ]
+    return lines
+
+
+def _wording_capabilities(data: dict, caps: list[str], wording: str | None) -> list[str]:
+    """The capabilities with items of ``wording`` in the first arm's base eval (None: all of ``caps``)."""
+    base = next(iter(data.values()))["base"]
+    return [c for c in caps if wording is None or base.scores(c, wording)]
+
+
+def _seed_paired_rows(
+    data: dict, caps: list[str], pairs: list[tuple[int, str, str]], setting: str = "", wording: str | None = None
+) -> list[str]:
     """Table rows of :func:`seed_paired` for (seed, arm, other arm) ``pairs``, one per round every arm finished (a row
-    whose every cell is empty left out); ``setting``: a column after the label."""
+    whose every cell is empty left out), on the items of one ``wording`` (None: all) of the capabilities that have
+    such items; ``setting``: a column after the label."""
     evals = {arm: _evals_by_round(data, arm) for _, a, b in pairs for arm in (a, b)}
     label = ", ".join(f"{a} - {b}" for _, a, b in pairs) + (f" | {setting}" if setting else "")
+    caps = _wording_capabilities(data, caps, wording)
     rows = []
     for k in sorted(set.intersection(*(set(e) for e in evals.values()))):
-        cells = [seed_paired([evals[a][k] for _, a, _ in pairs], [evals[b][k] for _, _, b in pairs], c) for c in caps]
+        cells = [
+            seed_paired([evals[a][k] for _, a, _ in pairs], [evals[b][k] for _, _, b in pairs], c, wording)
+            for c in caps
+        ]
         if all(cell is None for cell in cells):
             continue
         text = _crossed_cells(cells, lambda c: "per seed " + ", ".join(f"{d:+.3f}" for d in c["columns"]))
@@ -758,7 +812,7 @@ def _left_out_notes(left_out: dict[str, str]) -> list[str]:
     return [""] + notes if notes else []
 
 
-ONE_KEY_LEFT_TO_OTHER_SECTIONS = ("selection.strategy", "selection.random_seed")
+ONE_KEY_LEFT_TO_OTHER_SECTIONS = tuple(f"selection.{key}" for key in (STRATEGY_KEY, DRAW_SEED_KEY))
 """Keys whose one-key comparisons other sections make: the ranking against its control, a control's draws."""
 
 
@@ -839,16 +893,16 @@ def _one_key_section(
         "its control and a control's draws have their own sections. Two control arms a `selection` key apart differ",
         "only through the counts of SFT rows and pairs they copy from rejection sampling (marked). Rows are the rounds",
         "every seed's pair finished.",
-        "",
-        "| comparison | setting | round | " + " | ".join(f"{c}: Δ [95%], per seed" for c in caps) + " |",
-        "|---|---|---|" + "---|" * len(caps),
     ]
+    rows: dict[str | None, list[str]] = {wording: [] for wording in WORDINGS}
     for found_pair in found:
         setting = f"`{found_pair.key}`: {found_pair.first} vs {found_pair.second}"
         if found_pair.controls and found_pair.key.startswith("selection."):
             setting += " (controls: only the counts they copy)"
-        lines += _seed_paired_rows(data, caps, found_pair.pairs, setting)
-    return [*lines, *_left_out_notes({arm: other for arm, other in left_out.items() if arm not in named})]
+        for wording in WORDINGS:
+            rows[wording] += _seed_paired_rows(data, caps, found_pair.pairs, setting, wording)
+    notes = _left_out_notes({arm: other for arm, other in left_out.items() if arm not in named})
+    return [*lines, *_seed_paired_tables(data, caps, rows, setting=True), *notes]
 
 
 def _identity_line(data: dict, ref: str) -> str:

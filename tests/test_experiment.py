@@ -263,6 +263,16 @@ def test_control_draws_that_differ_only_in_their_seed_are_compared_with_each_oth
     assert "random_b - random |" in section and "random_c" not in section
 
 
+def _table_rows(section: str) -> tuple[list[str], list[str]]:
+    """A seed-paired section's rows: the all-items table's and the held-out wordings' (headers left out)."""
+    tables = section.split("Held-out wordings only", 1) + [""]
+
+    def rows(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| comparison |")]
+
+    return rows(tables[0]), rows(tables[1])
+
+
 def test_the_ranking_against_its_control_seed_by_seed_folds_the_seed_spread_into_the_interval(tmp_path) -> None:
     """Ranked arms and control arms that differ only in ``selection.strategy`` are paired seed by seed (``seed``: the
     run's generation, training and eval seed): the table gives the mean of the per-seed paired differences (ranked
@@ -302,7 +312,7 @@ def test_the_ranking_against_its_control_seed_by_seed_folds_the_seed_spread_into
         (exp / arm / "round-1" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     md = results_markdown(exp, list(arms), 1)
     section = md.split("## The ranking against its control, seed by seed", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    rows, held_rows = _table_rows(section)
     assert rows == [
         # per seed +10/40, +6/40, +1/40: mean +0.142; the seeds disagree beyond item noise (sd 0.105 once it is
         # taken out), so the interval is wide: items' variance of the item means / 40 plus the per-seed
@@ -315,6 +325,21 @@ def test_the_ranking_against_its_control_seed_by_seed_folds_the_seed_spread_into
     ]
     assert "rm_rank" not in section and "random_b" not in section and "k4" not in section
     assert "`random_s1_again` has the setting and seed of `random_s1`: left out." in section
+    # the held-out wordings (odd items) apart: per seed +5/20, +3/20, +0/20; the same rows as an experiment whose
+    # eval holds only those items gives over all its items
+    assert held_rows[0].startswith("| rs - random, rs_s1 - random_s1, rs_s2 - random_s2 | 1 | +0.133 ["), held_rows
+    assert ", per seed +0.250, +0.150, +0.000 (sd " in held_rows[0], held_rows
+    held_only = tmp_path / "experiment-held"
+    for arm in arms:
+        for name in ("eval_model", "eval_start"):
+            path = exp / arm / "round-1" / f"{name}.items.jsonl"
+            (held_only / arm / "round-1").mkdir(parents=True, exist_ok=True)
+            lines = [line for line in path.read_text().splitlines() if '"held_out"' in line]
+            (held_only / arm / "round-1" / path.name).write_text("\n".join(lines) + "\n")
+        for name in ("eval.json", "config.yaml"):
+            (held_only / arm / "round-1" / name).write_bytes((exp / arm / "round-1" / name).read_bytes())
+    held_section = results_markdown(held_only, list(arms), 1).split("seed by seed", 1)[1].split("\n## ", 1)[0]
+    assert _table_rows(held_section) == (held_rows, held_rows)
     # a round that one seed's pair has not finished is left out for every seed, and the table says so
     _fake_round(exp / "rs", 2, {i: True for i in ids})
     _fake_round(exp / "random", 2, {i: True for i in ids})
@@ -367,7 +392,15 @@ def test_arms_one_setting_apart_are_compared_seed_by_seed(tmp_path) -> None:
         _fake_round(exp / arm, 2, {i: n < arms[arm][4] for n, i in enumerate(ids)})
     md = results_markdown(exp, list(arms), 2)
     section = md.split("## Arms one setting apart, seed by seed", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    rows, held_rows = _table_rows(section)
+    # held-out wordings (odd items): 15 against 10 right, the K row's 15 against 20
+    assert [row.split(" [", 1)[0] for row in held_rows] == [
+        "| rs60 - rs30, rs60_s1 - rs30_s1 | `prompts.mix.instruction`: 60 vs 30 | 1 | +0.250",
+        "| rs60 - k2_60, rs60_s1 - k2_60_s1 | `generation.num_candidates`: 6 vs 2 | 1 | -0.250",
+        "| rs60 - k2_60, rs60_s1 - k2_60_s1 | `generation.num_candidates`: 6 vs 2 | 2 | -0.250",
+        "| random60 - random60_least, random60_s1 - random60_least_s1 | `selection.rank_verified_by`: likelihood vs "
+        "least_likely (controls: only the counts they copy) | 1 | +0.000",
+    ]
     assert rows == [
         # 30 against 20 right at both seeds: the items' paired interval, as in the ranking's section (t, 39 df)
         "| rs60 - rs30, rs60_s1 - rs30_s1 | `prompts.mix.instruction`: 60 vs 30 | 1 | "

@@ -490,7 +490,8 @@ def round_one_configs(exp: Path, arms: list[str]) -> dict[str, dict]:
 
 STRATEGY_KEY, DRAW_SEED_KEY = "strategy", "random_seed"
 """The ``selection`` keys the sections pair on: the ranking against its control (``strategy``; seed by seed, with the
-draw seed unset) and a control's draws (``random_seed``); the one-setting-apart section leaves both to them."""
+draw seed unset or the run's seed) and a control's draws (``random_seed``); the one-setting-apart section leaves both
+to them."""
 
 
 def _setting(cfg: dict, top: tuple[str, ...] = (), selection: tuple[str, ...] = ()) -> str:
@@ -509,9 +510,9 @@ def control_draws(configs: dict[str, dict]) -> tuple[list[list[str]], dict[str, 
     groups: dict[str, dict[int, str]] = {}
     same: dict[str, str] = {}
     for arm, cfg in configs.items():
-        if cfg["selection"].get("strategy") != "random":
+        if cfg["selection"].get(STRATEGY_KEY) != "random":
             continue
-        seed = cfg["selection"].get("random_seed")
+        seed = cfg["selection"].get(DRAW_SEED_KEY)
         seed = cfg["seed"] if seed is None else seed
         members = groups.setdefault(_setting(cfg, selection=(DRAW_SEED_KEY,)), {})
         if seed in members:
@@ -686,11 +687,11 @@ def seed_pairs(configs: dict[str, dict]) -> tuple[list[list[tuple[int, str, str]
     controls: dict[str, dict[int, str]] = {}
     for arm, cfg in configs.items():
         selection, seed = cfg["selection"], cfg["seed"]
-        if selection.get("strategy") == "random":
-            if selection.get("random_seed") in (None, seed):
+        if selection.get(STRATEGY_KEY) == "random":
+            if selection.get(DRAW_SEED_KEY) in (None, seed):
                 place(controls.setdefault(setting(cfg), {}), seed, arm)
         else:
-            place(ranked.setdefault((setting(cfg), str(selection.get("strategy"))), {}), seed, arm)
+            place(ranked.setdefault((setting(cfg), str(selection.get(STRATEGY_KEY))), {}), seed, arm)
     groups = []
     for (key, _), by_seed in ranked.items():
         pairs = [(s, arm, controls[key][s]) for s, arm in sorted(by_seed.items()) if s in controls.get(key, {})]
@@ -757,12 +758,19 @@ def _seed_paired_tables(
     data: dict, caps: list[str], rows: dict[str | None, list[str]], setting: bool = False
 ) -> list[str]:
     """A seed-paired section's tables (``rows`` by wording, :data:`WORDINGS`): all items, then the held-out wordings of
-    the capabilities that have any (:func:`_wording_capabilities`); a table without a row is left out."""
+    the capabilities that have any (:func:`_wording_capabilities`; the others are named). A table without a row is a
+    line that says why."""
     lines = []
     for wording, title in WORDINGS.items():
         shown = _wording_capabilities(data, caps, wording)
-        if not rows[wording] or not shown:
+        if not shown:
+            lines += ["", f"{title}: no such item in the first arm's eval of the base model."]
             continue
+        if not rows[wording]:
+            lines += ["", f"{title}: no round with two items or more that every arm of a row answered."]
+            continue
+        if missing := [c for c in caps if c not in shown]:
+            title += f", where a capability has any (not {', '.join(missing)})"
         lines += [
             "",
             f"{title}:",
@@ -872,7 +880,7 @@ def one_key_pairs(configs: dict[str, dict]) -> tuple[list[OneKeyPair], dict[str,
                 continue
             key = apart[0]
             pairs = [(s, first_seeds[s], second_seeds[s]) for s in seeds]
-            controls = all(json.loads(c.get("selection.strategy", "null")) == "random" for c in (first, second))
+            controls = all(json.loads(c.get(f"selection.{STRATEGY_KEY}", "null")) == "random" for c in (first, second))
             found.append(OneKeyPair(key, _shown(first.get(key)), _shown(second.get(key)), controls, pairs))
     return found, left_out
 

@@ -348,6 +348,47 @@ def test_the_ranking_against_its_control_seed_by_seed_folds_the_seed_spread_into
     assert "Rows are the rounds every seed's pair finished." in section
 
 
+def test_the_held_out_tables_leave_out_and_name_a_capability_without_held_out_items(tmp_path) -> None:
+    """The seed-by-seed sections' held-out tables cover the capabilities that have held-out wordings (math's odd
+    items here) and name the others (format: every item seen), with as many cells in each row as the header has
+    columns; with no held-out item at all, a line says so instead of a table."""
+    import yaml
+
+    def write(exp: Path, format_ids: list[str], math_ids: list[str]) -> str:
+        ids = math_ids + format_ids
+        for arm, seed, strategy, right in (
+            ("rs", 0, "rejection_sampling", 30),
+            ("random", 0, "random", 20),
+            ("rs_s1", 1, "rejection_sampling", 28),
+            ("random_s1", 1, "random", 22),
+            ("rs_k2", 0, "rejection_sampling", 10),  # one key from rs: the one-setting-apart section
+            ("rs_k2_s1", 1, "rejection_sampling", 10),
+        ):
+            answers = {i: int(i.split("-")[1]) < right for i in ids}
+            _fake_round(exp / arm, 1, answers, {i: int(i.split("-")[1]) < 10 for i in ids})
+            config = {"name": arm, "seed": seed, "selection": {"strategy": strategy}}
+            config["generation"] = {"num_candidates": 2 if "k2" in arm else 6}
+            (exp / arm / "round-1" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        return results_markdown(exp, ["rs", "random", "rs_s1", "random_s1", "rs_k2", "rs_k2_s1"], 1)
+
+    seen_format = [f"format-{i}" for i in range(0, 40, 2)]  # even numbers: seen wordings only
+    md = write(tmp_path / "experiment-x", seen_format, [f"math-{i}" for i in range(40)])
+    for name in ("## The ranking against its control, seed by seed", "## Arms one setting apart, seed by seed"):
+        section = md.split(name, 1)[1].split("\n## ", 1)[0]
+        held = section.split("Held-out wordings only", 1)[1]
+        assert held.startswith(" (templates no training prompt uses), where a capability has any (not format):"), held
+        table = [line for line in held.splitlines() if line.startswith("|")]
+        assert "math: Δ" in table[0] and "format" not in table[0]
+        assert len(table) == 3 and len({line.count(" | ") for line in table[::2]}) == 1, table
+        assert table[1].count("|") == table[0].count("|")
+        all_items = [
+            line for line in section.split("Held-out wordings only", 1)[0].splitlines() if line.startswith("|")
+        ]
+        assert "format: Δ" in all_items[0] and len({line.count("|") for line in all_items}) == 1, all_items
+    md = write(tmp_path / "experiment-y", seen_format, [f"math-{i}" for i in range(0, 40, 2)])
+    assert md.count("Held-out wordings only (templates no training prompt uses): no such item in the first arm's") == 2
+
+
 def test_arms_one_setting_apart_are_compared_seed_by_seed(tmp_path) -> None:
     """Two settings whose round-1 configs differ in exactly one key (not the seed, not ``selection.strategy``, which
     the ranking's own section pairs, nor ``selection.random_seed``, the draws'), run at two seeds or more, are

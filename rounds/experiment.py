@@ -739,11 +739,7 @@ def _seed_pairs_section(
         "freedom, so two or three seeds that disagree give a wide interval. Per seed: each seed's difference, and",
         "their standard deviation once item noise is taken out. Rows are the rounds every seed's pair finished.",
     ]
-    rows = {
-        wording: [row for p in groups for row in _seed_paired_rows(data, caps, p, wording=wording)]
-        for wording in WORDINGS
-    }
-    return [*lines, *_seed_paired_tables(data, caps, rows), *_left_out_notes(left_out)]
+    return [*lines, *_seed_paired_tables(data, caps, [(pairs, "") for pairs in groups]), *_left_out_notes(left_out)]
 
 
 WORDINGS: dict[str | None, str] = {
@@ -755,18 +751,20 @@ out-of-template items the issue's conditions are stated on)."""
 
 
 def _seed_paired_tables(
-    data: dict, caps: list[str], rows: dict[str | None, list[str]], setting: bool = False
+    data: dict, caps: list[str], compared: list[tuple[list[tuple[int, str, str]], str]], setting: bool = False
 ) -> list[str]:
-    """A seed-paired section's tables (``rows`` by wording, :data:`WORDINGS`): all items, then the held-out wordings of
-    the capabilities that have any (:func:`_wording_capabilities`; the others are named). A table without a row is a
-    line that says why."""
+    """A seed-paired section's tables, one per wording (:data:`WORDINGS`): all items, then the held-out wordings of the
+    capabilities that have any (:func:`_wording_capabilities`; the others are named), with a row per round of each
+    (pairs, setting label) in ``compared`` (:func:`_seed_paired_rows`; ``setting``: the tables have the label's
+    column). A table without a row is a line that says why."""
     lines = []
     for wording, title in WORDINGS.items():
         shown = _wording_capabilities(data, caps, wording)
         if not shown:
             lines += ["", f"{title}: no such item in the first arm's eval of the base model."]
             continue
-        if not rows[wording]:
+        rows = [row for pairs, label in compared for row in _seed_paired_rows(data, shown, pairs, label, wording)]
+        if not rows:
             lines += ["", f"{title}: no round with two items or more that every arm of a row answered."]
             continue
         if missing := [c for c in caps if c not in shown]:
@@ -781,7 +779,7 @@ def _seed_paired_tables(
             + " | ".join(f"{c}: Δ [95%], per seed" for c in shown)
             + " |",
             "|---|---|" + ("---|" if setting else "") + "---|" * len(shown),
-            *rows[wording],
+            *rows,
         ]
     return lines
 
@@ -796,11 +794,10 @@ def _seed_paired_rows(
     data: dict, caps: list[str], pairs: list[tuple[int, str, str]], setting: str = "", wording: str | None = None
 ) -> list[str]:
     """Table rows of :func:`seed_paired` for (seed, arm, other arm) ``pairs``, one per round every arm finished (a row
-    whose every cell is empty left out), on the items of one ``wording`` (None: all) of the capabilities that have
-    such items; ``setting``: a column after the label."""
+    whose every cell is empty left out), on the items of one ``wording`` (None: all); ``setting``: a column after the
+    label."""
     evals = {arm: _evals_by_round(data, arm) for _, a, b in pairs for arm in (a, b)}
     label = ", ".join(f"{a} - {b}" for _, a, b in pairs) + (f" | {setting}" if setting else "")
-    caps = _wording_capabilities(data, caps, wording)
     rows = []
     for k in sorted(set.intersection(*(set(e) for e in evals.values()))):
         cells = [
@@ -902,15 +899,14 @@ def _one_key_section(
         "only through the counts of SFT rows and pairs they copy from rejection sampling (marked). Rows are the rounds",
         "every seed's pair finished.",
     ]
-    rows: dict[str | None, list[str]] = {wording: [] for wording in WORDINGS}
+    compared = []
     for found_pair in found:
         setting = f"`{found_pair.key}`: {found_pair.first} vs {found_pair.second}"
         if found_pair.controls and found_pair.key.startswith("selection."):
             setting += " (controls: only the counts they copy)"
-        for wording in WORDINGS:
-            rows[wording] += _seed_paired_rows(data, caps, found_pair.pairs, setting, wording)
+        compared.append((found_pair.pairs, setting))
     notes = _left_out_notes({arm: other for arm, other in left_out.items() if arm not in named})
-    return [*lines, *_seed_paired_tables(data, caps, rows, setting=True), *notes]
+    return [*lines, *_seed_paired_tables(data, caps, compared, setting=True), *notes]
 
 
 def _identity_line(data: dict, ref: str) -> str:
